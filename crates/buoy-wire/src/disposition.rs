@@ -1,0 +1,183 @@
+//! `content-disposition` handling (compat §1.4, departure 5): the file name a non-gzip upload is
+//! stored under, parsed the way Go's `mime.ParseMediaType` parses it (so the effective name of a
+//! normal upload is the one Sonobuoy would use), then reduced to a safe base name.
+
+/// The name a result is stored under when no usable file name was sent.
+pub const DEFAULT_FILENAME: &str = "result";
+
+/// The header a worker sends for `filename` (unquoted, as Sonobuoy's worker sends it).
+pub fn header_for(filename: Option<&str>) -> String {
+    match filename {
+        Some(f) if !f.is_empty() => format!("attachment;filename={f}"),
+        _ => "attachment".to_string(),
+    }
+}
+
+/// The file name to store an upload under, from the raw header value (or none).
+pub fn stored_filename(header: Option<&str>) -> String {
+    header
+        .and_then(|h| parse_filename(h).ok().flatten())
+        .and_then(|f| sanitize(&f))
+        .unwrap_or_else(|| DEFAULT_FILENAME.to_string())
+}
+
+fn is_tspecial(c: char) -> bool {
+    "()<>@,;:\\\"/[]?=".contains(c)
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii() && c > ' ' && c != '\x7f' && !is_tspecial(c)
+}
+
+fn take_token(s: &str) -> (&str, &str) {
+    let end = s.find(|c: char| !is_token_char(c)).unwrap_or(s.len());
+    s.split_at(end)
+}
+
+/// Parses a quoted-string starting at `"`; returns the unescaped value and the rest.
+fn take_quoted(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices().skip(1);
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &s[i + 1..])),
+            '\\' => out.push(chars.next()?.1),
+            _ => out.push(c),
+        }
+    }
+    None
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The `filename` parameter of a disposition header: `Err` when the header does not parse as a
+/// media type with parameters (Go then falls back to `result`), `Ok(None)` when it has none.
+pub fn parse_filename(header: &str) -> Result<Option<String>, ()> {
+    let (kind, mut rest) = take_token(header.trim_start());
+    if kind.is_empty() {
+        return Err(());
+    }
+    let mut params: Vec<(String, String)> = Vec::new();
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        rest = rest.strip_prefix(';').ok_or(())?.trim_start();
+        if rest.is_empty() {
+            break; // a trailing ';' is tolerated
+        }
+        let (name, after) = take_token(rest);
+        if name.is_empty() {
+            return Err(());
+        }
+        let after = after.trim_start().strip_prefix('=').ok_or(())?.trim_start();
+        let (value, after) = if after.starts_with('"') {
+            take_quoted(after).ok_or(())?
+        } else {
+            let (v, a) = take_token(after);
+            if v.is_empty() {
+                return Err(());
+            }
+            (v.to_string(), a)
+        };
+        let name = name.to_ascii_lowercase();
+        if params.iter().any(|(n, _)| *n == name) {
+            return Err(());
+        }
+        params.push((name, value));
+        rest = after;
+    }
+    // RFC 2231 extended value wins when present: charset'lang'percent-encoded.
+    if let Some((_, v)) = params.iter().find(|(n, _)| n == "filename*") {
+        let mut parts = v.splitn(3, '\'');
+        let charset = parts.next().unwrap_or("").to_ascii_lowercase();
+        let _lang = parts.next();
+        if let Some(enc) = parts.next() {
+            if charset == "utf-8" || charset == "us-ascii" {
+                if let Some(bytes) = percent_decode(enc) {
+                    if let Ok(s) = String::from_utf8(bytes) {
+                        if !s.is_empty() {
+                            return Ok(Some(s));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(params.into_iter().find(|(n, v)| n == "filename" && !v.is_empty()).map(|(_, v)| v))
+}
+
+/// Reduces a client-supplied file name to one safe base name: the last path component, without
+/// control characters, never `.`/`..`, at most 255 bytes. `None` means "use the default".
+pub fn sanitize(name: &str) -> Option<String> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        return None;
+    }
+    let mut out = String::new();
+    for c in cleaned.chars() {
+        if out.len() + c.len_utf8() > 255 {
+            break;
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filename_from_header_matches_sonobuoy() {
+        assert_eq!(stored_filename(Some("attachment")), "result");
+        assert_eq!(stored_filename(Some("attachment;filename=foo")), "foo");
+        assert_eq!(stored_filename(Some("")), "result");
+        assert_eq!(stored_filename(None), "result");
+        assert_eq!(stored_filename(Some("attachment;filename=foo.txt")), "foo.txt");
+        assert_eq!(stored_filename(Some("inline; filename=\"my file.xml\"")), "my file.xml");
+        assert_eq!(stored_filename(Some("attachment; filename*=UTF-8''caf%C3%A9.txt")), "café.txt");
+    }
+
+    #[test]
+    fn unquoted_specials_fall_back_to_result_like_go() {
+        assert_eq!(stored_filename(Some("attachment;filename=my results.tar")), "result");
+        assert_eq!(stored_filename(Some("attachment;filename=a=b")), "result");
+        assert_eq!(stored_filename(Some("attachment;filename=a/b")), "result");
+    }
+
+    #[test]
+    fn traversal_is_reduced_to_a_base_name() {
+        assert_eq!(stored_filename(Some("attachment;filename=\"../x\"")), "x");
+        assert_eq!(stored_filename(Some("attachment;filename=\"a/b\"")), "b");
+        assert_eq!(stored_filename(Some("attachment;filename=\"..\"")), "result");
+        assert_eq!(stored_filename(Some("attachment;filename=\"/etc/passwd\"")), "passwd");
+        assert_eq!(stored_filename(Some("attachment;filename=\"..\\\\..\\\\win.ini\"")), "win.ini");
+        assert_eq!(stored_filename(Some("attachment;filename=\"a\u{7}b\"")), "ab");
+    }
+
+    #[test]
+    fn header_round_trips() {
+        assert_eq!(header_for(Some("junit.xml")), "attachment;filename=junit.xml");
+        assert_eq!(header_for(None), "attachment");
+        assert_eq!(stored_filename(Some(&header_for(Some("results.tar.gz")))), "results.tar.gz");
+    }
+}

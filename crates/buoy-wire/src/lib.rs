@@ -1,0 +1,44 @@
+//! Buoy's wire and file types, shared by every other crate: result keys, routes, progress
+//! updates and their append rule, the status document, content-disposition handling, error
+//! result bodies and Sonobuoy plugin manifests. Pure data and functions: no I/O beyond reading
+//! manifest files, and never a dependency on an HTTP framework or Kubernetes client.
+
+pub mod disposition;
+pub mod key;
+pub mod manifest;
+pub mod progress;
+pub mod routes;
+pub mod status;
+pub mod timefmt;
+
+pub use key::{ResultKey, GLOBAL_NODE};
+pub use progress::{ProgressInput, ProgressUpdate};
+pub use status::{PluginStatus, Status, TarInfo};
+
+/// The error text of a result that never arrived before the plugin's timeout (v0.57 wording,
+/// which still contains "timeout" so post-processing classifies it as such).
+pub const TIMEOUT_ERROR_MESSAGE: &str = "Plugin timeout while waiting for results so there are no results. Check pod logs or other cluster details for more information as to why this occurred.";
+
+/// File name of an internal error result, stored under `plugins/<p>/errors/<node>/`.
+pub const ERROR_RESULT_FILENAME: &str = "error.json";
+
+/// The Sonobuoy release whose archive layout and status shape Buoy writes. `sonobuoy results`
+/// reads `Version` from `meta/config.json` to choose a layout, so it must be a real Sonobuoy
+/// version (>= v0.15); Buoy's own version travels in build metadata.
+pub const SONOBUOY_COMPAT_VERSION: &str = "v0.57.5";
+
+/// The `Version` written into `meta/config.json`.
+pub fn archive_version() -> String {
+    format!("{SONOBUOY_COMPAT_VERSION}+buoy.{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Builds the body of an internal error result: `{"error": msg, ...extra}` with keys sorted as
+/// Go's encoder sorts map keys.
+pub fn error_body(message: &str, extra: Option<(&str, serde_json::Value)>) -> Vec<u8> {
+    let mut map = std::collections::BTreeMap::new();
+    map.insert("error".to_string(), serde_json::Value::String(message.to_string()));
+    if let Some((k, v)) = extra {
+        map.insert(k.to_string(), v);
+    }
+    serde_json::to_vec(&map).expect("a map of JSON values always serialises")
+}

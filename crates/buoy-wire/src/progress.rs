@@ -1,0 +1,199 @@
+//! Progress updates (compat §4.3): the JSON a plugin posts, how the server decodes it, and the
+//! v0.57 append rule that merges an appending update into the stored one.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A progress update as stored and as shown in the status. `name`, `node` and `timestamp` are
+/// always set by the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressUpdate {
+    pub name: String,
+    pub node: String,
+    pub timestamp: String,
+    pub msg: String,
+    pub total: i64,
+    pub completed: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub appendtotals: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub appendcompleted: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub appendfailing: Vec<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// What a client may send. Unknown fields are ignored and `null` means "not given", as in Go;
+/// `name`, `node` and `timestamp` are accepted and discarded.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ProgressInput {
+    #[serde(deserialize_with = "null_as_default")]
+    pub msg: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub total: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub completed: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub errors: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub failures: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub appendtotals: bool,
+    #[serde(deserialize_with = "null_as_default")]
+    pub appendcompleted: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub appendfailing: Vec<String>,
+}
+
+/// Why a progress body was refused (answered with 400).
+#[derive(Debug, thiserror::Error)]
+#[error("unable to decode body: {0}")]
+pub struct ProgressDecodeError(String);
+
+impl ProgressInput {
+    /// Decodes the first JSON value of `body`, ignoring anything after it, as Go's streaming
+    /// decoder does. An empty body is an error (`EOF`).
+    pub fn decode(body: &[u8]) -> Result<Self, ProgressDecodeError> {
+        let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<ProgressInput>();
+        match stream.next() {
+            None => Err(ProgressDecodeError("EOF".into())),
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) if e.is_eof() => Err(ProgressDecodeError("EOF".into())),
+            Some(Err(e)) => Err(ProgressDecodeError(e.to_string())),
+        }
+    }
+
+    /// Turns the input into an update for `plugin` on `node` at `timestamp`; the server's values
+    /// always win over the client's.
+    pub fn into_update(self, plugin: &str, node: &str, timestamp: String) -> ProgressUpdate {
+        ProgressUpdate {
+            name: plugin.to_string(),
+            node: node.to_string(),
+            timestamp,
+            msg: self.msg,
+            total: self.total,
+            completed: self.completed,
+            errors: self.errors,
+            failures: self.failures,
+            appendtotals: self.appendtotals,
+            appendcompleted: self.appendcompleted,
+            appendfailing: self.appendfailing,
+        }
+    }
+}
+
+impl ProgressUpdate {
+    /// An update is appending when it asks to add to the stored counters rather than replace them.
+    pub fn is_appending(&self) -> bool {
+        self.appendtotals || !self.appendfailing.is_empty() || self.appendcompleted > 0
+    }
+
+    /// Applies `next` to the stored update `prev` (compat §4.3) and returns the new stored value.
+    pub fn merge(prev: Option<&ProgressUpdate>, next: ProgressUpdate) -> ProgressUpdate {
+        if !next.is_appending() {
+            return next;
+        }
+        let base = prev.cloned().unwrap_or_default();
+        let mut out = ProgressUpdate {
+            name: next.name.clone(),
+            node: next.node.clone(),
+            timestamp: next.timestamp.clone(),
+            msg: next.msg.clone(),
+            ..base.clone()
+        };
+        if !base.is_appending() {
+            out.completed += next.appendcompleted;
+            if next.appendtotals {
+                out.total += next.appendcompleted + next.appendfailing.len() as i64;
+            }
+            out.failures.extend(next.appendfailing);
+        } else {
+            out.appendcompleted += next.appendcompleted;
+            out.appendfailing.extend(next.appendfailing);
+            out.appendtotals = next.appendtotals;
+        }
+        out
+    }
+
+    /// The form shown in the status: the append fields are never copied there.
+    pub fn for_status(&self) -> ProgressUpdate {
+        ProgressUpdate {
+            appendtotals: false,
+            appendcompleted: 0,
+            appendfailing: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upd(json: &str) -> ProgressUpdate {
+        ProgressInput::decode(json.as_bytes()).unwrap().into_update("p", "n", "t".into())
+    }
+
+    #[test]
+    fn append_sequence_follows_the_merge_rule() {
+        let mut s = ProgressUpdate::merge(None, upd(r#"{"msg":"hi","appendtotals":true}"#));
+        assert_eq!((s.msg.as_str(), s.total, s.completed), ("hi", 0, 0));
+        assert!(!s.is_appending(), "append fields are never stored");
+        s = ProgressUpdate::merge(Some(&s), upd(r#"{"appendcompleted":3,"appendfailing":["foo"]}"#));
+        // Without appendtotals only completed and failures move.
+        assert_eq!((s.total, s.completed, s.failures.clone()), (0, 3, vec!["foo".to_string()]));
+        let mut plain = ProgressUpdate::merge(None, upd(r#"{"msg":"hi"}"#));
+        plain = ProgressUpdate::merge(Some(&plain), upd(r#"{"appendtotals":true,"appendcompleted":3,"appendfailing":["foo"]}"#));
+        assert_eq!((plain.total, plain.completed, plain.failures.clone()), (4, 3, vec!["foo".to_string()]));
+        plain = ProgressUpdate::merge(Some(&plain), upd(r#"{"appendtotals":true,"appendcompleted":4}"#));
+        assert_eq!((plain.total, plain.completed), (8, 7));
+        plain = ProgressUpdate::merge(Some(&plain), upd(r#"{"appendtotals":true,"appendcompleted":5,"appendfailing":["bar"]}"#));
+        assert_eq!((plain.total, plain.completed), (14, 12));
+        assert_eq!(plain.failures, vec!["foo", "bar"]);
+    }
+
+    #[test]
+    fn non_appending_update_resets_then_appends() {
+        let s = ProgressUpdate::merge(None, upd(r#"{"total":33,"completed":33}"#));
+        let s = ProgressUpdate::merge(Some(&s), upd(r#"{"appendcompleted":4,"appendtotals":true}"#));
+        assert_eq!((s.total, s.completed), (37, 37));
+    }
+
+    #[test]
+    fn decoding_is_lenient_like_go() {
+        let u = upd(r#"{"msg":"foo","name":"spoof","node":"spoof","unknown":1,"errors":null} trailing"#);
+        assert_eq!((u.msg.as_str(), u.name.as_str(), u.node.as_str()), ("foo", "p", "n"));
+        let err = ProgressInput::decode(b"").unwrap_err().to_string();
+        assert!(err.contains("unable to decode body: EOF"), "{err}");
+        assert!(ProgressInput::decode(b"{\"total\":\"x\"}").is_err());
+        assert!(ProgressInput::decode(b"  ").is_err());
+    }
+
+    #[test]
+    fn status_form_omits_append_fields_and_empty_lists() {
+        let u = upd(r#"{"msg":"m","appendcompleted":2}"#).for_status();
+        let v = serde_json::to_value(&u).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name":"p","node":"n","timestamp":"t","msg":"m","total":0,"completed":0})
+        );
+    }
+}
