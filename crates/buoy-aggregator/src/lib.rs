@@ -1,1 +1,24 @@
-//! placeholder
+//! Buoy's aggregator: it knows which (plugin, node) results to expect, receives them over a
+//! Sonobuoy-compatible HTTP API in parallel, stores them safely, reports live status, records
+//! error results for failures and timeouts, and seals the run into one tarball.
+//!
+//! Layers, inner to outer: `state` (sans-IO state machine), `extract`/`store`/`seal` (disk),
+//! `aggregator` (ties state and disk together, no HTTP), `api` (routes and the one error-to-
+//! response mapping), `server` (sockets, TLS, timeouts, shutdown) and `run` (one whole run).
+
+pub mod aggregator;
+pub mod api;
+pub mod body;
+pub mod error;
+pub mod extract;
+pub mod run;
+pub mod seal;
+pub mod server;
+pub mod state;
+pub mod store;
+
+pub use aggregator::{Aggregator, Options};
+pub use error::AggError;
+pub use extract::Limits;
+pub use run::{Finished, RunConfig, RunHandle};
+pub use server::ServerOptions;

@@ -23,14 +23,12 @@ pub const TIMEOUT_ERROR_MESSAGE: &str = "Plugin timeout while waiting for result
 pub const ERROR_RESULT_FILENAME: &str = "error.json";
 
 /// The Sonobuoy release whose archive layout and status shape Buoy writes. `sonobuoy results`
-/// reads `Version` from `meta/config.json` to choose a layout, so it must be a real Sonobuoy
-/// version (>= v0.15); Buoy's own version travels in build metadata.
+/// reads `Version` from `meta/config.json` to choose a layout, so it must be a plain Sonobuoy
+/// version (>= v0.15); Buoy's own version goes in a separate `BuoyVersion` key.
 pub const SONOBUOY_COMPAT_VERSION: &str = "v0.57.5";
 
-/// The `Version` written into `meta/config.json`.
-pub fn archive_version() -> String {
-    format!("{SONOBUOY_COMPAT_VERSION}+buoy.{}", env!("CARGO_PKG_VERSION"))
-}
+/// Buoy's own version.
+pub const BUOY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Builds the body of an internal error result: `{"error": msg, ...extra}` with keys sorted as
 /// Go's encoder sorts map keys.

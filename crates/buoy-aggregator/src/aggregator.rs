@@ -1,0 +1,367 @@
+//! The shared aggregator: one `RunState` behind a short lock, the `Store`, and the
+//! operations the HTTP handlers and the runners call. Upload bytes stream to a staging
+//! directory with no lock held; only claiming a key and recording the outcome take the lock.
+//! Changes are announced on a watch channel, which never blocks (no bounded event channel to
+//! deadlock on, compat §2.9).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use buoy_wire::{ProgressInput, ResultKey, Status, TarInfo};
+use futures_util::Stream;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::body::{BodyFailure, GuardedBody};
+use crate::error::AggError;
+use crate::extract::{self, ExtractError, Limits};
+use crate::state::{Outcome, Refusal, RunPhase, RunState, Ticket};
+use crate::store::Store;
+
+/// Tunables of one aggregator.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a key stays open for retries after a failed write (Sonobuoy: 120 s).
+    pub retry_window: Duration,
+    pub limits: Limits,
+    /// Longest pause between two chunks of an upload body.
+    pub body_idle_timeout: Duration,
+    /// Longest time one upload body may take.
+    pub body_deadline: Duration,
+    /// Uploads processed at once; more wait for a slot (back-pressure).
+    pub max_concurrent_uploads: usize,
+    /// Refuse uploads whose client certificate was issued for another plugin.
+    pub enforce_identity: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            retry_window: Duration::from_secs(120),
+            limits: Limits::default(),
+            body_idle_timeout: Duration::from_secs(120),
+            body_deadline: Duration::from_secs(6 * 3600),
+            max_concurrent_uploads: 256,
+            enforce_identity: true,
+        }
+    }
+}
+
+/// What was stored for one accepted upload.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadReport {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+pub struct Aggregator {
+    state: Mutex<RunState>,
+    store: Store,
+    opts: Options,
+    changed: watch::Sender<u64>,
+    upload_slots: Semaphore,
+}
+
+/// Marks the key failed if an upload ends without recording its outcome (the handler's future
+/// was dropped, or it returned early), so a key is never stuck in "receiving".
+struct TicketGuard<'a> {
+    agg: &'a Aggregator,
+    ticket: Option<Ticket>,
+    staged: Option<PathBuf>,
+}
+
+impl TicketGuard<'_> {
+    fn finish(mut self, result: Result<Outcome, String>) {
+        if let Some(t) = self.ticket.take() {
+            self.agg.finish(&t, result);
+        }
+    }
+}
+
+impl Drop for TicketGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.staged.take() {
+            self.agg.store.discard(&p);
+        }
+        if let Some(t) = self.ticket.take() {
+            self.agg.finish(&t, Err("upload aborted before it completed".into()));
+        }
+    }
+}
+
+impl Aggregator {
+    /// Opens the run directory and expects `keys`. Results an earlier aggregator stored in
+    /// the same directory are recognised, so a restarted run never asks for them again.
+    pub fn open(run_dir: &Path, staging: &Path, keys: Vec<ResultKey>, opts: Options) -> Result<Arc<Self>, AggError> {
+        let store = Store::open(run_dir, staging).map_err(AggError::io(format!("cannot open run directory {}", run_dir.display())))?;
+        let mut state = RunState::new(keys, opts.retry_window);
+        let keys: Vec<ResultKey> = state.keys().cloned().collect();
+        for k in &keys {
+            if let Some(o) = store.recorded(k) {
+                tracing::info!(key = %k, "result already stored by an earlier run on this directory");
+                state.restore(k, o);
+            }
+        }
+        let (changed, _) = watch::channel(0);
+        Ok(Arc::new(Self {
+            state: Mutex::new(state),
+            store,
+            upload_slots: Semaphore::new(opts.max_concurrent_uploads.max(1)),
+            opts,
+            changed,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RunState> {
+        // A panic while holding this lock would be a bug in plain-data code; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn finish(&self, ticket: &Ticket, result: Result<Outcome, String>) {
+        let recorded = self.lock().finish(ticket, result, std::time::Instant::now());
+        if recorded {
+            self.notify();
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.store.run_dir()
+    }
+
+    /// A receiver that changes whenever a result, error or progress update is recorded.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn status(&self) -> Status {
+        self.lock().status()
+    }
+
+    /// Runs `f` on the state (read-only) under the lock.
+    pub fn inspect<T>(&self, f: impl FnOnce(&RunState) -> T) -> T {
+        f(&self.lock())
+    }
+
+    pub fn set_run_phase(&self, phase: RunPhase) {
+        self.lock().set_run_phase(phase);
+        self.notify();
+    }
+
+    fn refusal(key: &ResultKey, r: Refusal) -> AggError {
+        match r {
+            Refusal::Unexpected => AggError::Unexpected(key.clone()),
+            Refusal::Duplicate => AggError::Duplicate(key.clone()),
+            Refusal::InFlight => AggError::InFlight(key.clone()),
+        }
+    }
+
+    /// Checks a client certificate's names against the plugin it submits for.
+    pub fn authorize(&self, plugin: &str, identities: Option<&[String]>) -> Result<(), AggError> {
+        match identities {
+            Some(ids) if self.opts.enforce_identity && !ids.iter().any(|i| i == plugin) => Err(AggError::WrongIdentity {
+                plugin: plugin.to_string(),
+                identities: if ids.is_empty() { "(no name)".into() } else { format!("{:?}", ids.join(",")) },
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Receives one upload: gzip bodies (exactly `application/gzip`) are extracted safely,
+    /// others are stored under the sanitised `content-disposition` name.
+    pub async fn upload<S, E>(
+        &self,
+        key: ResultKey,
+        content_type: Option<&str>,
+        disposition: Option<&str>,
+        body: S,
+    ) -> Result<UploadReport, AggError>
+    where
+        S: Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.lock().check(&key).map_err(|r| Self::refusal(&key, r))?;
+        let _slot = self.upload_slots.acquire().await.map_err(|_| AggError::ShuttingDown)?;
+        let ticket = self.lock().begin(&key, false).map_err(|r| Self::refusal(&key, r))?;
+        let mut guard = TicketGuard { agg: self, ticket: Some(ticket.clone()), staged: None };
+        let staged = self.store.stage(ticket.id).map_err(|e| AggError::Internal { key: key.clone(), reason: e.to_string() })?;
+        guard.staged = Some(staged.clone());
+
+        let gzip = content_type == Some(buoy_wire::routes::GZIP_CONTENT_TYPE);
+        let filename = buoy_wire::disposition::stored_filename(disposition);
+        let (guarded, failure) =
+            GuardedBody::new(body, self.opts.limits.max_upload_bytes, self.opts.body_idle_timeout, self.opts.body_deadline);
+        let reader = SyncIoBridge::new(StreamReader::new(guarded));
+        let limits = self.opts.limits;
+        let dest = staged.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            if gzip {
+                extract::extract_tar_gz(reader, &dest, &limits)
+            } else {
+                extract::write_plain(reader, &dest, &filename)
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(ExtractError::Io { context: "extraction task failed".into(), source: std::io::Error::other(e) }));
+
+        let body_failure = failure.lock().expect("failure slot").clone();
+        let stats = match (outcome, body_failure) {
+            (Ok(s), _) => s,
+            (Err(e), failure) => {
+                let err = match failure {
+                    Some(BodyFailure::TooLarge(n)) => {
+                        AggError::TooLarge { key: key.clone(), reason: format!("request body exceeds the {n}-byte cap") }
+                    }
+                    Some(BodyFailure::Idle(d)) => AggError::BodyTimeout {
+                        key: key.clone(),
+                        reason: format!("no body data for {}s", d.as_secs()),
+                    },
+                    Some(BodyFailure::Deadline(d)) => AggError::BodyTimeout {
+                        key: key.clone(),
+                        reason: format!("body not complete within {}s", d.as_secs()),
+                    },
+                    Some(BodyFailure::Read(r)) => {
+                        AggError::Refused { key: key.clone(), reason: format!("error reading request body: {r}") }
+                    }
+                    None => match e {
+                        ExtractError::Refused(reason) => AggError::Refused { key: key.clone(), reason },
+                        ExtractError::TooLarge(reason) => AggError::TooLarge { key: key.clone(), reason },
+                        ExtractError::Io { .. } => AggError::Internal { key: key.clone(), reason: e.to_string() },
+                    },
+                };
+                tracing::warn!(key = %key, error = %err, "upload failed; the key stays open for a retry");
+                self.store.discard(&staged);
+                guard.staged = None;
+                guard.finish(Err(err.to_string()));
+                return Err(err);
+            }
+        };
+
+        let store = self.store.clone();
+        let k2 = key.clone();
+        let st2 = staged.clone();
+        let committed = tokio::task::spawn_blocking(move || store.commit_result(&st2, &k2))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        guard.staged = None;
+        match committed {
+            Ok(()) => {
+                tracing::info!(key = %key, files = stats.files, bytes = stats.bytes, "result received");
+                guard.finish(Ok(Outcome::Result));
+                Ok(UploadReport { files: stats.files, bytes: stats.bytes })
+            }
+            Err(e) => {
+                self.store.discard(&staged);
+                let err = AggError::Internal { key: key.clone(), reason: format!("cannot store result: {e}") };
+                guard.finish(Err(err.to_string()));
+                Err(err)
+            }
+        }
+    }
+
+    /// Records a progress update from its raw body. Decode errors come first (400), then the
+    /// expected-key check (403), as in Sonobuoy.
+    pub fn progress(&self, key: &ResultKey, body: &[u8]) -> Result<(), AggError> {
+        let input = ProgressInput::decode(body).map_err(|e| AggError::BadProgress(e.to_string()))?;
+        let update = input.into_update(&key.plugin, &key.node, buoy_wire::timefmt::now_rfc3339_nano());
+        self.lock().record_progress(key, update).map_err(|_| AggError::ProgressUnexpected(key.clone()))?;
+        self.notify();
+        Ok(())
+    }
+
+    /// Stores an internal error result (a failed plugin, a timeout, a lost upload). First
+    /// writer wins: if the key already has a result, this is refused with `Duplicate`.
+    pub async fn submit_error(&self, key: &ResultKey, message: &str, extra: Option<(&str, serde_json::Value)>) -> Result<(), AggError> {
+        let ticket = self.lock().begin(key, true).map_err(|r| Self::refusal(key, r))?;
+        let body = buoy_wire::error_body(message, extra);
+        let store = self.store.clone();
+        let (k2, id) = (key.clone(), ticket.id);
+        let res = tokio::task::spawn_blocking(move || store.write_error(id, &k2, &body))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match res {
+            Ok(()) => {
+                tracing::info!(key = %key, error = message, "error result recorded");
+                self.finish(&ticket, Ok(Outcome::Error(message.to_string())));
+                Ok(())
+            }
+            Err(e) => {
+                self.finish(&ticket, Err(e.to_string()));
+                Err(AggError::Internal { key: key.clone(), reason: format!("cannot store error result: {e}") })
+            }
+        }
+    }
+
+    /// Drives the run until every expected key is done: closes retry windows (an error result
+    /// for each key not retried in time) and, after `timeout`, gives every missing key a
+    /// timeout error result. Returns as soon as the run is complete; never sleeps needlessly.
+    pub async fn drive(&self, timeout: Option<Duration>) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut rx = self.subscribe();
+        loop {
+            let now = Instant::now();
+            let (due, next, complete) = {
+                let mut s = self.lock();
+                if let Some(d) = deadline {
+                    if now >= d && !s.timed_out() {
+                        tracing::warn!("plugin timeout reached; recording a timeout error for every missing result");
+                        s.mark_timed_out();
+                    }
+                }
+                (s.due_errors(now.into_std()), s.next_deadline(), s.is_complete())
+            };
+            if complete {
+                return;
+            }
+            let mut io_failed = false;
+            for d in &due {
+                if let Err(e) = self.submit_error(&d.key, &d.message, None).await {
+                    if matches!(e, AggError::Internal { .. }) {
+                        tracing::error!(error = %e, "cannot record an error result; retrying shortly");
+                        io_failed = true;
+                    }
+                }
+            }
+            if io_failed {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            if !due.is_empty() {
+                continue;
+            }
+            let timeout_wake = deadline.filter(|_| !self.lock().timed_out());
+            let wake = [next.map(Instant::from_std), timeout_wake].into_iter().flatten().min();
+            tokio::select! {
+                r = rx.changed() => { if r.is_err() { return; } }
+                _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
+            }
+        }
+    }
+
+    /// Writes `meta/config.json` and `meta/info.json`, seals the run directory into a tarball
+    /// beside it (status `post-processing` meanwhile) and sets the status to `complete`.
+    pub async fn seal(&self, config: serde_json::Value, info: serde_json::Value, tarball_name: String) -> Result<(PathBuf, TarInfo), AggError> {
+        self.set_run_phase(RunPhase::PostProcessing);
+        let run_dir = self.store.run_dir().to_path_buf();
+        let dest = run_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let sealed = tokio::task::spawn_blocking(move || -> std::io::Result<(PathBuf, TarInfo)> {
+            crate::seal::write_json_atomic(&run_dir.join("meta/config.json"), &config)?;
+            crate::seal::write_json_atomic(&run_dir.join("meta/info.json"), &info)?;
+            crate::seal::write_tarball(&run_dir, &dest, &tarball_name)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(AggError::io("cannot write the results tarball"))?;
+        self.set_run_phase(RunPhase::Complete(sealed.1.clone()));
+        Ok(sealed)
+    }
+}

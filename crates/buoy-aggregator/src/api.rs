@@ -1,0 +1,233 @@
+//! The HTTP API (compat §1 with departures 1, 2, 5, 6 and 8): routes, Sonobuoy's router
+//! behaviour (404 text, 405, 301 to the clean path), the handlers, and the single place where
+//! errors become HTTP responses.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use buoy_wire::key::is_valid_name;
+use buoy_wire::ResultKey;
+use tower::ServiceExt;
+
+use crate::aggregator::Aggregator;
+use crate::error::AggError;
+
+/// Largest progress update body accepted.
+const MAX_PROGRESS_BYTES: usize = 1 << 20;
+
+/// The names on the client certificate of the connection a request came in on; `None` on a
+/// plain-HTTP listener.
+#[derive(Debug, Clone, Default)]
+pub struct PeerIdentity(pub Option<Arc<Vec<String>>>);
+
+/// Everything a handler can answer besides 200.
+#[derive(Debug)]
+pub enum ApiError {
+    NotFound,
+    ProgressTooLarge,
+    Agg(AggError),
+}
+
+impl From<AggError> for ApiError {
+    fn from(e: AggError) -> Self {
+        ApiError::Agg(e)
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = match self {
+            ApiError::NotFound => return text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+            ApiError::ProgressTooLarge => {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, format!("progress update exceeds {MAX_PROGRESS_BYTES} bytes\n"))
+            }
+            ApiError::Agg(e) => e,
+        };
+        let status = match &e {
+            AggError::Unexpected(_) | AggError::ProgressUnexpected(_) | AggError::WrongIdentity { .. } => StatusCode::FORBIDDEN,
+            AggError::Duplicate(_) | AggError::InFlight(_) => StatusCode::CONFLICT,
+            AggError::BadProgress(_) | AggError::Refused { .. } => StatusCode::BAD_REQUEST,
+            AggError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AggError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            AggError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AggError::Internal { .. } | AggError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), error = %e, "request failed");
+        } else {
+            tracing::warn!(status = status.as_u16(), error = %e, "request refused");
+        }
+        text(status, format!("{e}\n"))
+    }
+}
+
+fn key_of(plugin: String, node: Option<String>) -> Result<ResultKey, ApiError> {
+    // Go's router never matches a segment containing '/', which a decoded %2F would be.
+    let node = node.unwrap_or_else(|| buoy_wire::GLOBAL_NODE.to_string());
+    if !is_valid_name(&plugin) || !is_valid_name(&node) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(ResultKey::new(plugin, node))
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn put_result(
+    agg: Arc<Aggregator>,
+    peer: Option<Extension<PeerIdentity>>,
+    key: ResultKey,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let ids = peer.as_ref().and_then(|Extension(p)| p.0.clone());
+    agg.authorize(&key.plugin, ids.as_deref().map(Vec::as_slice))?;
+    let ct = header_str(&headers, header::CONTENT_TYPE);
+    let cd = header_str(&headers, header::CONTENT_DISPOSITION);
+    agg.upload(key, ct, cd, body.into_data_stream()).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn put_by_node(
+    State(agg): State<Arc<Aggregator>>,
+    peer: Option<Extension<PeerIdentity>>,
+    Path((node, plugin)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = key_of(plugin, Some(node))?;
+    put_result(agg, peer, key, headers, body).await
+}
+
+async fn put_global(
+    State(agg): State<Arc<Aggregator>>,
+    peer: Option<Extension<PeerIdentity>>,
+    Path(plugin): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = key_of(plugin, None)?;
+    put_result(agg, peer, key, headers, body).await
+}
+
+async fn post_progress(agg: Arc<Aggregator>, peer: Option<Extension<PeerIdentity>>, key: ResultKey, body: Body) -> Result<StatusCode, ApiError> {
+    let ids = peer.as_ref().and_then(|Extension(p)| p.0.clone());
+    agg.authorize(&key.plugin, ids.as_deref().map(Vec::as_slice))?;
+    let bytes = axum::body::to_bytes(body, MAX_PROGRESS_BYTES).await.map_err(|_| ApiError::ProgressTooLarge)?;
+    agg.progress(&key, &bytes)?;
+    Ok(StatusCode::OK)
+}
+
+async fn progress_by_node(
+    State(agg): State<Arc<Aggregator>>,
+    peer: Option<Extension<PeerIdentity>>,
+    Path((node, plugin)): Path<(String, String)>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = key_of(plugin, Some(node))?;
+    post_progress(agg, peer, key, body).await
+}
+
+async fn progress_global(
+    State(agg): State<Arc<Aggregator>>,
+    peer: Option<Extension<PeerIdentity>>,
+    Path(plugin): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = key_of(plugin, None)?;
+    post_progress(agg, peer, key, body).await
+}
+
+async fn status(State(agg): State<Arc<Aggregator>>) -> Json<buoy_wire::Status> {
+    Json(agg.status())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// The aggregator's routes.
+pub fn router(agg: Arc<Aggregator>) -> Router {
+    use buoy_wire::routes::*;
+    Router::new()
+        .route(&format!("{RESULTS_BY_NODE}/{{node}}/{{plugin}}"), put(put_by_node))
+        .route(&format!("{RESULTS_GLOBAL}/{{plugin}}"), put(put_global))
+        .route(&format!("{PROGRESS_BY_NODE}/{{node}}/{{plugin}}"), post(progress_by_node))
+        .route(&format!("{PROGRESS_GLOBAL}/{{plugin}}"), post(progress_global))
+        .route(STATUS, get(status))
+        .fallback(not_found)
+        .with_state(agg)
+}
+
+/// Go's `path.Clean` as gorilla/mux applies it: a trailing slash is kept.
+pub fn clean_path(p: &str) -> String {
+    if p.is_empty() {
+        return "/".into();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = format!("/{}", parts.join("/"));
+    if p.ends_with('/') && out != "/" {
+        out.push('/');
+    }
+    out
+}
+
+/// Serves one request: non-clean paths get a 301 to the clean one before routing, as with
+/// Sonobuoy's router; everything else goes to `router`.
+pub async fn dispatch(router: Router, req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    let clean = clean_path(path);
+    if clean != path {
+        let loc = match req.uri().query() {
+            Some(q) => format!("{clean}?{q}"),
+            None => clean,
+        };
+        let mut r = StatusCode::MOVED_PERMANENTLY.into_response();
+        if let Ok(v) = HeaderValue::from_str(&loc) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return r;
+    }
+    match router.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_path_matches_go() {
+        assert_eq!(clean_path("//api/v1/results/global/p"), "/api/v1/results/global/p");
+        assert_eq!(clean_path("/api/v1/./results/global/p/"), "/api/v1/results/global/p/");
+        assert_eq!(clean_path("/a/b/../c"), "/a/c");
+        assert_eq!(clean_path("/../x"), "/x");
+        assert_eq!(clean_path("/"), "/");
+        assert_eq!(clean_path("/api/v1/results/global/p"), "/api/v1/results/global/p");
+    }
+}

@@ -1,0 +1,158 @@
+//! One whole run of the aggregator, used by `buoy aggregator` and `buoy run` alike: open the
+//! run directory, serve the API, drive the run to completion (retry windows, timeouts), seal
+//! the tarball, then stop (or keep serving until shutdown with `--no-exit`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use buoy_wire::{ResultKey, Status, TarInfo};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::aggregator::{Aggregator, Options};
+use crate::error::AggError;
+use crate::server::{serve, ServerOptions};
+
+/// What one run needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The directory that holds the run directory `<uuid>/` and, at the end, the tarball.
+    pub output_dir: PathBuf,
+    pub uuid: String,
+    pub expected: Vec<ResultKey>,
+    /// Plugin names in load order, for `meta/info.json`.
+    pub plugins: Vec<String>,
+    /// Per-run timeout; `None` waits forever.
+    pub timeout: Option<Duration>,
+    pub options: Options,
+    pub server: ServerOptions,
+    /// Written as `meta/config.json` (with `UUID` and `Version` filled in).
+    pub config_json: serde_json::Value,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub tarball: PathBuf,
+    pub tar_info: TarInfo,
+    pub status: Status,
+    pub run_dir: PathBuf,
+}
+
+/// A run whose server is up.
+pub struct RunHandle {
+    agg: Arc<Aggregator>,
+    cfg: RunConfig,
+    started: OffsetDateTime,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+/// A Sonobuoy-shaped `meta/config.json` for a run without a cluster config.
+pub fn standalone_config_json(uuid: &str, plugins: &[String], bind: SocketAddr, advertise: &str, timeout: Option<Duration>) -> serde_json::Value {
+    serde_json::json!({
+        "Description": "Buoy standalone run",
+        "UUID": uuid,
+        "Version": buoy_wire::SONOBUOY_COMPAT_VERSION,
+        "BuoyVersion": buoy_wire::BUOY_VERSION,
+        "ResultsDir": "/tmp/sonobuoy/results",
+        "Resources": null,
+        "Filters": {"Namespaces": ".*", "LabelSelector": ""},
+        "Limits": {"PodLogs": {}},
+        "Server": {
+            "bindaddress": bind.ip().to_string(),
+            "bindport": bind.port(),
+            "advertiseaddress": advertise,
+            "timeoutseconds": timeout.map(|t| t.as_secs()).unwrap_or(0),
+        },
+        "Plugins": plugins.iter().map(|p| serde_json::json!({"name": p})).collect::<Vec<_>>(),
+        "PluginSearchPath": [],
+        "Namespace": "sonobuoy",
+        "WorkerImage": "",
+        "ImagePullPolicy": "IfNotPresent",
+        "ProgressUpdatesPort": "8099",
+    })
+}
+
+impl RunHandle {
+    /// Opens the run directory and starts serving on `listener`.
+    pub async fn start(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, cfg: RunConfig) -> Result<Self, AggError> {
+        let started = OffsetDateTime::now_utc();
+        let run_dir = cfg.output_dir.join(&cfg.uuid);
+        let staging = cfg.output_dir.join(format!(".buoy-staging-{}", cfg.uuid));
+        let agg = Aggregator::open(&run_dir, &staging, cfg.expected.clone(), cfg.options.clone())?;
+        let local_addr = listener.local_addr().map_err(AggError::io("cannot read the listener address"))?;
+        let (stop, mut stop_rx) = watch::channel(false);
+        let router = crate::api::router(agg.clone());
+        let server_opts = cfg.server.clone();
+        let server = tokio::spawn(async move {
+            serve(listener, tls, router, server_opts, async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await
+        });
+        tracing::info!(addr = %local_addr, run_dir = %run_dir.display(), expected = cfg.expected.len(), "aggregator listening");
+        Ok(Self { agg, cfg, started, local_addr, stop, server })
+    }
+
+    pub fn aggregator(&self) -> &Arc<Aggregator> {
+        &self.agg
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn stop_server(self) {
+        let _ = self.stop.send(true);
+        match self.server.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "server error"),
+            Err(e) => tracing::error!(error = %e, "server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+
+    /// Waits for every result (or `shutdown`), seals the tarball, then keeps serving until
+    /// `shutdown` when `keep_serving` is set. A shutdown before completion is an error that
+    /// leaves the run directory in place, so a restart on it resumes.
+    pub async fn finish<F>(self, shutdown: F, keep_serving: bool) -> Result<Finished, AggError>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        tokio::pin!(shutdown);
+        let completed = tokio::select! {
+            _ = self.agg.drive(self.cfg.timeout) => true,
+            _ = &mut shutdown => false,
+        };
+        if !completed {
+            tracing::warn!("shutdown requested before every result arrived; stopping");
+            self.stop_server().await;
+            return Err(AggError::ShuttingDown);
+        }
+        let mut config = self.cfg.config_json.clone();
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("UUID".into(), self.cfg.uuid.clone().into());
+            obj.insert("Version".into(), buoy_wire::SONOBUOY_COMPAT_VERSION.into());
+            obj.entry("BuoyVersion").or_insert(buoy_wire::BUOY_VERSION.into());
+        }
+        let info = serde_json::json!({ "plugins": self.cfg.plugins });
+        let name = crate::seal::tarball_name(self.started, &self.cfg.uuid);
+        let (tarball, tar_info) = self.agg.seal(config, info, name).await?;
+        let _ = std::fs::remove_dir_all(self.cfg.output_dir.join(format!(".buoy-staging-{}", self.cfg.uuid)));
+        tracing::info!(tarball = %tarball.display(), sha256 = %tar_info.sha256, "results sealed");
+        let status = self.agg.status();
+        let run_dir = self.agg.run_dir().to_path_buf();
+        if keep_serving {
+            tracing::info!("--no-exit: serving until shutdown");
+            shutdown.await;
+        }
+        self.stop_server().await;
+        Ok(Finished { tarball, tar_info, status, run_dir })
+    }
+}

@@ -1,0 +1,165 @@
+//! Sealing a run (compat §6.3 steps 12-15): writing `meta/config.json` and `meta/info.json`,
+//! then the tarball `<YYYYMMDDHHMM>_sonobuoy_<UUID>.tar.gz` beside the run directory. Entry
+//! names are relative to the run directory with no `./` prefix. The SHA-256 is computed while
+//! the file is written (one pass), and the file appears under its final name only once complete.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use buoy_wire::TarInfo;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// The tarball's file name for a run started at `started`.
+pub fn tarball_name(started: OffsetDateTime, uuid: &str) -> String {
+    let t = started.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}_sonobuoy_{uuid}.tar.gz",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+/// Writes `value` as JSON to `path` through a temporary file.
+pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp)?;
+    serde_json::to_writer(&mut f, value)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Every file and directory under `root`, sorted, as (relative name, full path, is_dir).
+fn walk(root: &Path) -> io::Result<Vec<(String, PathBuf, bool)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), root.to_path_buf())];
+    while let Some((prefix, dir)) = stack.pop() {
+        let mut children: Vec<_> = fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+        children.sort_by_key(|e| e.file_name());
+        let mut subdirs = Vec::new();
+        for c in children {
+            let name = c.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let ft = c.file_type()?;
+            if ft.is_dir() {
+                out.push((rel.clone(), c.path(), true));
+                subdirs.push((rel, c.path()));
+            } else if ft.is_file() {
+                out.push((rel, c.path(), false));
+            }
+            // Anything else (links, sockets) is never written by Buoy and is left out.
+        }
+        // Depth-first in name order.
+        for s in subdirs.into_iter().rev() {
+            stack.push(s);
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Writes `run_dir` into `dest_dir/name` and returns its tar-info.
+pub fn write_tarball(run_dir: &Path, dest_dir: &Path, name: &str) -> io::Result<(PathBuf, TarInfo)> {
+    let final_path = dest_dir.join(name);
+    let tmp = dest_dir.join(format!(".{name}.partial"));
+    let file = File::create(&tmp)?;
+    let hashing = HashingWriter { inner: BufWriter::new(file), hasher: Sha256::new(), bytes: 0 };
+    let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    for (rel, path, is_dir) in walk(run_dir)? {
+        if is_dir {
+            tar.append_dir(&rel, &path)?;
+        } else {
+            let mut f = File::open(&path)?;
+            tar.append_file(&rel, &mut f)?;
+        }
+    }
+    let gz = tar.into_inner()?;
+    let mut hashing = gz.finish()?;
+    hashing.flush()?;
+    let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let sha256 = hex::encode(hashing.hasher.finalize());
+    fs::rename(&tmp, &final_path)?;
+    if let Ok(d) = File::open(dest_dir) {
+        let _ = d.sync_all();
+    }
+    let info = TarInfo {
+        name: name.to_string(),
+        created: buoy_wire::timefmt::now_rfc3339_nano(),
+        sha256,
+        size: hashing.bytes as i64,
+    };
+    Ok((final_path, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use time::macros::datetime;
+
+    #[test]
+    fn name_follows_sonobuoy() {
+        assert_eq!(
+            tarball_name(datetime!(2026-11-24 09:05:59 UTC), "abc"),
+            "202611240905_sonobuoy_abc.tar.gz"
+        );
+    }
+
+    #[test]
+    fn tarball_has_relative_names_and_matching_sha() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("uuid");
+        fs::create_dir_all(run.join("meta")).unwrap();
+        fs::create_dir_all(run.join("plugins/p/results/n1")).unwrap();
+        fs::write(run.join("meta/config.json"), b"{}").unwrap();
+        fs::write(run.join("plugins/p/results/n1/result"), b"data").unwrap();
+        let (path, info) = write_tarball(&run, d.path(), "x.tar.gz").unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(info.sha256, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(info.size as usize, bytes.len());
+        let mut names = Vec::new();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            if name == "meta/config.json" {
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                assert_eq!(s, "{}");
+            }
+            names.push(name);
+        }
+        assert!(names.contains(&"meta/config.json".to_string()), "{names:?}");
+        assert!(names.contains(&"plugins/p/results/n1/result".to_string()), "{names:?}");
+        assert!(names.iter().all(|n| !n.starts_with("./") && !n.starts_with('/')));
+        assert!(!d.path().join(".x.tar.gz.partial").exists());
+    }
+}

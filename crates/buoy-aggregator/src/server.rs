@@ -1,0 +1,129 @@
+//! The network side: accepts connections on a bound listener, performs the TLS handshake
+//! (requiring a client certificate from the run CA) under a timeout, reads the peer's identity
+//! from its certificate, and serves HTTP/1.1 with a header-read timeout. Stops accepting when
+//! the shutdown future resolves and drains open connections for a grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::api::{dispatch, PeerIdentity};
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Time a client has to send a request's headers; also bounds an idle keep-alive wait.
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    /// How long open connections may finish after shutdown starts.
+    pub grace_period: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+async fn serve_conn<IO>(io: IO, router: Router, peer: PeerIdentity, opts: &ServerOptions, watcher: hyper_util::server::graceful::Watcher)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let router = router.clone();
+        let peer = peer.clone();
+        async move {
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(peer);
+            Ok::<_, Infallible>(dispatch(router, req).await)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains.
+pub async fn serve<F>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    opts: ServerOptions,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send,
+{
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let opts = Arc::new(opts);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let opts = opts.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            match acceptor {
+                None => serve_conn(tcp, router, PeerIdentity(None), &opts, watcher).await,
+                Some(acc) => {
+                    let tls = match tokio::time::timeout(opts.tls_handshake_timeout, acc.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(%remote, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let ids = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(buoy_pki::identities)
+                        .unwrap_or_default();
+                    tracing::debug!(%remote, identities = ?ids, "client connected");
+                    serve_conn(tls, router, PeerIdentity(Some(Arc::new(ids))), &opts, watcher).await
+                }
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(opts.grace_period) => {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! The aggregator's state machine (compat §2 with departures 2-4), as plain data and functions:
+//! no I/O, no clock of its own (callers pass `now`), no locks. Per key the phase is Expected,
+//! Receiving (one upload or internal write holds a ticket), Done (a result or an error result is
+//! on disk) or Failed (a write failed; retries are accepted until the retry window closes).
+//!
+//! The I/O of an upload happens between `begin` and `finish`, outside whatever lock guards
+//! this value, so uploads for different keys never wait for each other.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use buoy_wire::status::{self, PluginStatus, Status, TarInfo};
+use buoy_wire::{ProgressUpdate, ResultKey};
+
+/// What is on disk for a finished key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A result under `results/<node>/`.
+    Result,
+    /// An error result under `errors/<node>/error.json`, with its error text.
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Expected,
+    Receiving { ticket: u64, internal: bool },
+    Done(Outcome),
+    Failed { at: Instant, reason: String },
+}
+
+/// Why a submission was turned away before any byte was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key is not expected in this run (403).
+    Unexpected,
+    /// The key already has its result (409).
+    Duplicate,
+    /// Another upload for the key is in flight (409).
+    InFlight,
+}
+
+/// Proof that the holder may write the result of one key; returned to `finish`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub key: ResultKey,
+    pub id: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: ResultKey,
+    phase: Phase,
+    progress: Option<ProgressUpdate>,
+    attempts: u32,
+}
+
+/// Where the run as a whole stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunPhase {
+    Running,
+    PostProcessing,
+    Complete(TarInfo),
+}
+
+/// An internal error result the driver must write now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueError {
+    pub key: ResultKey,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunState {
+    entries: Vec<Entry>,
+    index: HashMap<ResultKey, usize>,
+    next_ticket: u64,
+    retry_window: Duration,
+    timed_out: bool,
+    phase: RunPhase,
+}
+
+impl RunState {
+    /// A run expecting `keys`, in this order (the status lists them in the same order).
+    pub fn new(keys: impl IntoIterator<Item = ResultKey>, retry_window: Duration) -> Self {
+        let mut entries = Vec::new();
+        let mut index = HashMap::new();
+        for key in keys {
+            if index.contains_key(&key) {
+                continue;
+            }
+            index.insert(key.clone(), entries.len());
+            entries.push(Entry { key, phase: Phase::Expected, progress: None, attempts: 0 });
+        }
+        Self { entries, index, next_ticket: 1, retry_window, timed_out: false, phase: RunPhase::Running }
+    }
+
+    pub fn is_expected(&self, key: &ResultKey) -> bool {
+        self.index.contains_key(key)
+    }
+
+    pub fn phase_of(&self, key: &ResultKey) -> Option<&Phase> {
+        self.index.get(key).map(|&i| &self.entries[i].phase)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &ResultKey> {
+        self.entries.iter().map(|e| &e.key)
+    }
+
+    /// Quick pre-check for an upload, without claiming the key.
+    pub fn check(&self, key: &ResultKey) -> Result<(), Refusal> {
+        let &i = self.index.get(key).ok_or(Refusal::Unexpected)?;
+        match self.entries[i].phase {
+            Phase::Expected | Phase::Failed { .. } => Ok(()),
+            Phase::Receiving { .. } => Err(Refusal::InFlight),
+            Phase::Done(_) => Err(Refusal::Duplicate),
+        }
+    }
+
+    /// Claims `key` for one write. Expected and failed keys can be claimed; the first writer
+    /// wins, whether it is an upload or an internal error result.
+    pub fn begin(&mut self, key: &ResultKey, internal: bool) -> Result<Ticket, Refusal> {
+        self.check(key)?;
+        let i = self.index[key];
+        let id = self.next_ticket;
+        self.next_ticket += 1;
+        let e = &mut self.entries[i];
+        e.phase = Phase::Receiving { ticket: id, internal };
+        e.attempts += 1;
+        Ok(Ticket { key: key.clone(), id })
+    }
+
+    /// Records how a write ended. A ticket that no longer holds its key is ignored (returns
+    /// false).
+    pub fn finish(&mut self, ticket: &Ticket, result: Result<Outcome, String>, now: Instant) -> bool {
+        let Some(&i) = self.index.get(&ticket.key) else { return false };
+        let e = &mut self.entries[i];
+        if !matches!(e.phase, Phase::Receiving { ticket: t, .. } if t == ticket.id) {
+            return false;
+        }
+        e.phase = match result {
+            Ok(outcome) => Phase::Done(outcome),
+            Err(reason) => Phase::Failed { at: now, reason },
+        };
+        true
+    }
+
+    /// Marks a key done without a write (results found on disk when a run resumes).
+    pub fn restore(&mut self, key: &ResultKey, outcome: Outcome) {
+        if let Some(&i) = self.index.get(key) {
+            self.entries[i].phase = Phase::Done(outcome);
+        }
+    }
+
+    /// Stores a progress update by the append rule. Accepted even after the key's result.
+    pub fn record_progress(&mut self, key: &ResultKey, update: ProgressUpdate) -> Result<(), Refusal> {
+        let &i = self.index.get(key).ok_or(Refusal::Unexpected)?;
+        let e = &mut self.entries[i];
+        e.progress = Some(ProgressUpdate::merge(e.progress.as_ref(), update));
+        Ok(())
+    }
+
+    /// The plugin's deadline passed: every key without a result now gets a timeout error.
+    pub fn mark_timed_out(&mut self) {
+        self.timed_out = true;
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// Internal error results that are due at `now`: failed keys whose retry window has
+    /// closed, and after a timeout every key still without a result (a key being received is
+    /// left to its upload, and gets the timeout error only if that upload fails).
+    pub fn due_errors(&self, now: Instant) -> Vec<DueError> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            match &e.phase {
+                Phase::Expected if self.timed_out => out.push(DueError {
+                    key: e.key.clone(),
+                    message: buoy_wire::TIMEOUT_ERROR_MESSAGE.to_string(),
+                }),
+                Phase::Failed { at, reason } => {
+                    if self.timed_out {
+                        out.push(DueError { key: e.key.clone(), message: buoy_wire::TIMEOUT_ERROR_MESSAGE.to_string() });
+                    } else if now.saturating_duration_since(*at) >= self.retry_window {
+                        out.push(DueError {
+                            key: e.key.clone(),
+                            message: format!(
+                                "upload of {} failed and was not retried within {}s: {reason}",
+                                e.key,
+                                self.retry_window.as_secs()
+                            ),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// When the next retry window closes, if any key is waiting on one.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.phase {
+                Phase::Failed { at, .. } => Some(*at + self.retry_window),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Every expected key has a result or an error result on disk.
+    pub fn is_complete(&self) -> bool {
+        self.entries.iter().all(|e| matches!(e.phase, Phase::Done(_)))
+    }
+
+    /// Whether every key of `plugin` is done (plugins with no keys are done at once).
+    pub fn plugin_done(&self, plugin: &str) -> bool {
+        self.entries.iter().filter(|e| e.key.plugin == plugin).all(|e| matches!(e.phase, Phase::Done(_)))
+    }
+
+    pub fn set_run_phase(&mut self, phase: RunPhase) {
+        self.phase = phase;
+    }
+
+    pub fn run_phase(&self) -> &RunPhase {
+        &self.phase
+    }
+
+    /// Counts of keys by per-plugin status: (complete, failed, running).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for e in &self.entries {
+            match &e.phase {
+                Phase::Done(Outcome::Result) => c.0 += 1,
+                Phase::Done(Outcome::Error(_)) => c.1 += 1,
+                _ => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    /// The status document for the run as it stands.
+    pub fn status(&self) -> Status {
+        let plugins: Vec<PluginStatus> = self
+            .entries
+            .iter()
+            .map(|e| PluginStatus {
+                plugin: e.key.plugin.clone(),
+                node: e.key.node.clone(),
+                status: match &e.phase {
+                    Phase::Done(Outcome::Result) => status::COMPLETE,
+                    Phase::Done(Outcome::Error(_)) => status::FAILED,
+                    _ => status::RUNNING,
+                }
+                .to_string(),
+                result_status: String::new(),
+                result_counts: None,
+                progress: e.progress.as_ref().map(ProgressUpdate::for_status),
+            })
+            .collect();
+        let (overall, tar_info) = match &self.phase {
+            RunPhase::Complete(t) => (status::COMPLETE.to_string(), t.clone()),
+            RunPhase::PostProcessing => (status::POST_PROCESSING.to_string(), TarInfo::default()),
+            RunPhase::Running => (
+                status::overall_status(plugins.iter().map(|p| p.status.as_str())).unwrap_or(status::RUNNING).to_string(),
+                TarInfo::default(),
+            ),
+        };
+        Status { plugins: if plugins.is_empty() { None } else { Some(plugins) }, status: overall, tar_info }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(p: &str, n: &str) -> ResultKey {
+        ResultKey::new(p, n)
+    }
+
+    fn run() -> RunState {
+        RunState::new([k("systemd_logs", "node1"), k("systemd_logs", "node2"), k("e2e", "global")], Duration::from_secs(120))
+    }
+
+    #[test]
+    fn unexpected_key_is_refused_and_records_nothing() {
+        let mut s = run();
+        assert_eq!(s.begin(&k("systemd_logs", "node9"), false), Err(Refusal::Unexpected));
+        assert_eq!(s.record_progress(&k("foo", "bar"), ProgressUpdate::default()), Err(Refusal::Unexpected));
+        assert_eq!(s.counts(), (0, 0, 3));
+    }
+
+    #[test]
+    fn duplicate_after_success_is_refused() {
+        let mut s = run();
+        let t = s.begin(&k("e2e", "global"), false).unwrap();
+        assert!(s.finish(&t, Ok(Outcome::Result), Instant::now()));
+        assert_eq!(s.begin(&k("e2e", "global"), false), Err(Refusal::Duplicate));
+    }
+
+    #[test]
+    fn second_upload_while_receiving_is_refused() {
+        let mut s = run();
+        let _t = s.begin(&k("e2e", "global"), false).unwrap();
+        assert_eq!(s.begin(&k("e2e", "global"), false), Err(Refusal::InFlight));
+        assert_eq!(s.begin(&k("e2e", "global"), true), Err(Refusal::InFlight));
+    }
+
+    #[test]
+    fn retry_after_failed_write_is_accepted() {
+        let mut s = run();
+        let now = Instant::now();
+        let t = s.begin(&k("e2e", "global"), false).unwrap();
+        s.finish(&t, Err("disk full".into()), now);
+        assert!(!s.is_complete());
+        let t2 = s.begin(&k("e2e", "global"), false).unwrap();
+        assert!(s.finish(&t2, Ok(Outcome::Result), now));
+        assert_eq!(s.phase_of(&k("e2e", "global")), Some(&Phase::Done(Outcome::Result)));
+    }
+
+    #[test]
+    fn stale_ticket_is_ignored() {
+        let mut s = run();
+        let t = s.begin(&k("e2e", "global"), false).unwrap();
+        s.finish(&t, Err("x".into()), Instant::now());
+        let t2 = s.begin(&k("e2e", "global"), false).unwrap();
+        assert!(!s.finish(&t, Ok(Outcome::Result), Instant::now()));
+        assert!(s.finish(&t2, Ok(Outcome::Result), Instant::now()));
+    }
+
+    #[test]
+    fn internal_error_first_makes_the_upload_a_duplicate() {
+        let mut s = run();
+        let t = s.begin(&k("e2e", "global"), true).unwrap();
+        s.finish(&t, Ok(Outcome::Error("foo".into())), Instant::now());
+        assert_eq!(s.begin(&k("e2e", "global"), false), Err(Refusal::Duplicate));
+        assert_eq!(s.status().plugins.unwrap()[2].status, "failed");
+    }
+
+    #[test]
+    fn upload_first_makes_the_internal_error_a_duplicate() {
+        let mut s = run();
+        let t = s.begin(&k("e2e", "global"), false).unwrap();
+        s.finish(&t, Ok(Outcome::Result), Instant::now());
+        assert_eq!(s.begin(&k("e2e", "global"), true), Err(Refusal::Duplicate));
+    }
+
+    #[test]
+    fn failed_key_becomes_due_only_when_the_window_closes() {
+        let mut s = run();
+        let t0 = Instant::now();
+        let t = s.begin(&k("e2e", "global"), false).unwrap();
+        s.finish(&t, Err("broken pipe".into()), t0);
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(120)));
+        assert!(s.due_errors(t0 + Duration::from_secs(119)).is_empty());
+        let due = s.due_errors(t0 + Duration::from_secs(120));
+        assert_eq!(due.len(), 1);
+        assert!(due[0].message.contains("broken pipe"), "{}", due[0].message);
+    }
+
+    #[test]
+    fn no_failure_means_no_deadline() {
+        let s = run();
+        assert_eq!(s.next_deadline(), None);
+        assert!(s.due_errors(Instant::now() + Duration::from_secs(1000)).is_empty());
+    }
+
+    #[test]
+    fn timeout_makes_missing_and_failed_keys_due_but_not_receiving_ones() {
+        let mut s = run();
+        let now = Instant::now();
+        let t = s.begin(&k("systemd_logs", "node1"), false).unwrap();
+        s.finish(&t, Err("x".into()), now);
+        let _receiving = s.begin(&k("systemd_logs", "node2"), false).unwrap();
+        s.mark_timed_out();
+        let due: Vec<String> = s.due_errors(now).into_iter().map(|d| d.key.to_string()).collect();
+        assert_eq!(due, vec!["systemd_logs/node1", "e2e/global"]);
+        assert!(s.due_errors(now).iter().all(|d| d.message.contains("timeout")));
+    }
+
+    #[test]
+    fn completion_requires_every_key_done() {
+        let mut s = run();
+        for key in [k("systemd_logs", "node1"), k("systemd_logs", "node2")] {
+            let t = s.begin(&key, false).unwrap();
+            s.finish(&t, Ok(Outcome::Result), Instant::now());
+        }
+        assert!(s.plugin_done("systemd_logs"));
+        assert!(!s.plugin_done("e2e"));
+        assert!(!s.is_complete());
+        let t = s.begin(&k("e2e", "global"), true).unwrap();
+        s.finish(&t, Ok(Outcome::Error("timeout".into())), Instant::now());
+        assert!(s.is_complete());
+        assert!(RunState::new([], Duration::ZERO).is_complete());
+    }
+
+    #[test]
+    fn status_follows_results_and_progress() {
+        let mut s = run();
+        let st = s.status();
+        assert_eq!(st.status, "running");
+        assert!(st.plugins.as_ref().unwrap().iter().all(|p| p.status == "running"));
+        let mut upd = ProgressUpdate { name: "e2e".into(), node: "global".into(), msg: "half".into(), ..Default::default() };
+        upd.completed = 5;
+        s.record_progress(&k("e2e", "global"), upd).unwrap();
+        let t = s.begin(&k("e2e", "global"), false).unwrap();
+        s.finish(&t, Ok(Outcome::Result), Instant::now());
+        let st = s.status();
+        let e2e = &st.plugins.as_ref().unwrap()[2];
+        assert_eq!((e2e.status.as_str(), e2e.progress.as_ref().unwrap().completed), ("complete", 5));
+        for key in [k("systemd_logs", "node1"), k("systemd_logs", "node2")] {
+            let t = s.begin(&key, true).unwrap();
+            s.finish(&t, Ok(Outcome::Error("pod failed".into())), Instant::now());
+        }
+        // v0.57: failed plugins never make the run `failed`; they keep it `running` until the
+        // aggregator itself moves on to post-processing.
+        assert!(s.is_complete());
+        assert_eq!(s.status().status, "running");
+        s.set_run_phase(RunPhase::PostProcessing);
+        assert_eq!(s.status().status, "post-processing");
+        s.set_run_phase(RunPhase::Complete(TarInfo { name: "x.tar.gz".into(), ..TarInfo::default() }));
+        assert_eq!(s.status().status, "complete");
+        assert_eq!(s.status().tar_info.name, "x.tar.gz");
+    }
+}
