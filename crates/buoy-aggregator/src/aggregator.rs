@@ -86,7 +86,8 @@ impl Drop for TicketGuard<'_> {
             self.agg.store.discard(&p);
         }
         if let Some(t) = self.ticket.take() {
-            self.agg.finish(&t, Err("upload aborted before it completed".into()));
+            self.agg
+                .finish(&t, Err("upload aborted before it completed".into()));
         }
     }
 }
@@ -94,8 +95,16 @@ impl Drop for TicketGuard<'_> {
 impl Aggregator {
     /// Opens the run directory and expects `keys`. Results an earlier aggregator stored in
     /// the same directory are recognised, so a restarted run never asks for them again.
-    pub fn open(run_dir: &Path, staging: &Path, keys: Vec<ResultKey>, opts: Options) -> Result<Arc<Self>, AggError> {
-        let store = Store::open(run_dir, staging).map_err(AggError::io(format!("cannot open run directory {}", run_dir.display())))?;
+    pub fn open(
+        run_dir: &Path,
+        staging: &Path,
+        keys: Vec<ResultKey>,
+        opts: Options,
+    ) -> Result<Arc<Self>, AggError> {
+        let store = Store::open(run_dir, staging).map_err(AggError::io(format!(
+            "cannot open run directory {}",
+            run_dir.display()
+        )))?;
         let mut state = RunState::new(keys, opts.retry_window);
         let keys: Vec<ResultKey> = state.keys().cloned().collect();
         for k in &keys {
@@ -124,7 +133,9 @@ impl Aggregator {
     }
 
     fn finish(&self, ticket: &Ticket, result: Result<Outcome, String>) {
-        let recorded = self.lock().finish(ticket, result, std::time::Instant::now());
+        let recorded = self
+            .lock()
+            .finish(ticket, result, std::time::Instant::now());
         if recorded {
             self.notify();
         }
@@ -168,10 +179,16 @@ impl Aggregator {
     /// Checks a client certificate's names against the plugin it submits for.
     pub fn authorize(&self, plugin: &str, identities: Option<&[String]>) -> Result<(), AggError> {
         match identities {
-            Some(ids) if self.opts.enforce_identity && !ids.iter().any(|i| i == plugin) => Err(AggError::WrongIdentity {
-                plugin: plugin.to_string(),
-                identities: if ids.is_empty() { "(no name)".into() } else { format!("{:?}", ids.join(",")) },
-            }),
+            Some(ids) if self.opts.enforce_identity && !ids.iter().any(|i| i == plugin) => {
+                Err(AggError::WrongIdentity {
+                    plugin: plugin.to_string(),
+                    identities: if ids.is_empty() {
+                        "(no name)".into()
+                    } else {
+                        format!("{:?}", ids.join(","))
+                    },
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -189,17 +206,40 @@ impl Aggregator {
         S: Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.lock().check(&key).map_err(|r| Self::refusal(&key, r))?;
-        let _slot = self.upload_slots.acquire().await.map_err(|_| AggError::ShuttingDown)?;
-        let ticket = self.lock().begin(&key, false).map_err(|r| Self::refusal(&key, r))?;
-        let mut guard = TicketGuard { agg: self, ticket: Some(ticket.clone()), staged: None };
-        let staged = self.store.stage(ticket.id).map_err(|e| AggError::Internal { key: key.clone(), reason: e.to_string() })?;
+        self.lock()
+            .check(&key)
+            .map_err(|r| Self::refusal(&key, r))?;
+        let _slot = self
+            .upload_slots
+            .acquire()
+            .await
+            .map_err(|_| AggError::ShuttingDown)?;
+        let ticket = self
+            .lock()
+            .begin(&key, false)
+            .map_err(|r| Self::refusal(&key, r))?;
+        let mut guard = TicketGuard {
+            agg: self,
+            ticket: Some(ticket.clone()),
+            staged: None,
+        };
+        let staged = self
+            .store
+            .stage(ticket.id)
+            .map_err(|e| AggError::Internal {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
         guard.staged = Some(staged.clone());
 
         let gzip = content_type == Some(buoy_wire::routes::GZIP_CONTENT_TYPE);
         let filename = buoy_wire::disposition::stored_filename(disposition);
-        let (guarded, failure) =
-            GuardedBody::new(body, self.opts.limits.max_upload_bytes, self.opts.body_idle_timeout, self.opts.body_deadline);
+        let (guarded, failure) = GuardedBody::new(
+            body,
+            self.opts.limits.max_upload_bytes,
+            self.opts.body_idle_timeout,
+            self.opts.body_deadline,
+        );
         let reader = SyncIoBridge::new(StreamReader::new(guarded));
         let limits = self.opts.limits;
         let dest = staged.clone();
@@ -211,16 +251,22 @@ impl Aggregator {
             }
         })
         .await
-        .unwrap_or_else(|e| Err(ExtractError::Io { context: "extraction task failed".into(), source: std::io::Error::other(e) }));
+        .unwrap_or_else(|e| {
+            Err(ExtractError::Io {
+                context: "extraction task failed".into(),
+                source: std::io::Error::other(e),
+            })
+        });
 
         let body_failure = failure.lock().expect("failure slot").clone();
         let stats = match (outcome, body_failure) {
             (Ok(s), _) => s,
             (Err(e), failure) => {
                 let err = match failure {
-                    Some(BodyFailure::TooLarge(n)) => {
-                        AggError::TooLarge { key: key.clone(), reason: format!("request body exceeds the {n}-byte cap") }
-                    }
+                    Some(BodyFailure::TooLarge(n)) => AggError::TooLarge {
+                        key: key.clone(),
+                        reason: format!("request body exceeds the {n}-byte cap"),
+                    },
                     Some(BodyFailure::Idle(d)) => AggError::BodyTimeout {
                         key: key.clone(),
                         reason: format!("no body data for {}s", d.as_secs()),
@@ -229,13 +275,23 @@ impl Aggregator {
                         key: key.clone(),
                         reason: format!("body not complete within {}s", d.as_secs()),
                     },
-                    Some(BodyFailure::Read(r)) => {
-                        AggError::Refused { key: key.clone(), reason: format!("error reading request body: {r}") }
-                    }
+                    Some(BodyFailure::Read(r)) => AggError::Refused {
+                        key: key.clone(),
+                        reason: format!("error reading request body: {r}"),
+                    },
                     None => match e {
-                        ExtractError::Refused(reason) => AggError::Refused { key: key.clone(), reason },
-                        ExtractError::TooLarge(reason) => AggError::TooLarge { key: key.clone(), reason },
-                        ExtractError::Io { .. } => AggError::Internal { key: key.clone(), reason: e.to_string() },
+                        ExtractError::Refused(reason) => AggError::Refused {
+                            key: key.clone(),
+                            reason,
+                        },
+                        ExtractError::TooLarge(reason) => AggError::TooLarge {
+                            key: key.clone(),
+                            reason,
+                        },
+                        ExtractError::Io { .. } => AggError::Internal {
+                            key: key.clone(),
+                            reason: e.to_string(),
+                        },
                     },
                 };
                 tracing::warn!(key = %key, error = %err, "upload failed; the key stays open for a retry");
@@ -257,11 +313,17 @@ impl Aggregator {
             Ok(()) => {
                 tracing::info!(key = %key, files = stats.files, bytes = stats.bytes, "result received");
                 guard.finish(Ok(Outcome::Result));
-                Ok(UploadReport { files: stats.files, bytes: stats.bytes })
+                Ok(UploadReport {
+                    files: stats.files,
+                    bytes: stats.bytes,
+                })
             }
             Err(e) => {
                 self.store.discard(&staged);
-                let err = AggError::Internal { key: key.clone(), reason: format!("cannot store result: {e}") };
+                let err = AggError::Internal {
+                    key: key.clone(),
+                    reason: format!("cannot store result: {e}"),
+                };
                 guard.finish(Err(err.to_string()));
                 Err(err)
             }
@@ -271,17 +333,32 @@ impl Aggregator {
     /// Records a progress update from its raw body. Decode errors come first (400), then the
     /// expected-key check (403), as in Sonobuoy.
     pub fn progress(&self, key: &ResultKey, body: &[u8]) -> Result<(), AggError> {
-        let input = ProgressInput::decode(body).map_err(|e| AggError::BadProgress(e.to_string()))?;
-        let update = input.into_update(&key.plugin, &key.node, buoy_wire::timefmt::now_rfc3339_nano());
-        self.lock().record_progress(key, update).map_err(|_| AggError::ProgressUnexpected(key.clone()))?;
+        let input =
+            ProgressInput::decode(body).map_err(|e| AggError::BadProgress(e.to_string()))?;
+        let update = input.into_update(
+            &key.plugin,
+            &key.node,
+            buoy_wire::timefmt::now_rfc3339_nano(),
+        );
+        self.lock()
+            .record_progress(key, update)
+            .map_err(|_| AggError::ProgressUnexpected(key.clone()))?;
         self.notify();
         Ok(())
     }
 
     /// Stores an internal error result (a failed plugin, a timeout, a lost upload). First
     /// writer wins: if the key already has a result, this is refused with `Duplicate`.
-    pub async fn submit_error(&self, key: &ResultKey, message: &str, extra: Option<(&str, serde_json::Value)>) -> Result<(), AggError> {
-        let ticket = self.lock().begin(key, true).map_err(|r| Self::refusal(key, r))?;
+    pub async fn submit_error(
+        &self,
+        key: &ResultKey,
+        message: &str,
+        extra: Option<(&str, serde_json::Value)>,
+    ) -> Result<(), AggError> {
+        let ticket = self
+            .lock()
+            .begin(key, true)
+            .map_err(|r| Self::refusal(key, r))?;
         let body = buoy_wire::error_body(message, extra);
         let store = self.store.clone();
         let (k2, id) = (key.clone(), ticket.id);
@@ -296,7 +373,10 @@ impl Aggregator {
             }
             Err(e) => {
                 self.finish(&ticket, Err(e.to_string()));
-                Err(AggError::Internal { key: key.clone(), reason: format!("cannot store error result: {e}") })
+                Err(AggError::Internal {
+                    key: key.clone(),
+                    reason: format!("cannot store error result: {e}"),
+                })
             }
         }
     }
@@ -317,7 +397,11 @@ impl Aggregator {
                         s.mark_timed_out();
                     }
                 }
-                (s.due_errors(now.into_std()), s.next_deadline(), s.is_complete())
+                (
+                    s.due_errors(now.into_std()),
+                    s.next_deadline(),
+                    s.is_complete(),
+                )
             };
             if complete {
                 return;
@@ -339,7 +423,10 @@ impl Aggregator {
                 continue;
             }
             let timeout_wake = deadline.filter(|_| !self.lock().timed_out());
-            let wake = [next.map(Instant::from_std), timeout_wake].into_iter().flatten().min();
+            let wake = [next.map(Instant::from_std), timeout_wake]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 r = rx.changed() => { if r.is_err() { return; } }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
@@ -349,10 +436,18 @@ impl Aggregator {
 
     /// Writes `meta/config.json` and `meta/info.json`, seals the run directory into a tarball
     /// beside it (status `post-processing` meanwhile) and sets the status to `complete`.
-    pub async fn seal(&self, config: serde_json::Value, info: serde_json::Value, tarball_name: String) -> Result<(PathBuf, TarInfo), AggError> {
+    pub async fn seal(
+        &self,
+        config: serde_json::Value,
+        info: serde_json::Value,
+        tarball_name: String,
+    ) -> Result<(PathBuf, TarInfo), AggError> {
         self.set_run_phase(RunPhase::PostProcessing);
         let run_dir = self.store.run_dir().to_path_buf();
-        let dest = run_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dest = run_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let sealed = tokio::task::spawn_blocking(move || -> std::io::Result<(PathBuf, TarInfo)> {
             crate::seal::write_json_atomic(&run_dir.join("meta/config.json"), &config)?;
             crate::seal::write_json_atomic(&run_dir.join("meta/info.json"), &info)?;

@@ -42,22 +42,35 @@ impl From<AggError> for ApiError {
 fn text(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = match self {
-            ApiError::NotFound => return text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+            ApiError::NotFound => {
+                return text(StatusCode::NOT_FOUND, "404 page not found\n".into())
+            }
             ApiError::ProgressTooLarge => {
-                return text(StatusCode::PAYLOAD_TOO_LARGE, format!("progress update exceeds {MAX_PROGRESS_BYTES} bytes\n"))
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("progress update exceeds {MAX_PROGRESS_BYTES} bytes\n"),
+                )
             }
             ApiError::Agg(e) => e,
         };
         let status = match &e {
-            AggError::Unexpected(_) | AggError::ProgressUnexpected(_) | AggError::WrongIdentity { .. } => StatusCode::FORBIDDEN,
+            AggError::Unexpected(_)
+            | AggError::ProgressUnexpected(_)
+            | AggError::WrongIdentity { .. } => StatusCode::FORBIDDEN,
             AggError::Duplicate(_) | AggError::InFlight(_) => StatusCode::CONFLICT,
             AggError::BadProgress(_) | AggError::Refused { .. } => StatusCode::BAD_REQUEST,
             AggError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -124,10 +137,17 @@ async fn put_global(
     put_result(agg, peer, key, headers, body).await
 }
 
-async fn post_progress(agg: Arc<Aggregator>, peer: Option<Extension<PeerIdentity>>, key: ResultKey, body: Body) -> Result<StatusCode, ApiError> {
+async fn post_progress(
+    agg: Arc<Aggregator>,
+    peer: Option<Extension<PeerIdentity>>,
+    key: ResultKey,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
     let ids = peer.as_ref().and_then(|Extension(p)| p.0.clone());
     agg.authorize(&key.plugin, ids.as_deref().map(Vec::as_slice))?;
-    let bytes = axum::body::to_bytes(body, MAX_PROGRESS_BYTES).await.map_err(|_| ApiError::ProgressTooLarge)?;
+    let bytes = axum::body::to_bytes(body, MAX_PROGRESS_BYTES)
+        .await
+        .map_err(|_| ApiError::ProgressTooLarge)?;
     agg.progress(&key, &bytes)?;
     Ok(StatusCode::OK)
 }
@@ -164,10 +184,19 @@ async fn not_found() -> ApiError {
 pub fn router(agg: Arc<Aggregator>) -> Router {
     use buoy_wire::routes::*;
     Router::new()
-        .route(&format!("{RESULTS_BY_NODE}/{{node}}/{{plugin}}"), put(put_by_node))
+        .route(
+            &format!("{RESULTS_BY_NODE}/{{node}}/{{plugin}}"),
+            put(put_by_node),
+        )
         .route(&format!("{RESULTS_GLOBAL}/{{plugin}}"), put(put_global))
-        .route(&format!("{PROGRESS_BY_NODE}/{{node}}/{{plugin}}"), post(progress_by_node))
-        .route(&format!("{PROGRESS_GLOBAL}/{{plugin}}"), post(progress_global))
+        .route(
+            &format!("{PROGRESS_BY_NODE}/{{node}}/{{plugin}}"),
+            post(progress_by_node),
+        )
+        .route(
+            &format!("{PROGRESS_GLOBAL}/{{plugin}}"),
+            post(progress_global),
+        )
         .route(STATUS, get(status))
         .fallback(not_found)
         .with_state(agg)
@@ -223,11 +252,20 @@ mod tests {
 
     #[test]
     fn clean_path_matches_go() {
-        assert_eq!(clean_path("//api/v1/results/global/p"), "/api/v1/results/global/p");
-        assert_eq!(clean_path("/api/v1/./results/global/p/"), "/api/v1/results/global/p/");
+        assert_eq!(
+            clean_path("//api/v1/results/global/p"),
+            "/api/v1/results/global/p"
+        );
+        assert_eq!(
+            clean_path("/api/v1/./results/global/p/"),
+            "/api/v1/results/global/p/"
+        );
         assert_eq!(clean_path("/a/b/../c"), "/a/c");
         assert_eq!(clean_path("/../x"), "/x");
         assert_eq!(clean_path("/"), "/");
-        assert_eq!(clean_path("/api/v1/results/global/p"), "/api/v1/results/global/p");
+        assert_eq!(
+            clean_path("/api/v1/results/global/p"),
+            "/api/v1/results/global/p"
+        );
     }
 }

@@ -60,7 +60,9 @@ impl<S> GuardedBody<S> {
         let msg = match &f {
             BodyFailure::TooLarge(n) => format!("request body exceeds {n} bytes"),
             BodyFailure::Idle(d) => format!("no request body data for {}s", d.as_secs()),
-            BodyFailure::Deadline(d) => format!("request body not complete within {}s", d.as_secs()),
+            BodyFailure::Deadline(d) => {
+                format!("request body not complete within {}s", d.as_secs())
+            }
             BodyFailure::Read(e) => format!("error reading request body: {e}"),
         };
         *self.failure.lock().expect("failure slot") = Some(f);

@@ -27,7 +27,10 @@ pub enum AggError {
     #[error("the aggregator is shutting down")]
     ShuttingDown,
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl AggError {

@@ -67,10 +67,16 @@ fn safe_relative(name: &Path) -> Result<PathBuf, ExtractError> {
             Component::Normal(p) => out.push(p),
             Component::CurDir => {}
             Component::ParentDir => {
-                return Err(ExtractError::Refused(format!("tar entry {:?} contains '..'", name.display().to_string())))
+                return Err(ExtractError::Refused(format!(
+                    "tar entry {:?} contains '..'",
+                    name.display().to_string()
+                )))
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(ExtractError::Refused(format!("tar entry {:?} has an absolute path", name.display().to_string())))
+                return Err(ExtractError::Refused(format!(
+                    "tar entry {:?} has an absolute path",
+                    name.display().to_string()
+                )))
             }
         }
     }
@@ -78,17 +84,24 @@ fn safe_relative(name: &Path) -> Result<PathBuf, ExtractError> {
 }
 
 /// Reads a tar.gz stream and writes its files under `dest` (which must exist and be empty).
-pub fn extract_tar_gz<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats, ExtractError> {
-    let mut counted = CountingReader { inner: reader, count: 0 };
+pub fn extract_tar_gz<R: Read>(
+    reader: R,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<Stats, ExtractError> {
+    let mut counted = CountingReader {
+        inner: reader,
+        count: 0,
+    };
     let stats = {
         let gz = flate2::read::MultiGzDecoder::new(&mut counted);
         extract_tar(gz, dest, limits)
     };
     match stats {
         // Go's gzip reader answers an empty body with EOF; say it plainly.
-        Err(ExtractError::Refused(_)) if counted.count == 0 => {
-            Err(ExtractError::Refused("empty body: expected a gzip-compressed tarball".into()))
-        }
+        Err(ExtractError::Refused(_)) if counted.count == 0 => Err(ExtractError::Refused(
+            "empty body: expected a gzip-compressed tarball".into(),
+        )),
         other => other,
     }
 }
@@ -121,7 +134,10 @@ fn extract_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats
             Some(Err(e)) => return Err(malformed(e)),
         };
         if stats.files + stats.dirs >= limits.max_entries {
-            return Err(ExtractError::TooLarge(format!("tarball has more than {} entries", limits.max_entries)));
+            return Err(ExtractError::TooLarge(format!(
+                "tarball has more than {} entries",
+                limits.max_entries
+            )));
         }
         let kind = entry.header().entry_type();
         let raw_name = entry.path().map_err(malformed)?.into_owned();
@@ -139,7 +155,9 @@ fn extract_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats
             }
             T::Regular | T::Continuous => {
                 if rel.as_os_str().is_empty() {
-                    return Err(ExtractError::Refused(format!("tar entry {shown:?} is a file without a name")));
+                    return Err(ExtractError::Refused(format!(
+                        "tar entry {shown:?} is a file without a name"
+                    )));
                 }
                 let size = entry.header().size().map_err(malformed)?;
                 if size > limits.max_file_bytes {
@@ -159,28 +177,50 @@ fn extract_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats
                     ensure_dir(dest, parent, &shown)?;
                 }
                 if p.is_dir() {
-                    return Err(ExtractError::Refused(format!("tar entry {shown:?} is a file where a directory was")));
+                    return Err(ExtractError::Refused(format!(
+                        "tar entry {shown:?} is a file where a directory was"
+                    )));
                 }
-                let executable = entry.header().mode().map(|m| m & 0o111 != 0).unwrap_or(false);
+                let executable = entry
+                    .header()
+                    .mode()
+                    .map(|m| m & 0o111 != 0)
+                    .unwrap_or(false);
                 let mtime = entry.header().mtime().ok();
-                let mut f = open_new_file(&p, executable).map_err(io_ctx(format!("cannot create {}", p.display())))?;
+                let mut f = open_new_file(&p, executable)
+                    .map_err(io_ctx(format!("cannot create {}", p.display())))?;
                 let written = copy_entry(&mut entry, &mut f, &p)?;
                 if written != size {
-                    return Err(ExtractError::Refused(format!("tar entry {shown:?} is truncated")));
+                    return Err(ExtractError::Refused(format!(
+                        "tar entry {shown:?} is truncated"
+                    )));
                 }
-                f.sync_all().map_err(io_ctx(format!("cannot sync {}", p.display())))?;
+                f.sync_all()
+                    .map_err(io_ctx(format!("cannot sync {}", p.display())))?;
                 if let Some(m) = mtime {
                     let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(m));
                 }
                 stats.files += 1;
                 stats.bytes += written;
             }
-            T::Symlink => return Err(ExtractError::Refused(format!("tar entry {shown:?} is a symbolic link; links are not accepted"))),
-            T::Link => return Err(ExtractError::Refused(format!("tar entry {shown:?} is a hard link; links are not accepted"))),
-            T::Char | T::Block | T::Fifo => {
-                return Err(ExtractError::Refused(format!("tar entry {shown:?} is a device or fifo; only files and directories are accepted")))
+            T::Symlink => {
+                return Err(ExtractError::Refused(format!(
+                    "tar entry {shown:?} is a symbolic link; links are not accepted"
+                )))
             }
-            T::GNUSparse => return Err(ExtractError::Refused(format!("tar entry {shown:?} is a sparse file; not accepted"))),
+            T::Link => {
+                return Err(ExtractError::Refused(format!(
+                    "tar entry {shown:?} is a hard link; links are not accepted"
+                )))
+            }
+            T::Char | T::Block | T::Fifo => return Err(ExtractError::Refused(format!(
+                "tar entry {shown:?} is a device or fifo; only files and directories are accepted"
+            ))),
+            T::GNUSparse => {
+                return Err(ExtractError::Refused(format!(
+                    "tar entry {shown:?} is a sparse file; not accepted"
+                )))
+            }
             other => {
                 return Err(ExtractError::Refused(format!(
                     "tar entry {shown:?} has unsupported type {:?}",
@@ -196,7 +236,9 @@ fn extract_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats
 fn ensure_dir(root: &Path, dir: &Path, shown: &str) -> Result<(), ExtractError> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(ExtractError::Refused(format!("tar entry {shown:?} needs a directory where a file was"))),
+        Ok(_) => Err(ExtractError::Refused(format!(
+            "tar entry {shown:?} needs a directory where a file was"
+        ))),
         Err(_) => {
             if let Some(parent) = dir.parent() {
                 if parent != root && parent.starts_with(root) {
@@ -206,7 +248,10 @@ fn ensure_dir(root: &Path, dir: &Path, shown: &str) -> Result<(), ExtractError> 
             match fs::create_dir(dir) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-                Err(e) => Err(ExtractError::Io { context: format!("cannot create {}", dir.display()), source: e }),
+                Err(e) => Err(ExtractError::Io {
+                    context: format!("cannot create {}", dir.display()),
+                    source: e,
+                }),
             }
         }
     }
@@ -236,15 +281,21 @@ fn copy_entry<R: Read>(src: &mut R, dst: &mut File, p: &Path) -> Result<u64, Ext
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(malformed(e)),
         };
-        dst.write_all(&buf[..n]).map_err(io_ctx(format!("cannot write {}", p.display())))?;
+        dst.write_all(&buf[..n])
+            .map_err(io_ctx(format!("cannot write {}", p.display())))?;
         total += n as u64;
     }
 }
 
 /// Writes a non-gzip body verbatim as `dest/filename`.
-pub fn write_plain<R: Read>(mut reader: R, dest: &Path, filename: &str) -> Result<Stats, ExtractError> {
+pub fn write_plain<R: Read>(
+    mut reader: R,
+    dest: &Path,
+    filename: &str,
+) -> Result<Stats, ExtractError> {
     let p = dest.join(filename);
-    let mut f = open_new_file(&p, false).map_err(io_ctx(format!("cannot create {}", p.display())))?;
+    let mut f =
+        open_new_file(&p, false).map_err(io_ctx(format!("cannot create {}", p.display())))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
@@ -252,13 +303,23 @@ pub fn write_plain<R: Read>(mut reader: R, dest: &Path, filename: &str) -> Resul
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ExtractError::Refused(format!("error reading request body: {e}"))),
+            Err(e) => {
+                return Err(ExtractError::Refused(format!(
+                    "error reading request body: {e}"
+                )))
+            }
         };
-        f.write_all(&buf[..n]).map_err(io_ctx(format!("cannot write {}", p.display())))?;
+        f.write_all(&buf[..n])
+            .map_err(io_ctx(format!("cannot write {}", p.display())))?;
         total += n as u64;
     }
-    f.sync_all().map_err(io_ctx(format!("cannot sync {}", p.display())))?;
-    Ok(Stats { files: 1, dirs: 0, bytes: total })
+    f.sync_all()
+        .map_err(io_ctx(format!("cannot sync {}", p.display())))?;
+    Ok(Stats {
+        files: 1,
+        dirs: 0,
+        bytes: total,
+    })
 }
 
 #[cfg(test)]
@@ -288,7 +349,13 @@ mod tests {
     }
 
     /// Writes a raw header with any name, bypassing the tar crate's own path checks.
-    fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+    fn raw_entry(
+        b: &mut tar::Builder<Vec<u8>>,
+        name: &str,
+        kind: tar::EntryType,
+        link: Option<&str>,
+        data: &[u8],
+    ) {
         let mut h = tar::Header::new_old();
         {
             let bytes = h.as_old_mut();
@@ -320,7 +387,10 @@ mod tests {
         let (dir, r) = extract(&gz(&t));
         let s = r.unwrap();
         assert_eq!((s.files, s.bytes), (2, 8));
-        assert_eq!(fs::read(dir.path().join("dir/inside_tar.txt")).unwrap(), b"hello");
+        assert_eq!(
+            fs::read(dir.path().join("dir/inside_tar.txt")).unwrap(),
+            b"hello"
+        );
         assert_eq!(fs::read(dir.path().join("top.txt")).unwrap(), b"top");
     }
 
@@ -340,7 +410,10 @@ mod tests {
     fn parent_traversal_is_refused() {
         let t = tar_with(|b| raw_entry(b, "../evil.txt", tar::EntryType::Regular, None, b"x"));
         let (dir, r) = extract(&gz(&t));
-        assert!(matches!(r, Err(ExtractError::Refused(ref m)) if m.contains("..")), "{r:?}");
+        assert!(
+            matches!(r, Err(ExtractError::Refused(ref m)) if m.contains("..")),
+            "{r:?}"
+        );
         assert!(!dir.path().parent().unwrap().join("evil.txt").exists());
     }
 
@@ -348,7 +421,10 @@ mod tests {
     fn absolute_path_is_refused() {
         let t = tar_with(|b| raw_entry(b, "/tmp/evil.txt", tar::EntryType::Regular, None, b"x"));
         let (_d, r) = extract(&gz(&t));
-        assert!(matches!(r, Err(ExtractError::Refused(ref m)) if m.contains("absolute")), "{r:?}");
+        assert!(
+            matches!(r, Err(ExtractError::Refused(ref m)) if m.contains("absolute")),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -361,17 +437,29 @@ mod tests {
         ] {
             let t = tar_with(|b| raw_entry(b, "x", kind, link, b""));
             let (dir, r) = extract(&gz(&t));
-            assert!(matches!(r, Err(ExtractError::Refused(_))), "{kind:?}: {r:?}");
-            assert!(fs::symlink_metadata(dir.path().join("x")).is_err(), "{kind:?} left a file");
+            assert!(
+                matches!(r, Err(ExtractError::Refused(_))),
+                "{kind:?}: {r:?}"
+            );
+            assert!(
+                fs::symlink_metadata(dir.path().join("x")).is_err(),
+                "{kind:?} left a file"
+            );
         }
     }
 
     #[test]
     fn bad_gzip_and_empty_body_are_refused() {
         let (_d, r) = extract(b"{\"error\":\"open /tmp/results/x.tar.gz: no such file\"}");
-        assert!(matches!(r, Err(ExtractError::Refused(ref m)) if m.contains("gzip")), "{r:?}");
+        assert!(
+            matches!(r, Err(ExtractError::Refused(ref m)) if m.contains("gzip")),
+            "{r:?}"
+        );
         let (_d, r) = extract(b"");
-        assert!(matches!(r, Err(ExtractError::Refused(ref m)) if m.contains("empty body")), "{r:?}");
+        assert!(
+            matches!(r, Err(ExtractError::Refused(ref m)) if m.contains("empty body")),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -381,14 +469,32 @@ mod tests {
             file(b, "b", &[0u8; 100]);
         });
         let dir = tempfile::tempdir().unwrap();
-        let small = Limits { max_file_bytes: 50, ..Limits::default() };
-        assert!(matches!(extract_tar_gz(&gz(&t)[..], dir.path(), &small), Err(ExtractError::TooLarge(_))));
+        let small = Limits {
+            max_file_bytes: 50,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            extract_tar_gz(&gz(&t)[..], dir.path(), &small),
+            Err(ExtractError::TooLarge(_))
+        ));
         let dir = tempfile::tempdir().unwrap();
-        let few = Limits { max_entries: 1, ..Limits::default() };
-        assert!(matches!(extract_tar_gz(&gz(&t)[..], dir.path(), &few), Err(ExtractError::TooLarge(_))));
+        let few = Limits {
+            max_entries: 1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            extract_tar_gz(&gz(&t)[..], dir.path(), &few),
+            Err(ExtractError::TooLarge(_))
+        ));
         let dir = tempfile::tempdir().unwrap();
-        let total = Limits { max_extracted_bytes: 150, ..Limits::default() };
-        assert!(matches!(extract_tar_gz(&gz(&t)[..], dir.path(), &total), Err(ExtractError::TooLarge(_))));
+        let total = Limits {
+            max_extracted_bytes: 150,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            extract_tar_gz(&gz(&t)[..], dir.path(), &total),
+            Err(ExtractError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -55,7 +55,13 @@ pub struct RunHandle {
 }
 
 /// A Sonobuoy-shaped `meta/config.json` for a run without a cluster config.
-pub fn standalone_config_json(uuid: &str, plugins: &[String], bind: SocketAddr, advertise: &str, timeout: Option<Duration>) -> serde_json::Value {
+pub fn standalone_config_json(
+    uuid: &str,
+    plugins: &[String],
+    bind: SocketAddr,
+    advertise: &str,
+    timeout: Option<Duration>,
+) -> serde_json::Value {
     serde_json::json!({
         "Description": "Buoy standalone run",
         "UUID": uuid,
@@ -82,12 +88,23 @@ pub fn standalone_config_json(uuid: &str, plugins: &[String], bind: SocketAddr, 
 
 impl RunHandle {
     /// Opens the run directory and starts serving on `listener`.
-    pub async fn start(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, cfg: RunConfig) -> Result<Self, AggError> {
+    pub async fn start(
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        cfg: RunConfig,
+    ) -> Result<Self, AggError> {
         let started = OffsetDateTime::now_utc();
         let run_dir = cfg.output_dir.join(&cfg.uuid);
         let staging = cfg.output_dir.join(format!(".buoy-staging-{}", cfg.uuid));
-        let agg = Aggregator::open(&run_dir, &staging, cfg.expected.clone(), cfg.options.clone())?;
-        let local_addr = listener.local_addr().map_err(AggError::io("cannot read the listener address"))?;
+        let agg = Aggregator::open(
+            &run_dir,
+            &staging,
+            cfg.expected.clone(),
+            cfg.options.clone(),
+        )?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(AggError::io("cannot read the listener address"))?;
         let (stop, mut stop_rx) = watch::channel(false);
         let router = crate::api::router(agg.clone());
         let server_opts = cfg.server.clone();
@@ -98,7 +115,14 @@ impl RunHandle {
             .await
         });
         tracing::info!(addr = %local_addr, run_dir = %run_dir.display(), expected = cfg.expected.len(), "aggregator listening");
-        Ok(Self { agg, cfg, started, local_addr, stop, server })
+        Ok(Self {
+            agg,
+            cfg,
+            started,
+            local_addr,
+            stop,
+            server,
+        })
     }
 
     pub fn aggregator(&self) -> &Arc<Aggregator> {
@@ -139,12 +163,17 @@ impl RunHandle {
         if let Some(obj) = config.as_object_mut() {
             obj.insert("UUID".into(), self.cfg.uuid.clone().into());
             obj.insert("Version".into(), buoy_wire::SONOBUOY_COMPAT_VERSION.into());
-            obj.entry("BuoyVersion").or_insert(buoy_wire::BUOY_VERSION.into());
+            obj.entry("BuoyVersion")
+                .or_insert(buoy_wire::BUOY_VERSION.into());
         }
         let info = serde_json::json!({ "plugins": self.cfg.plugins });
         let name = crate::seal::tarball_name(self.started, &self.cfg.uuid);
         let (tarball, tar_info) = self.agg.seal(config, info, name).await?;
-        let _ = std::fs::remove_dir_all(self.cfg.output_dir.join(format!(".buoy-staging-{}", self.cfg.uuid)));
+        let _ = std::fs::remove_dir_all(
+            self.cfg
+                .output_dir
+                .join(format!(".buoy-staging-{}", self.cfg.uuid)),
+        );
         tracing::info!(tarball = %tarball.display(), sha256 = %tar_info.sha256, "results sealed");
         let status = self.agg.status();
         let run_dir = self.agg.run_dir().to_path_buf();
@@ -153,6 +182,11 @@ impl RunHandle {
             shutdown.await;
         }
         self.stop_server().await;
-        Ok(Finished { tarball, tar_info, status, run_dir })
+        Ok(Finished {
+            tarball,
+            tar_info,
+            status,
+            run_dir,
+        })
     }
 }

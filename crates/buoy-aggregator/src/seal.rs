@@ -64,7 +64,11 @@ fn walk(root: &Path) -> io::Result<Vec<(String, PathBuf, bool)>> {
         let mut subdirs = Vec::new();
         for c in children {
             let name = c.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             let ft = c.file_type()?;
             if ft.is_dir() {
                 out.push((rel.clone(), c.path(), true));
@@ -84,14 +88,22 @@ fn walk(root: &Path) -> io::Result<Vec<(String, PathBuf, bool)>> {
 }
 
 /// Writes `run_dir` into `dest_dir/name` and returns its tar-info.
-pub fn write_tarball(run_dir: &Path, dest_dir: &Path, name: &str) -> io::Result<(PathBuf, TarInfo)> {
+pub fn write_tarball(
+    run_dir: &Path,
+    dest_dir: &Path,
+    name: &str,
+) -> io::Result<(PathBuf, TarInfo)> {
     let final_path = dest_dir.join(name);
     let tmp = dest_dir.join(format!(".{name}.partial"));
     let file = File::create(&tmp)?;
-    let hashing = HashingWriter { inner: BufWriter::new(file), hasher: Sha256::new(), bytes: 0 };
+    let hashing = HashingWriter {
+        inner: BufWriter::new(file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
     let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
+    tar.mode(tar::HeaderMode::Complete);
     for (rel, path, is_dir) in walk(run_dir)? {
         if is_dir {
             tar.append_dir(&rel, &path)?;
@@ -158,8 +170,13 @@ mod tests {
             names.push(name);
         }
         assert!(names.contains(&"meta/config.json".to_string()), "{names:?}");
-        assert!(names.contains(&"plugins/p/results/n1/result".to_string()), "{names:?}");
-        assert!(names.iter().all(|n| !n.starts_with("./") && !n.starts_with('/')));
+        assert!(
+            names.contains(&"plugins/p/results/n1/result".to_string()),
+            "{names:?}"
+        );
+        assert!(names
+            .iter()
+            .all(|n| !n.starts_with("./") && !n.starts_with('/')));
         assert!(!d.path().join(".x.tar.gz.partial").exists());
     }
 }

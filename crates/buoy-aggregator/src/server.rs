@@ -36,8 +36,13 @@ impl Default for ServerOptions {
     }
 }
 
-async fn serve_conn<IO>(io: IO, router: Router, peer: PeerIdentity, opts: &ServerOptions, watcher: hyper_util::server::graceful::Watcher)
-where
+async fn serve_conn<IO>(
+    io: IO,
+    router: Router,
+    peer: PeerIdentity,
+    opts: &ServerOptions,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -50,7 +55,10 @@ where
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
@@ -94,17 +102,20 @@ where
             match acceptor {
                 None => serve_conn(tcp, router, PeerIdentity(None), &opts, watcher).await,
                 Some(acc) => {
-                    let tls = match tokio::time::timeout(opts.tls_handshake_timeout, acc.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::info!(%remote, error = %e, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%remote, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let tls =
+                        match tokio::time::timeout(opts.tls_handshake_timeout, acc.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::info!(%remote, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%remote, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                     let ids = tls
                         .get_ref()
                         .1
@@ -113,7 +124,14 @@ where
                         .map(buoy_pki::identities)
                         .unwrap_or_default();
                     tracing::debug!(%remote, identities = ?ids, "client connected");
-                    serve_conn(tls, router, PeerIdentity(Some(Arc::new(ids))), &opts, watcher).await
+                    serve_conn(
+                        tls,
+                        router,
+                        PeerIdentity(Some(Arc::new(ids))),
+                        &opts,
+                        watcher,
+                    )
+                    .await
                 }
             }
         });

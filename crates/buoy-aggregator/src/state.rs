@@ -90,9 +90,21 @@ impl RunState {
                 continue;
             }
             index.insert(key.clone(), entries.len());
-            entries.push(Entry { key, phase: Phase::Expected, progress: None, attempts: 0 });
+            entries.push(Entry {
+                key,
+                phase: Phase::Expected,
+                progress: None,
+                attempts: 0,
+            });
         }
-        Self { entries, index, next_ticket: 1, retry_window, timed_out: false, phase: RunPhase::Running }
+        Self {
+            entries,
+            index,
+            next_ticket: 1,
+            retry_window,
+            timed_out: false,
+            phase: RunPhase::Running,
+        }
     }
 
     pub fn is_expected(&self, key: &ResultKey) -> bool {
@@ -125,15 +137,28 @@ impl RunState {
         let id = self.next_ticket;
         self.next_ticket += 1;
         let e = &mut self.entries[i];
-        e.phase = Phase::Receiving { ticket: id, internal };
+        e.phase = Phase::Receiving {
+            ticket: id,
+            internal,
+        };
         e.attempts += 1;
-        Ok(Ticket { key: key.clone(), id })
+        Ok(Ticket {
+            key: key.clone(),
+            id,
+        })
     }
 
     /// Records how a write ended. A ticket that no longer holds its key is ignored (returns
     /// false).
-    pub fn finish(&mut self, ticket: &Ticket, result: Result<Outcome, String>, now: Instant) -> bool {
-        let Some(&i) = self.index.get(&ticket.key) else { return false };
+    pub fn finish(
+        &mut self,
+        ticket: &Ticket,
+        result: Result<Outcome, String>,
+        now: Instant,
+    ) -> bool {
+        let Some(&i) = self.index.get(&ticket.key) else {
+            return false;
+        };
         let e = &mut self.entries[i];
         if !matches!(e.phase, Phase::Receiving { ticket: t, .. } if t == ticket.id) {
             return false;
@@ -153,7 +178,11 @@ impl RunState {
     }
 
     /// Stores a progress update by the append rule. Accepted even after the key's result.
-    pub fn record_progress(&mut self, key: &ResultKey, update: ProgressUpdate) -> Result<(), Refusal> {
+    pub fn record_progress(
+        &mut self,
+        key: &ResultKey,
+        update: ProgressUpdate,
+    ) -> Result<(), Refusal> {
         let &i = self.index.get(key).ok_or(Refusal::Unexpected)?;
         let e = &mut self.entries[i];
         e.progress = Some(ProgressUpdate::merge(e.progress.as_ref(), update));
@@ -182,7 +211,10 @@ impl RunState {
                 }),
                 Phase::Failed { at, reason } => {
                     if self.timed_out {
-                        out.push(DueError { key: e.key.clone(), message: buoy_wire::TIMEOUT_ERROR_MESSAGE.to_string() });
+                        out.push(DueError {
+                            key: e.key.clone(),
+                            message: buoy_wire::TIMEOUT_ERROR_MESSAGE.to_string(),
+                        });
                     } else if now.saturating_duration_since(*at) >= self.retry_window {
                         out.push(DueError {
                             key: e.key.clone(),
@@ -213,12 +245,17 @@ impl RunState {
 
     /// Every expected key has a result or an error result on disk.
     pub fn is_complete(&self) -> bool {
-        self.entries.iter().all(|e| matches!(e.phase, Phase::Done(_)))
+        self.entries
+            .iter()
+            .all(|e| matches!(e.phase, Phase::Done(_)))
     }
 
     /// Whether every key of `plugin` is done (plugins with no keys are done at once).
     pub fn plugin_done(&self, plugin: &str) -> bool {
-        self.entries.iter().filter(|e| e.key.plugin == plugin).all(|e| matches!(e.phase, Phase::Done(_)))
+        self.entries
+            .iter()
+            .filter(|e| e.key.plugin == plugin)
+            .all(|e| matches!(e.phase, Phase::Done(_)))
     }
 
     pub fn set_run_phase(&mut self, phase: RunPhase) {
@@ -265,11 +302,21 @@ impl RunState {
             RunPhase::Complete(t) => (status::COMPLETE.to_string(), t.clone()),
             RunPhase::PostProcessing => (status::POST_PROCESSING.to_string(), TarInfo::default()),
             RunPhase::Running => (
-                status::overall_status(plugins.iter().map(|p| p.status.as_str())).unwrap_or(status::RUNNING).to_string(),
+                status::overall_status(plugins.iter().map(|p| p.status.as_str()))
+                    .unwrap_or(status::RUNNING)
+                    .to_string(),
                 TarInfo::default(),
             ),
         };
-        Status { plugins: if plugins.is_empty() { None } else { Some(plugins) }, status: overall, tar_info }
+        Status {
+            plugins: if plugins.is_empty() {
+                None
+            } else {
+                Some(plugins)
+            },
+            status: overall,
+            tar_info,
+        }
     }
 }
 
@@ -282,14 +329,27 @@ mod tests {
     }
 
     fn run() -> RunState {
-        RunState::new([k("systemd_logs", "node1"), k("systemd_logs", "node2"), k("e2e", "global")], Duration::from_secs(120))
+        RunState::new(
+            [
+                k("systemd_logs", "node1"),
+                k("systemd_logs", "node2"),
+                k("e2e", "global"),
+            ],
+            Duration::from_secs(120),
+        )
     }
 
     #[test]
     fn unexpected_key_is_refused_and_records_nothing() {
         let mut s = run();
-        assert_eq!(s.begin(&k("systemd_logs", "node9"), false), Err(Refusal::Unexpected));
-        assert_eq!(s.record_progress(&k("foo", "bar"), ProgressUpdate::default()), Err(Refusal::Unexpected));
+        assert_eq!(
+            s.begin(&k("systemd_logs", "node9"), false),
+            Err(Refusal::Unexpected)
+        );
+        assert_eq!(
+            s.record_progress(&k("foo", "bar"), ProgressUpdate::default()),
+            Err(Refusal::Unexpected)
+        );
         assert_eq!(s.counts(), (0, 0, 3));
     }
 
@@ -318,7 +378,10 @@ mod tests {
         assert!(!s.is_complete());
         let t2 = s.begin(&k("e2e", "global"), false).unwrap();
         assert!(s.finish(&t2, Ok(Outcome::Result), now));
-        assert_eq!(s.phase_of(&k("e2e", "global")), Some(&Phase::Done(Outcome::Result)));
+        assert_eq!(
+            s.phase_of(&k("e2e", "global")),
+            Some(&Phase::Done(Outcome::Result))
+        );
     }
 
     #[test]
@@ -365,7 +428,9 @@ mod tests {
     fn no_failure_means_no_deadline() {
         let s = run();
         assert_eq!(s.next_deadline(), None);
-        assert!(s.due_errors(Instant::now() + Duration::from_secs(1000)).is_empty());
+        assert!(s
+            .due_errors(Instant::now() + Duration::from_secs(1000))
+            .is_empty());
     }
 
     #[test]
@@ -376,9 +441,16 @@ mod tests {
         s.finish(&t, Err("x".into()), now);
         let _receiving = s.begin(&k("systemd_logs", "node2"), false).unwrap();
         s.mark_timed_out();
-        let due: Vec<String> = s.due_errors(now).into_iter().map(|d| d.key.to_string()).collect();
+        let due: Vec<String> = s
+            .due_errors(now)
+            .into_iter()
+            .map(|d| d.key.to_string())
+            .collect();
         assert_eq!(due, vec!["systemd_logs/node1", "e2e/global"]);
-        assert!(s.due_errors(now).iter().all(|d| d.message.contains("timeout")));
+        assert!(s
+            .due_errors(now)
+            .iter()
+            .all(|d| d.message.contains("timeout")));
     }
 
     #[test]
@@ -402,15 +474,31 @@ mod tests {
         let mut s = run();
         let st = s.status();
         assert_eq!(st.status, "running");
-        assert!(st.plugins.as_ref().unwrap().iter().all(|p| p.status == "running"));
-        let mut upd = ProgressUpdate { name: "e2e".into(), node: "global".into(), msg: "half".into(), ..Default::default() };
+        assert!(st
+            .plugins
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|p| p.status == "running"));
+        let mut upd = ProgressUpdate {
+            name: "e2e".into(),
+            node: "global".into(),
+            msg: "half".into(),
+            ..Default::default()
+        };
         upd.completed = 5;
         s.record_progress(&k("e2e", "global"), upd).unwrap();
         let t = s.begin(&k("e2e", "global"), false).unwrap();
         s.finish(&t, Ok(Outcome::Result), Instant::now());
         let st = s.status();
         let e2e = &st.plugins.as_ref().unwrap()[2];
-        assert_eq!((e2e.status.as_str(), e2e.progress.as_ref().unwrap().completed), ("complete", 5));
+        assert_eq!(
+            (
+                e2e.status.as_str(),
+                e2e.progress.as_ref().unwrap().completed
+            ),
+            ("complete", 5)
+        );
         for key in [k("systemd_logs", "node1"), k("systemd_logs", "node2")] {
             let t = s.begin(&key, true).unwrap();
             s.finish(&t, Ok(Outcome::Error("pod failed".into())), Instant::now());
@@ -421,7 +509,10 @@ mod tests {
         assert_eq!(s.status().status, "running");
         s.set_run_phase(RunPhase::PostProcessing);
         assert_eq!(s.status().status, "post-processing");
-        s.set_run_phase(RunPhase::Complete(TarInfo { name: "x.tar.gz".into(), ..TarInfo::default() }));
+        s.set_run_phase(RunPhase::Complete(TarInfo {
+            name: "x.tar.gz".into(),
+            ..TarInfo::default()
+        }));
         assert_eq!(s.status().status, "complete");
         assert_eq!(s.status().tar_info.name, "x.tar.gz");
     }

@@ -34,7 +34,10 @@ impl Store {
             fs::remove_dir_all(staging)?;
         }
         fs::create_dir_all(staging)?;
-        Ok(Self { run_dir: run_dir.to_path_buf(), staging: staging.to_path_buf() })
+        Ok(Self {
+            run_dir: run_dir.to_path_buf(),
+            staging: staging.to_path_buf(),
+        })
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -46,11 +49,19 @@ impl Store {
     }
 
     pub fn result_dir(&self, key: &ResultKey) -> PathBuf {
-        self.run_dir.join("plugins").join(&key.plugin).join("results").join(&key.node)
+        self.run_dir
+            .join("plugins")
+            .join(&key.plugin)
+            .join("results")
+            .join(&key.node)
     }
 
     pub fn error_dir(&self, key: &ResultKey) -> PathBuf {
-        self.run_dir.join("plugins").join(&key.plugin).join("errors").join(&key.node)
+        self.run_dir
+            .join("plugins")
+            .join(&key.plugin)
+            .join("errors")
+            .join(&key.node)
     }
 
     /// A fresh, empty staging directory for write number `id`.
@@ -75,7 +86,10 @@ impl Store {
         fs::create_dir_all(parent)?;
         sync_dir(staged);
         if target.exists() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", target.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists", target.display()),
+            ));
         }
         fs::rename(staged, target)?;
         sync_dir(parent);
@@ -141,10 +155,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("run"), &d.path().join("stage")).unwrap();
         let key = ResultKey::global("e2e");
-        s.write_error(1, &key, &buoy_wire::error_body("foo", None)).unwrap();
+        s.write_error(1, &key, &buoy_wire::error_body("foo", None))
+            .unwrap();
         let p = d.path().join("run/plugins/e2e/errors/global/error.json");
         assert_eq!(fs::read_to_string(p).unwrap(), r#"{"error":"foo"}"#);
         assert_eq!(s.recorded(&key), Some(Outcome::Error("foo".into())));
-        assert_eq!(fs::read_dir(s.staging_root()).unwrap().count(), 0, "staging is empty after commit");
+        assert_eq!(
+            fs::read_dir(s.staging_root()).unwrap().count(),
+            0,
+            "staging is empty after commit"
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use p256::pkcs8::DecodePrivateKey;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,7 +28,10 @@ pub enum PkiError {
     #[error("TLS configuration failed: {0}")]
     Tls(#[from] rustls::Error),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// How far back `not_before` is set, so a worker whose clock lags a little still accepts.
@@ -64,7 +67,9 @@ pub struct Issued {
 
 impl std::fmt::Debug for Issued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issued").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+        f.debug_struct("Issued")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,21 +81,25 @@ pub struct Ca {
 }
 
 /// OID of the P-256 curve (prime256v1).
-const PRIME256V1: sec1::der::asn1::ObjectIdentifier = sec1::der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const PRIME256V1: sec1::der::asn1::ObjectIdentifier =
+    sec1::der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 
 /// Re-encodes a P-256 key as SEC1 with the named-curve parameter present: Go's
 /// `x509.ParseECPrivateKey` refuses a SEC1 key that does not name its curve.
 fn sec1_pem(key: &KeyPair) -> Result<String, PkiError> {
     use sec1::der::EncodePem;
-    let sk = p256::SecretKey::from_pkcs8_der(&key.serialize_der()).map_err(|e| PkiError::Key(e.to_string()))?;
+    let sk = p256::SecretKey::from_pkcs8_der(&key.serialize_der())
+        .map_err(|e| PkiError::Key(e.to_string()))?;
     let scalar = sk.to_bytes();
-    let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&sk.public_key(), false);
+    let point =
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&sk.public_key(), false);
     let doc = sec1::EcPrivateKey {
         private_key: &scalar[..],
         parameters: Some(sec1::EcParameters::NamedCurve(PRIME256V1)),
         public_key: Some(point.as_bytes()),
     };
-    doc.to_pem(sec1::LineEnding::LF).map_err(|e| PkiError::Key(e.to_string()))
+    doc.to_pem(sec1::LineEnding::LF)
+        .map_err(|e| PkiError::Key(e.to_string()))
 }
 
 impl Ca {
@@ -101,17 +110,29 @@ impl Ca {
         p.distinguished_name.push(DnType::CommonName, "buoy-ca");
         p.subject_alt_names = vec![SanType::DnsName("buoy-ca".try_into()?)];
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = p.self_signed(&key)?;
         let key_pem = key.serialize_pem();
-        Ok(Self { cert_pem: cert.pem(), key_pem, issuer: Issuer::new(p, key) })
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(p, key),
+        })
     }
 
     /// A CA loaded from its certificate and PKCS#8 key PEM.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        Ok(Self { issuer, cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string() })
+        Ok(Self {
+            issuer,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -140,7 +161,10 @@ impl Ca {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.use_authority_key_identifier_extension = true;
         let cert = p.signed_by(&key, &self.issuer)?;
-        Ok(Issued { cert_pem: cert.pem(), key_pem: sec1_pem(&key)? })
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: sec1_pem(&key)?,
+        })
     }
 
     /// The client certificate of `plugin`: CN and DNS SAN equal the plugin name.
@@ -152,21 +176,33 @@ impl Ca {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         p.use_authority_key_identifier_extension = true;
         let cert = p.signed_by(&key, &self.issuer)?;
-        Ok(Issued { cert_pem: cert.pem(), key_pem: sec1_pem(&key)? })
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: sec1_pem(&key)?,
+        })
     }
 }
 
 fn certs(what: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let v: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
-    let v = v.map_err(|e| PkiError::Pem { what: what.into(), reason: e.to_string() })?;
+    let v = v.map_err(|e| PkiError::Pem {
+        what: what.into(),
+        reason: e.to_string(),
+    })?;
     if v.is_empty() {
-        return Err(PkiError::Pem { what: what.into(), reason: "no CERTIFICATE block".into() });
+        return Err(PkiError::Pem {
+            what: what.into(),
+            reason: "no CERTIFICATE block".into(),
+        });
     }
     Ok(v)
 }
 
 fn key(what: &str, pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Pem { what: what.into(), reason: e.to_string() })
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Pem {
+        what: what.into(),
+        reason: e.to_string(),
+    })
 }
 
 fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, PkiError> {
@@ -181,9 +217,12 @@ fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, PkiError> {
 /// issued by the CA. HTTP/1.1 only, which is what workers speak.
 pub fn server_config(ca_pem: &str, server: &Issued) -> Result<rustls::ServerConfig, PkiError> {
     let provider = provider();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider.clone())
-        .build()
-        .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(ca_pem)?),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
     let mut chain = certs("server certificate", &server.cert_pem)?;
     chain.extend(certs("CA certificate", ca_pem)?);
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -196,11 +235,18 @@ pub fn server_config(ca_pem: &str, server: &Issued) -> Result<rustls::ServerConf
 
 /// A worker's TLS config: trusts only the run CA and presents the plugin's certificate.
 /// `key_pem` may be SEC1 or PKCS#8.
-pub fn client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<rustls::ClientConfig, PkiError> {
+pub fn client_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ClientConfig, PkiError> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(ca_pem)?)
-        .with_client_auth_cert(certs("client certificate", cert_pem)?, key("client key", key_pem)?)?;
+        .with_client_auth_cert(
+            certs("client certificate", cert_pem)?,
+            key("client key", key_pem)?,
+        )?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -218,7 +264,11 @@ pub fn identities(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, x)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
     };
-    let mut out: Vec<String> = x.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_string)).collect();
+    let mut out: Vec<String> = x
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
     if let Ok(Some(san)) = x.subject_alternative_name() {
         for n in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::DNSName(d) = n {
@@ -244,7 +294,10 @@ pub fn client_key_file(plugin: &str) -> String {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> PkiError {
-    PkiError::Io { path: path.display().to_string(), source }
+    PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
@@ -258,7 +311,8 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError>
         opts.mode(if secret { 0o600 } else { 0o644 });
     }
     let mut f = opts.open(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(contents.as_bytes()).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(contents.as_bytes())
+        .map_err(|e| io_err(&tmp, e))?;
     f.sync_all().map_err(|e| io_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
@@ -280,19 +334,38 @@ pub struct RunPki {
 
 impl RunPki {
     /// A fresh CA, a server certificate for `host` and one client certificate per plugin.
-    pub fn generate(host: &str, extra_hosts: &[String], plugins: &[String]) -> Result<Self, PkiError> {
+    pub fn generate(
+        host: &str,
+        extra_hosts: &[String],
+        plugins: &[String],
+    ) -> Result<Self, PkiError> {
         let ca = Ca::generate()?;
         let server = ca.issue_server(host, extra_hosts)?;
-        let clients = plugins.iter().map(|p| Ok((p.clone(), ca.issue_client(p)?))).collect::<Result<_, PkiError>>()?;
-        Ok(Self { ca, server, clients })
+        let clients = plugins
+            .iter()
+            .map(|p| Ok((p.clone(), ca.issue_client(p)?)))
+            .collect::<Result<_, PkiError>>()?;
+        Ok(Self {
+            ca,
+            server,
+            clients,
+        })
     }
 
     /// Uses the CA in `dir` if there is one (else creates it), issues a new server certificate
     /// for `host`, reuses each plugin's client certificate found there and issues the missing
     /// ones. Writes everything back, keys with mode 0600.
-    pub fn load_or_create(dir: &Path, host: &str, extra_hosts: &[String], plugins: &[String]) -> Result<Self, PkiError> {
+    pub fn load_or_create(
+        dir: &Path,
+        host: &str,
+        extra_hosts: &[String],
+        plugins: &[String],
+    ) -> Result<Self, PkiError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let ca = match (read_opt(&dir.join(CA_CERT_FILE))?, read_opt(&dir.join(CA_KEY_FILE))?) {
+        let ca = match (
+            read_opt(&dir.join(CA_CERT_FILE))?,
+            read_opt(&dir.join(CA_KEY_FILE))?,
+        ) {
             (Some(c), Some(k)) => Ca::from_pem(&c, &k)?,
             _ => {
                 let ca = Ca::generate()?;
@@ -308,7 +381,10 @@ impl RunPki {
         for p in plugins {
             let (cp, kp) = (dir.join(client_cert_file(p)), dir.join(client_key_file(p)));
             let issued = match (read_opt(&cp)?, read_opt(&kp)?) {
-                (Some(c), Some(k)) if client_config(ca.cert_pem(), &c, &k).is_ok() => Issued { cert_pem: c, key_pem: k },
+                (Some(c), Some(k)) if client_config(ca.cert_pem(), &c, &k).is_ok() => Issued {
+                    cert_pem: c,
+                    key_pem: k,
+                },
                 _ => {
                     let i = ca.issue_client(p)?;
                     write_file(&kp, &i.key_pem, true)?;
@@ -318,11 +394,18 @@ impl RunPki {
             };
             clients.push((p.clone(), issued));
         }
-        Ok(Self { ca, server, clients })
+        Ok(Self {
+            ca,
+            server,
+            clients,
+        })
     }
 
     pub fn client(&self, plugin: &str) -> Option<&Issued> {
-        self.clients.iter().find(|(p, _)| p == plugin).map(|(_, i)| i)
+        self.clients
+            .iter()
+            .find(|(p, _)| p == plugin)
+            .map(|(_, i)| i)
     }
 
     pub fn server_config(&self) -> Result<rustls::ServerConfig, PkiError> {
@@ -338,13 +421,19 @@ mod tests {
     fn client_key_is_sec1_with_named_curve() {
         let ca = Ca::generate().unwrap();
         let c = ca.issue_client("systemd_logs").unwrap();
-        assert!(c.key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{}", c.key_pem);
+        assert!(
+            c.key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----"),
+            "{}",
+            c.key_pem
+        );
         // A SEC1 key that Go's x509.ParseECPrivateKey reads must name its curve.
         let der = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap();
         assert!(matches!(der, PrivateKeyDer::Sec1(_)));
         let bytes = der.secret_der();
         let oid_prime256v1 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-        assert!(bytes.windows(oid_prime256v1.len()).any(|w| w == oid_prime256v1));
+        assert!(bytes
+            .windows(oid_prime256v1.len())
+            .any(|w| w == oid_prime256v1));
         assert!(client_config(ca.cert_pem(), &c.cert_pem, &c.key_pem).is_ok());
     }
 
@@ -365,8 +454,15 @@ mod tests {
             let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
             let san = x.subject_alternative_name().unwrap().unwrap();
             assert_eq!(san.value.general_names.len(), 1, "{host}");
-            assert_eq!(x.subject().iter_common_name().count(), 0, "server has no CN");
-            assert!(x.validity().not_before.timestamp() < OffsetDateTime::now_utc().unix_timestamp() - 60);
+            assert_eq!(
+                x.subject().iter_common_name().count(),
+                0,
+                "server has no CN"
+            );
+            assert!(
+                x.validity().not_before.timestamp()
+                    < OffsetDateTime::now_utc().unix_timestamp() - 60
+            );
         }
         assert!(server_config(ca.cert_pem(), &ca.issue_server("127.0.0.1", &[]).unwrap()).is_ok());
     }
@@ -378,14 +474,25 @@ mod tests {
         let a = RunPki::load_or_create(&dir, "127.0.0.1", &[], &["p".into()]).unwrap();
         let b = RunPki::load_or_create(&dir, "127.0.0.1", &[], &["p".into(), "q".into()]).unwrap();
         assert_eq!(a.ca.cert_pem(), b.ca.cert_pem());
-        assert_eq!(a.client("p").unwrap().cert_pem, b.client("p").unwrap().cert_pem);
+        assert_eq!(
+            a.client("p").unwrap().cert_pem,
+            b.client("p").unwrap().cert_pem
+        );
         assert!(dir.join("q.key.pem").exists());
         // A certificate issued by the reloaded CA verifies against the original CA.
-        assert!(client_config(a.ca.cert_pem(), &b.client("q").unwrap().cert_pem, &b.client("q").unwrap().key_pem).is_ok());
+        assert!(client_config(
+            a.ca.cert_pem(),
+            &b.client("q").unwrap().cert_pem,
+            &b.client("q").unwrap().key_pem
+        )
+        .is_ok());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("p.key.pem")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("p.key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).unwrap();

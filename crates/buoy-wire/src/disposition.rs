@@ -120,7 +120,10 @@ pub fn parse_filename(header: &str) -> Result<Option<String>, ()> {
             }
         }
     }
-    Ok(params.into_iter().find(|(n, v)| n == "filename" && !v.is_empty()).map(|(_, v)| v))
+    Ok(params
+        .into_iter()
+        .find(|(n, v)| n == "filename" && !v.is_empty())
+        .map(|(_, v)| v))
 }
 
 /// Reduces a client-supplied file name to one safe base name: the last path component, without
@@ -152,14 +155,26 @@ mod tests {
         assert_eq!(stored_filename(Some("attachment;filename=foo")), "foo");
         assert_eq!(stored_filename(Some("")), "result");
         assert_eq!(stored_filename(None), "result");
-        assert_eq!(stored_filename(Some("attachment;filename=foo.txt")), "foo.txt");
-        assert_eq!(stored_filename(Some("inline; filename=\"my file.xml\"")), "my file.xml");
-        assert_eq!(stored_filename(Some("attachment; filename*=UTF-8''caf%C3%A9.txt")), "café.txt");
+        assert_eq!(
+            stored_filename(Some("attachment;filename=foo.txt")),
+            "foo.txt"
+        );
+        assert_eq!(
+            stored_filename(Some("inline; filename=\"my file.xml\"")),
+            "my file.xml"
+        );
+        assert_eq!(
+            stored_filename(Some("attachment; filename*=UTF-8''caf%C3%A9.txt")),
+            "café.txt"
+        );
     }
 
     #[test]
     fn unquoted_specials_fall_back_to_result_like_go() {
-        assert_eq!(stored_filename(Some("attachment;filename=my results.tar")), "result");
+        assert_eq!(
+            stored_filename(Some("attachment;filename=my results.tar")),
+            "result"
+        );
         assert_eq!(stored_filename(Some("attachment;filename=a=b")), "result");
         assert_eq!(stored_filename(Some("attachment;filename=a/b")), "result");
     }
@@ -168,16 +183,34 @@ mod tests {
     fn traversal_is_reduced_to_a_base_name() {
         assert_eq!(stored_filename(Some("attachment;filename=\"../x\"")), "x");
         assert_eq!(stored_filename(Some("attachment;filename=\"a/b\"")), "b");
-        assert_eq!(stored_filename(Some("attachment;filename=\"..\"")), "result");
-        assert_eq!(stored_filename(Some("attachment;filename=\"/etc/passwd\"")), "passwd");
-        assert_eq!(stored_filename(Some("attachment;filename=\"..\\\\..\\\\win.ini\"")), "win.ini");
-        assert_eq!(stored_filename(Some("attachment;filename=\"a\u{7}b\"")), "ab");
+        assert_eq!(
+            stored_filename(Some("attachment;filename=\"..\"")),
+            "result"
+        );
+        assert_eq!(
+            stored_filename(Some("attachment;filename=\"/etc/passwd\"")),
+            "passwd"
+        );
+        assert_eq!(
+            stored_filename(Some("attachment;filename=\"..\\\\..\\\\win.ini\"")),
+            "win.ini"
+        );
+        assert_eq!(
+            stored_filename(Some("attachment;filename=\"a\u{7}b\"")),
+            "ab"
+        );
     }
 
     #[test]
     fn header_round_trips() {
-        assert_eq!(header_for(Some("junit.xml")), "attachment;filename=junit.xml");
+        assert_eq!(
+            header_for(Some("junit.xml")),
+            "attachment;filename=junit.xml"
+        );
         assert_eq!(header_for(None), "attachment");
-        assert_eq!(stored_filename(Some(&header_for(Some("results.tar.gz")))), "results.tar.gz");
+        assert_eq!(
+            stored_filename(Some(&header_for(Some("results.tar.gz")))),
+            "results.tar.gz"
+        );
     }
 }

@@ -17,7 +17,11 @@ impl ResultKey {
         let node = node.into();
         Self {
             plugin: plugin.into(),
-            node: if node.is_empty() { GLOBAL_NODE.to_string() } else { node },
+            node: if node.is_empty() {
+                GLOBAL_NODE.to_string()
+            } else {
+                node
+            },
         }
     }
 
@@ -50,7 +54,10 @@ mod tests {
     #[test]
     fn empty_node_keys_as_global() {
         assert_eq!(ResultKey::new("e2e", "").to_string(), "e2e/global");
-        assert_eq!(ResultKey::new("systemd_logs", "node1").to_string(), "systemd_logs/node1");
+        assert_eq!(
+            ResultKey::new("systemd_logs", "node1").to_string(),
+            "systemd_logs/node1"
+        );
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub const BUOY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Go's encoder sorts map keys.
 pub fn error_body(message: &str, extra: Option<(&str, serde_json::Value)>) -> Vec<u8> {
     let mut map = std::collections::BTreeMap::new();
-    map.insert("error".to_string(), serde_json::Value::String(message.to_string()));
+    map.insert(
+        "error".to_string(),
+        serde_json::Value::String(message.to_string()),
+    );
     if let Some((k, v)) = extra {
         map.insert(k.to_string(), v);
     }

@@ -14,11 +14,18 @@ use crate::key::is_valid_name;
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid plugin manifest: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("plugin {name:?} is defined twice: {first} and {second}")]
-    Duplicate { name: String, first: PathBuf, second: PathBuf },
+    Duplicate {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     #[error("{0}: no plugin manifests (*.yaml, *.yml) found")]
     Empty(PathBuf),
 }
@@ -93,17 +100,25 @@ impl Manifest {
 
     /// Parses one manifest from YAML text.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
-        let invalid = |reason: String| ManifestError::Invalid { path: path.to_path_buf(), reason };
+        let invalid = |reason: String| ManifestError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
         let raw: Value = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if !raw.is_object() {
             return Err(invalid("expected a mapping at the top level".into()));
         }
-        let config: SonobuoyConfig = serde_json::from_value(raw.get("sonobuoy-config").cloned().unwrap_or(Value::Null))
-            .map_err(|e| invalid(format!("sonobuoy-config: {e}")))?;
+        let config: SonobuoyConfig =
+            serde_json::from_value(raw.get("sonobuoy-config").cloned().unwrap_or(Value::Null))
+                .map_err(|e| invalid(format!("sonobuoy-config: {e}")))?;
         let driver = match config.driver.to_ascii_lowercase().as_str() {
             "job" => Driver::Job,
             "daemonset" => Driver::DaemonSet,
-            other => return Err(invalid(format!("unknown driver {other:?} (expected Job or DaemonSet)"))),
+            other => {
+                return Err(invalid(format!(
+                    "unknown driver {other:?} (expected Job or DaemonSet)"
+                )))
+            }
         };
         if !is_valid_name(&config.plugin_name) {
             return Err(invalid(format!(
@@ -112,10 +127,18 @@ impl Manifest {
             )));
         }
         let container: Container = match raw.get("spec") {
-            Some(v) if !v.is_null() => serde_json::from_value(v.clone()).map_err(|e| invalid(format!("spec: {e}")))?,
+            Some(v) if !v.is_null() => {
+                serde_json::from_value(v.clone()).map_err(|e| invalid(format!("spec: {e}")))?
+            }
             _ => Container::default(),
         };
-        Ok(Self { path: path.to_path_buf(), config, driver, container, raw })
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            driver,
+            container,
+            raw,
+        })
     }
 
     /// `sonobuoy-config.result-format`, with Sonobuoy's default of `raw`.
@@ -128,7 +151,10 @@ impl Manifest {
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Manifest::parse(path, &text)
 }
 
@@ -141,10 +167,20 @@ fn is_manifest_file(p: &Path) -> bool {
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
     let mut files = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|source| ManifestError::Read { path: p.clone(), source })?;
+        let meta = std::fs::metadata(p).map_err(|source| ManifestError::Read {
+            path: p.clone(),
+            source,
+        })?;
         if meta.is_dir() {
-            let rd = std::fs::read_dir(p).map_err(|source| ManifestError::Read { path: p.clone(), source })?;
-            let mut found: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_manifest_file(p)).collect();
+            let rd = std::fs::read_dir(p).map_err(|source| ManifestError::Read {
+                path: p.clone(),
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| is_manifest_file(p))
+                .collect();
             if found.is_empty() {
                 return Err(ManifestError::Empty(p.clone()));
             }
@@ -160,7 +196,11 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
     for f in files {
         let m = read_manifest(&f)?;
         if let Some(first) = seen.get(m.name()) {
-            return Err(ManifestError::Duplicate { name: m.name().to_string(), first: first.clone(), second: f });
+            return Err(ManifestError::Duplicate {
+                name: m.name().to_string(),
+                first: first.clone(),
+                second: f,
+            });
         }
         seen.insert(m.name().to_string(), f);
         out.push(m);
@@ -203,7 +243,11 @@ spec:
 
     #[test]
     fn rejects_bad_driver_and_missing_name() {
-        let e = Manifest::parse(Path::new("x.yaml"), "sonobuoy-config: {driver: Deployment, plugin-name: x}").unwrap_err();
+        let e = Manifest::parse(
+            Path::new("x.yaml"),
+            "sonobuoy-config: {driver: Deployment, plugin-name: x}",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("unknown driver"), "{e}");
         let e = Manifest::parse(Path::new("x.yaml"), "sonobuoy-config: {driver: Job}").unwrap_err();
         assert!(e.to_string().contains("plugin-name"), "{e}");
@@ -213,7 +257,11 @@ spec:
 
     #[test]
     fn default_result_format_is_raw() {
-        let m = Manifest::parse(Path::new("x.yaml"), "sonobuoy-config: {driver: DaemonSet, plugin-name: x}").unwrap();
+        let m = Manifest::parse(
+            Path::new("x.yaml"),
+            "sonobuoy-config: {driver: DaemonSet, plugin-name: x}",
+        )
+        .unwrap();
         assert_eq!((m.driver, m.result_format()), (Driver::DaemonSet, "raw"));
     }
 }

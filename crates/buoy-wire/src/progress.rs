@@ -149,7 +149,9 @@ mod tests {
     use super::*;
 
     fn upd(json: &str) -> ProgressUpdate {
-        ProgressInput::decode(json.as_bytes()).unwrap().into_update("p", "n", "t".into())
+        ProgressInput::decode(json.as_bytes())
+            .unwrap()
+            .into_update("p", "n", "t".into())
     }
 
     #[test]
@@ -157,15 +159,33 @@ mod tests {
         let mut s = ProgressUpdate::merge(None, upd(r#"{"msg":"hi","appendtotals":true}"#));
         assert_eq!((s.msg.as_str(), s.total, s.completed), ("hi", 0, 0));
         assert!(!s.is_appending(), "append fields are never stored");
-        s = ProgressUpdate::merge(Some(&s), upd(r#"{"appendcompleted":3,"appendfailing":["foo"]}"#));
+        s = ProgressUpdate::merge(
+            Some(&s),
+            upd(r#"{"appendcompleted":3,"appendfailing":["foo"]}"#),
+        );
         // Without appendtotals only completed and failures move.
-        assert_eq!((s.total, s.completed, s.failures.clone()), (0, 3, vec!["foo".to_string()]));
+        assert_eq!(
+            (s.total, s.completed, s.failures.clone()),
+            (0, 3, vec!["foo".to_string()])
+        );
         let mut plain = ProgressUpdate::merge(None, upd(r#"{"msg":"hi"}"#));
-        plain = ProgressUpdate::merge(Some(&plain), upd(r#"{"appendtotals":true,"appendcompleted":3,"appendfailing":["foo"]}"#));
-        assert_eq!((plain.total, plain.completed, plain.failures.clone()), (4, 3, vec!["foo".to_string()]));
-        plain = ProgressUpdate::merge(Some(&plain), upd(r#"{"appendtotals":true,"appendcompleted":4}"#));
+        plain = ProgressUpdate::merge(
+            Some(&plain),
+            upd(r#"{"appendtotals":true,"appendcompleted":3,"appendfailing":["foo"]}"#),
+        );
+        assert_eq!(
+            (plain.total, plain.completed, plain.failures.clone()),
+            (4, 3, vec!["foo".to_string()])
+        );
+        plain = ProgressUpdate::merge(
+            Some(&plain),
+            upd(r#"{"appendtotals":true,"appendcompleted":4}"#),
+        );
         assert_eq!((plain.total, plain.completed), (8, 7));
-        plain = ProgressUpdate::merge(Some(&plain), upd(r#"{"appendtotals":true,"appendcompleted":5,"appendfailing":["bar"]}"#));
+        plain = ProgressUpdate::merge(
+            Some(&plain),
+            upd(r#"{"appendtotals":true,"appendcompleted":5,"appendfailing":["bar"]}"#),
+        );
         assert_eq!((plain.total, plain.completed), (14, 12));
         assert_eq!(plain.failures, vec!["foo", "bar"]);
     }
@@ -173,14 +193,22 @@ mod tests {
     #[test]
     fn non_appending_update_resets_then_appends() {
         let s = ProgressUpdate::merge(None, upd(r#"{"total":33,"completed":33}"#));
-        let s = ProgressUpdate::merge(Some(&s), upd(r#"{"appendcompleted":4,"appendtotals":true}"#));
+        let s = ProgressUpdate::merge(
+            Some(&s),
+            upd(r#"{"appendcompleted":4,"appendtotals":true}"#),
+        );
         assert_eq!((s.total, s.completed), (37, 37));
     }
 
     #[test]
     fn decoding_is_lenient_like_go() {
-        let u = upd(r#"{"msg":"foo","name":"spoof","node":"spoof","unknown":1,"errors":null} trailing"#);
-        assert_eq!((u.msg.as_str(), u.name.as_str(), u.node.as_str()), ("foo", "p", "n"));
+        let u = upd(
+            r#"{"msg":"foo","name":"spoof","node":"spoof","unknown":1,"errors":null} trailing"#,
+        );
+        assert_eq!(
+            (u.msg.as_str(), u.name.as_str(), u.node.as_str()),
+            ("foo", "p", "n")
+        );
         let err = ProgressInput::decode(b"").unwrap_err().to_string();
         assert!(err.contains("unable to decode body: EOF"), "{err}");
         assert!(ProgressInput::decode(b"{\"total\":\"x\"}").is_err());

@@ -26,7 +26,11 @@ pub fn encode_segment(s: &str) -> String {
 /// Path of the result upload for `plugin` on `node` (`None` = global).
 pub fn result_path(plugin: &str, node: Option<&str>) -> String {
     match node {
-        Some(n) => format!("{RESULTS_BY_NODE}/{}/{}", encode_segment(n), encode_segment(plugin)),
+        Some(n) => format!(
+            "{RESULTS_BY_NODE}/{}/{}",
+            encode_segment(n),
+            encode_segment(plugin)
+        ),
         None => format!("{RESULTS_GLOBAL}/{}", encode_segment(plugin)),
     }
 }
@@ -34,7 +38,11 @@ pub fn result_path(plugin: &str, node: Option<&str>) -> String {
 /// Path of the progress update for `plugin` on `node` (`None` = global).
 pub fn progress_path(plugin: &str, node: Option<&str>) -> String {
     match node {
-        Some(n) => format!("{PROGRESS_BY_NODE}/{}/{}", encode_segment(n), encode_segment(plugin)),
+        Some(n) => format!(
+            "{PROGRESS_BY_NODE}/{}/{}",
+            encode_segment(n),
+            encode_segment(plugin)
+        ),
         None => format!("{PROGRESS_GLOBAL}/{}", encode_segment(plugin)),
     }
 }
@@ -50,6 +58,9 @@ mod tests {
             result_path("systemd-logs", Some("node 1")),
             "/api/v1/results/by-node/node%201/systemd-logs"
         );
-        assert_eq!(progress_path("p", Some("n")), "/api/v1/progress/by-node/n/p");
+        assert_eq!(
+            progress_path("p", Some("n")),
+            "/api/v1/progress/by-node/n/p"
+        );
     }
 }

@@ -44,21 +44,32 @@ pub struct TarInfo {
 
 impl Default for TarInfo {
     fn default() -> Self {
-        Self { name: String::new(), created: GO_ZERO_TIME.to_string(), sha256: String::new(), size: 0 }
+        Self {
+            name: String::new(),
+            created: GO_ZERO_TIME.to_string(),
+            sha256: String::new(),
+            size: 0,
+        }
     }
 }
 
 impl Status {
     /// The very first status of a run: no plugins yet, running.
     pub fn initial() -> Self {
-        Self { plugins: None, status: RUNNING.into(), tar_info: TarInfo::default() }
+        Self {
+            plugins: None,
+            status: RUNNING.into(),
+            tar_info: TarInfo::default(),
+        }
     }
 }
 
 /// The v0.57 overall status of a set of per-plugin statuses: any `running` or `failed` entry
 /// keeps the run `running`; all complete (or none) means `post-processing`. Plugin failures never
 /// make the run `failed`, which `sonobuoy run --wait` would treat as fatal.
-pub fn overall_status<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<&'static str, String> {
+pub fn overall_status<'a>(
+    entries: impl IntoIterator<Item = &'a str>,
+) -> Result<&'static str, String> {
     let mut out = POST_PROCESSING;
     for s in entries {
         match s {

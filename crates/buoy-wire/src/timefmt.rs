@@ -43,8 +43,14 @@ mod tests {
 
     #[test]
     fn formats_like_go() {
-        assert_eq!(rfc3339_nano(datetime!(2020-06-10 15:04:05.1234 UTC)), "2020-06-10T15:04:05.1234Z");
-        assert_eq!(rfc3339_nano(datetime!(2020-06-10 15:04:05 UTC)), "2020-06-10T15:04:05Z");
+        assert_eq!(
+            rfc3339_nano(datetime!(2020-06-10 15:04:05.1234 UTC)),
+            "2020-06-10T15:04:05.1234Z"
+        );
+        assert_eq!(
+            rfc3339_nano(datetime!(2020-06-10 15:04:05 UTC)),
+            "2020-06-10T15:04:05Z"
+        );
         assert!(parse_rfc3339(&now_rfc3339_nano()).is_some());
     }
 }

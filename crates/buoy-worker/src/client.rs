@@ -16,9 +16,15 @@ pub enum ClientError {
     #[error("invalid aggregator URL {0:?}: {1}")]
     Url(String, String),
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("TLS handshake with {addr} failed: {source}")]
-    Tls { addr: String, source: std::io::Error },
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("HTTP error talking to {addr}: {source}")]
     Http { addr: String, source: hyper::Error },
     #[error("timed out talking to {0}")]
@@ -65,7 +71,13 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Client({}://{}:{})", if self.scheme_https { "https" } else { "http" }, self.host, self.port)
+        write!(
+            f,
+            "Client({}://{}:{})",
+            if self.scheme_https { "https" } else { "http" },
+            self.host,
+            self.port
+        )
     }
 }
 
@@ -73,20 +85,41 @@ impl Client {
     /// A client for `base_url` (`https://host:port` or `http://host:port`; any path is
     /// ignored, as Sonobuoy's worker ignores it). `tls` is required for https.
     pub fn new(base_url: &str, tls: Option<rustls::ClientConfig>) -> Result<Self, ClientError> {
-        let uri: Uri = base_url.parse().map_err(|e: http::uri::InvalidUri| ClientError::Url(base_url.into(), e.to_string()))?;
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ClientError::Url(base_url.into(), e.to_string()))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(ClientError::Url(base_url.into(), "scheme must be http or https".into())),
+            _ => {
+                return Err(ClientError::Url(
+                    base_url.into(),
+                    "scheme must be http or https".into(),
+                ))
+            }
         };
-        let host = uri.host().ok_or_else(|| ClientError::Url(base_url.into(), "no host".into()))?.to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::Url(base_url.into(), "no host".into()))?
+            .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = match (https, tls) {
             (true, Some(cfg)) => Some(tokio_rustls::TlsConnector::from(Arc::new(cfg))),
-            (true, None) => return Err(ClientError::Url(base_url.into(), "https needs CA_CERT, CLIENT_CERT and CLIENT_KEY".into())),
+            (true, None) => {
+                return Err(ClientError::Url(
+                    base_url.into(),
+                    "https needs CA_CERT, CLIENT_CERT and CLIENT_KEY".into(),
+                ))
+            }
             (false, _) => None,
         };
-        Ok(Self { scheme_https: https, host, port, tls, connect_timeout: Duration::from_secs(30) })
+        Ok(Self {
+            scheme_https: https,
+            host,
+            port,
+            tls,
+            connect_timeout: Duration::from_secs(30),
+        })
     }
 
     fn addr(&self) -> String {
@@ -99,42 +132,84 @@ impl Client {
     }
 
     /// Sends one request and reads the reply.
-    pub async fn send(&self, method: Method, path: &str, headers: HeaderMap, body: Body) -> Result<Reply, ClientError> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Reply, ClientError> {
         let addr = self.addr();
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr.as_str()))
             .await
             .map_err(|_| ClientError::Timeout(addr.clone()))?
-            .map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
+            .map_err(|source| ClientError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
-        let authority = if self.port == if self.scheme_https { 443 } else { 80 } { self.host.clone() } else { addr.clone() };
-        let mut req = http::Request::builder().method(method).uri(path).header(http::header::HOST, authority);
+        let authority = if self.port == if self.scheme_https { 443 } else { 80 } {
+            self.host.clone()
+        } else {
+            addr.clone()
+        };
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, authority);
         for (k, v) in headers.iter() {
             req = req.header(k, v);
         }
-        let req = req.body(body).map_err(|e| ClientError::Other(e.to_string()))?;
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Other(e.to_string()))?;
         match &self.tls {
             None => self.exchange(TokioIo::new(tcp), req, &addr).await,
             Some(conn) => {
-                let name = self.host.trim_start_matches('[').trim_end_matches(']').to_string();
-                let server_name = ServerName::try_from(name).map_err(|e| ClientError::Url(self.host.clone(), e.to_string()))?;
-                let tls = tokio::time::timeout(self.connect_timeout, conn.connect(server_name, tcp))
-                    .await
-                    .map_err(|_| ClientError::Timeout(addr.clone()))?
-                    .map_err(|source| ClientError::Tls { addr: addr.clone(), source })?;
+                let name = self
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let server_name = ServerName::try_from(name)
+                    .map_err(|e| ClientError::Url(self.host.clone(), e.to_string()))?;
+                let tls =
+                    tokio::time::timeout(self.connect_timeout, conn.connect(server_name, tcp))
+                        .await
+                        .map_err(|_| ClientError::Timeout(addr.clone()))?
+                        .map_err(|source| ClientError::Tls {
+                            addr: addr.clone(),
+                            source,
+                        })?;
                 self.exchange(TokioIo::new(tls), req, &addr).await
             }
         }
     }
 
-    async fn exchange<IO>(&self, io: TokioIo<IO>, req: http::Request<Body>, addr: &str) -> Result<Reply, ClientError>
+    async fn exchange<IO>(
+        &self,
+        io: TokioIo<IO>,
+        req: http::Request<Body>,
+        addr: &str,
+    ) -> Result<Reply, ClientError>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|source| ClientError::Http { addr: addr.to_string(), source })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|source| ClientError::Http {
+                    addr: addr.to_string(),
+                    source,
+                })?;
         let conn_task = tokio::spawn(conn);
-        let resp = sender.send_request(req).await.map_err(|source| ClientError::Http { addr: addr.to_string(), source });
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| ClientError::Http {
+                addr: addr.to_string(),
+                source,
+            });
         let resp = match resp {
             Ok(r) => r,
             Err(e) => {

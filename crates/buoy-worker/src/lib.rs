@@ -30,7 +30,10 @@ pub enum WorkerError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("result file {0} does not exist")]
     MissingResult(PathBuf),
     #[error("the aggregator refused the result ({status}): {body}")]
@@ -64,7 +67,12 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// Defaults for everything but the identity of the result and where to send it.
-    pub fn new(aggregator_url: impl Into<String>, result_type: impl Into<String>, node_name: impl Into<String>, results_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        aggregator_url: impl Into<String>,
+        result_type: impl Into<String>,
+        node_name: impl Into<String>,
+        results_dir: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             aggregator_url: aggregator_url.into(),
             node_name: node_name.into(),
@@ -93,7 +101,9 @@ impl WorkerConfig {
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, WorkerError> {
         let url = get("AGGREGATOR_URL").or_else(|| get("MASTER_URL"));
-        let results_dir = get("SONOBUOY_RESULTS_DIR").or_else(|| get("RESULTS_DIR")).unwrap_or_else(|| "/tmp/sonobuoy/results".into());
+        let results_dir = get("SONOBUOY_RESULTS_DIR")
+            .or_else(|| get("RESULTS_DIR"))
+            .unwrap_or_else(|| "/tmp/sonobuoy/results".into());
         let result_type = get("RESULT_TYPE");
         let mut missing = Vec::new();
         if url.is_none() {
@@ -103,14 +113,28 @@ impl WorkerConfig {
             missing.push("RESULT_TYPE");
         }
         if !missing.is_empty() {
-            return Err(WorkerError::Config(format!("missing environment variables: {}", missing.join(", "))));
+            return Err(WorkerError::Config(format!(
+                "missing environment variables: {}",
+                missing.join(", ")
+            )));
         }
-        let mut cfg = Self::new(url.unwrap_or_default(), result_type.unwrap_or_default(), get("NODE_NAME").unwrap_or_default(), results_dir);
+        let mut cfg = Self::new(
+            url.unwrap_or_default(),
+            result_type.unwrap_or_default(),
+            get("NODE_NAME").unwrap_or_default(),
+            results_dir,
+        );
         if let Some(p) = get("SONOBUOY_PROGRESS_PORT") {
-            cfg.progress_port = p.parse().map_err(|_| WorkerError::Config(format!("SONOBUOY_PROGRESS_PORT={p:?} is not a port")))?;
+            cfg.progress_port = p.parse().map_err(|_| {
+                WorkerError::Config(format!("SONOBUOY_PROGRESS_PORT={p:?} is not a port"))
+            })?;
         }
         if let Some(d) = get("SONOBUOY_DONE_FILE_DELAY") {
-            cfg.done_file_delay = parse_go_duration(&d).ok_or_else(|| WorkerError::Config(format!("SONOBUOY_DONE_FILE_DELAY={d:?} is not a duration like 5s")))?;
+            cfg.done_file_delay = parse_go_duration(&d).ok_or_else(|| {
+                WorkerError::Config(format!(
+                    "SONOBUOY_DONE_FILE_DELAY={d:?} is not a duration like 5s"
+                ))
+            })?;
         }
         cfg.ca_cert = get("CA_CERT");
         cfg.client_cert = get("CLIENT_CERT");
@@ -123,7 +147,11 @@ impl WorkerConfig {
         let tls = if self.aggregator_url.starts_with("https://") {
             match (&self.ca_cert, &self.client_cert, &self.client_key) {
                 (Some(ca), Some(c), Some(k)) => Some(buoy_pki::client_config(ca, c, k)?),
-                _ => return Err(WorkerError::Config("an https AGGREGATOR_URL needs CA_CERT, CLIENT_CERT and CLIENT_KEY".into())),
+                _ => {
+                    return Err(WorkerError::Config(
+                        "an https AGGREGATOR_URL needs CA_CERT, CLIENT_CERT and CLIENT_KEY".into(),
+                    ))
+                }
             }
         } else {
             None
@@ -134,17 +162,25 @@ impl WorkerConfig {
     fn node_for(&self, mode: Mode) -> Result<Option<&str>, WorkerError> {
         match mode {
             Mode::Global => Ok(None),
-            Mode::SingleNode if self.node_name.is_empty() => Err(WorkerError::Config("single-node mode needs NODE_NAME".into())),
+            Mode::SingleNode if self.node_name.is_empty() => Err(WorkerError::Config(
+                "single-node mode needs NODE_NAME".into(),
+            )),
             Mode::SingleNode => Ok(Some(&self.node_name)),
         }
     }
 
     pub fn result_path(&self, mode: Mode) -> Result<String, WorkerError> {
-        Ok(buoy_wire::routes::result_path(&self.result_type, self.node_for(mode)?))
+        Ok(buoy_wire::routes::result_path(
+            &self.result_type,
+            self.node_for(mode)?,
+        ))
     }
 
     pub fn progress_path(&self, mode: Mode) -> Result<String, WorkerError> {
-        Ok(buoy_wire::routes::progress_path(&self.result_type, self.node_for(mode)?))
+        Ok(buoy_wire::routes::progress_path(
+            &self.result_type,
+            self.node_for(mode)?,
+        ))
     }
 }
 
@@ -160,13 +196,17 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
             return None;
         }
         let n: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -199,9 +239,19 @@ pub fn resolve_result_path(results_dir: &Path, named: &str) -> PathBuf {
 
 /// Runs the worker: relay up, wait for the done file, deliver. `shutdown` starts the grace
 /// period after which waiting stops without a delivery.
-pub async fn run(cfg: &WorkerConfig, mode: Mode, shutdown: impl std::future::Future<Output = ()>) -> Result<Delivery, WorkerError> {
+pub async fn run(
+    cfg: &WorkerConfig,
+    mode: Mode,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Delivery, WorkerError> {
     let client = cfg.client()?;
-    let relay = relay::start(cfg.progress_bind, cfg.progress_port, client.clone(), cfg.progress_path(mode)?).await;
+    let relay = relay::start(
+        cfg.progress_bind,
+        cfg.progress_port,
+        client.clone(),
+        cfg.progress_path(mode)?,
+    )
+    .await;
     let result = upload::wait_and_send(cfg, mode, &client, shutdown).await;
     if let Some(r) = relay {
         r.abort();
@@ -215,12 +265,31 @@ mod tests {
 
     #[test]
     fn env_contract_with_fallbacks() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
-        let c = WorkerConfig::from_lookup(env(&[("AGGREGATOR_URL", "http://a:8080"), ("RESULT_TYPE", "e2e")])).unwrap();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = WorkerConfig::from_lookup(env(&[
+            ("AGGREGATOR_URL", "http://a:8080"),
+            ("RESULT_TYPE", "e2e"),
+        ]))
+        .unwrap();
         assert_eq!(c.results_dir, PathBuf::from("/tmp/sonobuoy/results"));
         assert_eq!(c.progress_port, 8099);
-        let c = WorkerConfig::from_lookup(env(&[("MASTER_URL", "http://m"), ("RESULT_TYPE", "e2e"), ("RESULTS_DIR", "/r")])).unwrap();
-        assert_eq!((c.aggregator_url.as_str(), c.results_dir.to_str().unwrap()), ("http://m", "/r"));
+        let c = WorkerConfig::from_lookup(env(&[
+            ("MASTER_URL", "http://m"),
+            ("RESULT_TYPE", "e2e"),
+            ("RESULTS_DIR", "/r"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.aggregator_url.as_str(), c.results_dir.to_str().unwrap()),
+            ("http://m", "/r")
+        );
         let c = WorkerConfig::from_lookup(env(&[
             ("AGGREGATOR_URL", "http://new"),
             ("MASTER_URL", "http://old"),
@@ -230,7 +299,10 @@ mod tests {
             ("SONOBUOY_DONE_FILE_DELAY", "250ms"),
         ]))
         .unwrap();
-        assert_eq!((c.aggregator_url.as_str(), c.results_dir.to_str().unwrap()), ("http://new", "/new"));
+        assert_eq!(
+            (c.aggregator_url.as_str(), c.results_dir.to_str().unwrap()),
+            ("http://new", "/new")
+        );
         assert_eq!(c.done_file_delay, Duration::from_millis(250));
         let e = WorkerConfig::from_lookup(env(&[("RESULT_TYPE", "e2e")])).unwrap_err();
         assert!(e.to_string().contains("AGGREGATOR_URL"), "{e}");
@@ -250,6 +322,9 @@ mod tests {
     fn single_node_needs_a_node_name() {
         let c = WorkerConfig::new("http://a", "p", "", "/r");
         assert!(c.result_path(Mode::SingleNode).is_err());
-        assert_eq!(c.result_path(Mode::Global).unwrap(), "/api/v1/results/global/p");
+        assert_eq!(
+            c.result_path(Mode::Global).unwrap(),
+            "/api/v1/results/global/p"
+        );
     }
 }

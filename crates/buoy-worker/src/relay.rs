@@ -17,7 +17,11 @@ use crate::client::{full, Client};
 
 const MAX_BODY: usize = 1 << 20;
 
-async fn handle(req: hyper::Request<Incoming>, client: Client, path: String) -> Response<Full<Bytes>> {
+async fn handle(
+    req: hyper::Request<Incoming>,
+    client: Client,
+    path: String,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -28,19 +32,35 @@ async fn handle(req: hyper::Request<Incoming>, client: Client, path: String) -> 
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("cannot read progress update: {e}\n")),
+        Err(e) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read progress update: {e}\n"),
+            )
+        }
     };
-    match client.send(Method::POST, &path, HeaderMap::new(), full(body)).await {
+    match client
+        .send(Method::POST, &path, HeaderMap::new(), full(body))
+        .await
+    {
         Ok(r) => reply(r.status, String::from_utf8_lossy(&r.body).into_owned()),
         Err(e) => {
             tracing::warn!(error = %e, "cannot relay a progress update");
-            reply(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot relay progress update: {e}\n"))
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot relay progress update: {e}\n"),
+            )
         }
     }
 }
 
 /// Starts the relay; `None` if the port cannot be bound.
-pub async fn start(bind: IpAddr, port: u16, client: Client, path: String) -> Option<JoinHandle<()>> {
+pub async fn start(
+    bind: IpAddr,
+    port: u16,
+    client: Client,
+    path: String,
+) -> Option<JoinHandle<()>> {
     let addr = SocketAddr::new(bind, port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -52,7 +72,9 @@ pub async fn start(bind: IpAddr, port: u16, client: Client, path: String) -> Opt
     tracing::info!(%addr, "progress relay listening");
     Some(tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let client = client.clone();
             let path = path.clone();
             tokio::spawn(async move {
@@ -61,16 +83,24 @@ pub async fn start(bind: IpAddr, port: u16, client: Client, path: String) -> Opt
                     let path = path.clone();
                     async move { Ok::<_, Infallible>(handle(req, client, path).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
             });
         }
     }))
 }
 
 /// Posts one progress update to a relay on this host (what `buoy progress` does).
-pub async fn post_local(port: u16, body: Vec<u8>) -> Result<crate::client::Reply, crate::client::ClientError> {
+pub async fn post_local(
+    port: u16,
+    body: Vec<u8>,
+) -> Result<crate::client::Reply, crate::client::ClientError> {
     let client = Client::new(&format!("http://127.0.0.1:{port}"), None)?;
     let mut h = HeaderMap::new();
-    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     client.send(Method::POST, "/progress", h, full(body)).await
 }

@@ -47,13 +47,19 @@ pub fn content_type_for(path: &Path) -> Option<&'static str> {
 /// Links are skipped: the aggregator accepts only files and directories.
 pub fn tar_directory(dir: &Path) -> Result<PathBuf, WorkerError> {
     let out = dir.join("results.tar.gz");
-    let io = |source| WorkerError::Io { path: dir.to_path_buf(), source };
+    let io = |source| WorkerError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let f = File::create(&out).map_err(io)?;
     let gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let mut stack = vec![(PathBuf::new(), dir.to_path_buf())];
     while let Some((rel, abs)) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&abs).map_err(io)?.filter_map(Result::ok).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(&abs)
+            .map_err(io)?
+            .filter_map(Result::ok)
+            .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let path = e.path();
@@ -79,13 +85,23 @@ pub fn tar_directory(dir: &Path) -> Result<PathBuf, WorkerError> {
 }
 
 async fn file_body(path: &Path) -> Result<Body, WorkerError> {
-    let f = tokio::fs::File::open(path).await.map_err(|source| WorkerError::Io { path: path.to_path_buf(), source })?;
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| WorkerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let stream = ReaderStream::with_capacity(f, 64 * 1024).map_ok(Frame::data);
     Ok(StreamBody::new(stream).boxed())
 }
 
 /// Sends one file as the worker's result, retrying on 5xx and transport errors.
-pub async fn send_file(cfg: &WorkerConfig, mode: Mode, client: &Client, path: &Path) -> Result<Delivery, WorkerError> {
+pub async fn send_file(
+    cfg: &WorkerConfig,
+    mode: Mode,
+    client: &Client,
+    path: &Path,
+) -> Result<Delivery, WorkerError> {
     let url_path = cfg.result_path(mode)?;
     let mut headers = HeaderMap::new();
     if let Some(ct) = content_type_for(path) {
@@ -101,7 +117,10 @@ pub async fn send_file(cfg: &WorkerConfig, mode: Mode, client: &Client, path: &P
     let mut last = String::new();
     for attempt in 1..=attempts {
         let body = file_body(path).await?;
-        match client.send(Method::PUT, &url_path, headers.clone(), body).await {
+        match client
+            .send(Method::PUT, &url_path, headers.clone(), body)
+            .await
+        {
             Ok(r) if r.status == http::StatusCode::OK => {
                 tracing::info!(path = %path.display(), attempt, "result delivered");
                 return Ok(Delivery::Stored { attempts: attempt });
@@ -114,7 +133,12 @@ pub async fn send_file(cfg: &WorkerConfig, mode: Mode, client: &Client, path: &P
                 last = format!("{}: {}", r.status, r.text());
                 tracing::warn!(attempt, attempts, error = %last, "upload failed; will retry");
             }
-            Ok(r) => return Err(WorkerError::Refused { status: r.status.as_u16(), body: r.text() }),
+            Ok(r) => {
+                return Err(WorkerError::Refused {
+                    status: r.status.as_u16(),
+                    body: r.text(),
+                })
+            }
             Err(e) if e.is_transport() => {
                 last = e.to_string();
                 tracing::warn!(attempt, attempts, error = %last, "upload failed; will retry");
@@ -131,7 +155,9 @@ pub async fn send_file(cfg: &WorkerConfig, mode: Mode, client: &Client, path: &P
 
 /// Reads the done file if it is there: `Some(named path)`.
 fn read_done(done: &Path) -> Option<String> {
-    std::fs::read_to_string(done).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(done)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Waits for `<results_dir>/done`, then sends what it names.
@@ -173,7 +199,10 @@ pub async fn wait_and_send(
         let p = path.clone();
         tokio::task::spawn_blocking(move || tar_directory(&p))
             .await
-            .map_err(|e| WorkerError::Io { path: path.clone(), source: std::io::Error::other(e) })??
+            .map_err(|e| WorkerError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })??
     } else {
         path
     };
@@ -186,9 +215,18 @@ mod tests {
 
     #[test]
     fn content_types_follow_go() {
-        assert_eq!(content_type_for(Path::new("r.tar.gz")), Some("application/gzip"));
-        assert_eq!(content_type_for(Path::new("junit.xml")), Some("text/xml; charset=utf-8"));
-        assert_eq!(content_type_for(Path::new("x.json")), Some("application/json"));
+        assert_eq!(
+            content_type_for(Path::new("r.tar.gz")),
+            Some("application/gzip")
+        );
+        assert_eq!(
+            content_type_for(Path::new("junit.xml")),
+            Some("text/xml; charset=utf-8")
+        );
+        assert_eq!(
+            content_type_for(Path::new("x.json")),
+            Some("application/json")
+        );
         assert_eq!(content_type_for(Path::new("noext")), None);
     }
 
@@ -203,7 +241,11 @@ mod tests {
         assert_eq!(out, out2);
         let f = File::open(&out).unwrap();
         let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-        let names: Vec<String> = ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["b.xml", "sub", "sub/a.txt"]);
     }
 
@@ -211,8 +253,14 @@ mod tests {
     fn relative_done_paths_prefer_the_results_dir() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("r.txt"), b"").unwrap();
-        assert_eq!(resolve_result_path(d.path(), "r.txt"), d.path().join("r.txt"));
-        assert_eq!(resolve_result_path(d.path(), "nope"), PathBuf::from("/nope"));
+        assert_eq!(
+            resolve_result_path(d.path(), "r.txt"),
+            d.path().join("r.txt")
+        );
+        assert_eq!(
+            resolve_result_path(d.path(), "nope"),
+            PathBuf::from("/nope")
+        );
         assert_eq!(resolve_result_path(d.path(), "/abs"), PathBuf::from("/abs"));
     }
 }

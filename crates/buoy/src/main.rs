@@ -1,1 +1,427 @@
-fn main() {}
+//! The `buoy` binary: parses arguments, sets up logging and signal handling, and calls the
+//! libraries. `anyhow` lives only here.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use buoy_aggregator::run::standalone_config_json;
+use buoy_aggregator::{Options, RunConfig, RunHandle, ServerOptions};
+use buoy_wire::ResultKey;
+
+#[derive(Parser)]
+#[command(
+    name = "buoy",
+    version,
+    about = "A Sonobuoy-compatible result aggregator for Kubernetes conformance and diagnostic plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags Sonobuoy's manifests pass to its binary; accepted and ignored (logging is set with
+/// `BUOY_LOG`, e.g. `BUOY_LOG=debug`).
+#[derive(Args, Debug, Default)]
+struct CompatFlags {
+    #[arg(short = 'v', hide = true, value_name = "N")]
+    verbosity: Option<String>,
+    #[arg(long, hide = true)]
+    level: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    logtostderr: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    alsologtostderr: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every plugin of the given manifests as local processes and aggregate their results.
+    Run(RunArgs),
+    /// Serve the aggregation API, wait for the expected results, and seal them into a tarball.
+    Aggregator(AggregatorArgs),
+    /// Wait for a plugin's done file and upload its result (Sonobuoy's worker contract).
+    Worker(WorkerArgs),
+    /// Post a progress update to the worker's relay (for plugin scripts).
+    Progress(ProgressArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Plugin manifests, or directories of *.yaml / *.yml manifests.
+    #[arg(required = true, value_name = "MANIFEST_OR_DIR")]
+    manifests: Vec<PathBuf>,
+    /// Node names a DaemonSet plugin runs once for (default: this host's name).
+    #[arg(long = "node", value_name = "NAME")]
+    nodes: Vec<String>,
+    /// Where the run directory and the tarball are written.
+    #[arg(long, default_value = "buoy-results")]
+    output: PathBuf,
+    /// Give up waiting after this many seconds (0 = never).
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct AggregatorArgs {
+    /// Results to expect: PLUGIN=NODE[,NODE...]; NODE `global` for a Job plugin.
+    #[arg(long = "expect", value_name = "PLUGIN=NODE[,NODE...]")]
+    expect: Vec<String>,
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    bind: SocketAddr,
+    /// Where the run directory `<UUID>/` and the tarball are written.
+    #[arg(long, default_value = "/tmp/sonobuoy")]
+    output: PathBuf,
+    /// Host workers use to reach this aggregator (IP or DNS name); the server certificate
+    /// names it. Default: the bind address, or this host's name when binding all interfaces.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Write (or reuse) the CA, server and per-plugin client certificates here and require mTLS.
+    #[arg(long, conflicts_with = "insecure_http", value_name = "DIR")]
+    certs: Option<PathBuf>,
+    /// Serve plain HTTP with no client authentication (trusted networks and tests only).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Seconds to wait for results before recording timeout errors (0 = no timeout).
+    #[arg(long, default_value_t = 21600)]
+    timeout: u64,
+    /// Keep serving after the tarball is written, until SIGTERM/SIGINT.
+    #[arg(long)]
+    no_exit: bool,
+    /// Seconds a key stays open for a retry after a failed upload.
+    #[arg(long, default_value_t = 120)]
+    retry_window: u64,
+    /// Run ID (UUID) to use; an existing run directory with this ID is resumed.
+    #[arg(long, value_name = "UUID")]
+    run_id: Option<String>,
+    /// Uploads processed at once; more wait their turn.
+    #[arg(long, default_value_t = 256)]
+    max_concurrent_uploads: usize,
+    /// Accepted for Sonobuoy compatibility; in-cluster mode is not available yet.
+    #[arg(long, hide = true)]
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    compat: CompatFlags,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WorkerMode {
+    Global,
+    SingleNode,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    #[arg(value_enum)]
+    mode: WorkerMode,
+    /// single-node: seconds to sleep after sending (negative: until terminated).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    sleep: i64,
+    #[command(flatten)]
+    compat: CompatFlags,
+}
+
+#[derive(Args)]
+struct ProgressArgs {
+    #[arg(long, default_value = "")]
+    msg: String,
+    #[arg(long)]
+    total: Option<i64>,
+    #[arg(long)]
+    completed: Option<i64>,
+    /// A failing test's name (repeatable).
+    #[arg(long = "failure")]
+    failures: Vec<String>,
+    /// An error message (repeatable).
+    #[arg(long = "error")]
+    errors: Vec<String>,
+    /// Add to the completed count instead of replacing it.
+    #[arg(long)]
+    append_completed: Option<i64>,
+    /// With --append-completed/--append-failing, grow the total too.
+    #[arg(long)]
+    append_totals: bool,
+    /// Add a failing test's name (repeatable).
+    #[arg(long = "append-failing")]
+    append_failing: Vec<String>,
+    /// The relay's port (default: $SONOBUOY_PROGRESS_PORT, else 8099).
+    #[arg(long, env = "SONOBUOY_PROGRESS_PORT", default_value_t = 8099)]
+    port: u16,
+}
+
+/// Logs go to stderr; `BUOY_LOG` overrides the level (`buoy run` shows its own progress, so it
+/// logs only warnings by default).
+fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BUOY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received");
+}
+
+fn parse_expect(specs: &[String]) -> Result<(Vec<String>, Vec<ResultKey>)> {
+    let mut plugins: Vec<String> = Vec::new();
+    let mut keys = Vec::new();
+    for spec in specs {
+        let (plugin, nodes) = spec
+            .split_once('=')
+            .with_context(|| format!("--expect {spec:?}: expected PLUGIN=NODE[,NODE...]"))?;
+        if !buoy_wire::key::is_valid_name(plugin) {
+            bail!("--expect {spec:?}: invalid plugin name {plugin:?}");
+        }
+        for node in nodes.split(',') {
+            if !buoy_wire::key::is_valid_name(node) {
+                bail!("--expect {spec:?}: invalid node name {node:?}");
+            }
+            keys.push(ResultKey::new(plugin, node));
+        }
+        if !plugins.iter().any(|p| p == plugin) {
+            plugins.push(plugin.to_string());
+        }
+    }
+    Ok((plugins, keys))
+}
+
+fn default_advertise(bind: SocketAddr) -> String {
+    if bind.ip().is_unspecified() {
+        buoy_local::host_name()
+    } else {
+        bind.ip().to_string()
+    }
+}
+
+fn secs(s: u64) -> Option<Duration> {
+    (s > 0).then(|| Duration::from_secs(s))
+}
+
+async fn aggregator(args: AggregatorArgs) -> Result<i32> {
+    let _ = (&args.compat, &args.kubeconfig);
+    if args.expect.is_empty() {
+        bail!("no results to expect: give --expect PLUGIN=NODE[,NODE...] (in-cluster mode, which reads Sonobuoy's config, is not available yet)");
+    }
+    let (plugins, expected) = parse_expect(&args.expect)?;
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| default_advertise(args.bind));
+    let tls = match (&args.certs, args.insecure_http) {
+        (Some(dir), _) => {
+            let pki = buoy_pki::RunPki::load_or_create(dir, &advertise, &[], &plugins)
+                .with_context(|| format!("certificates in {}", dir.display()))?;
+            eprintln!("buoy: certificates for workers are in {} (ca.pem, <plugin>.crt.pem, <plugin>.key.pem)", dir.display());
+            Some(Arc::new(pki.server_config()?))
+        }
+        (None, true) => None,
+        (None, false) => {
+            bail!("choose --certs DIR (mutual TLS, certificates written there) or --insecure-http")
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let uuid = match &args.run_id {
+        Some(id) => id
+            .parse::<uuid::Uuid>()
+            .with_context(|| format!("--run-id {id:?} is not a UUID"))?
+            .to_string(),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let timeout = secs(args.timeout);
+    let options = Options {
+        retry_window: Duration::from_secs(args.retry_window),
+        max_concurrent_uploads: args.max_concurrent_uploads,
+        enforce_identity: tls.is_some(),
+        ..Options::default()
+    };
+    let bound = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("buoy: aggregator for run {uuid} listening on {bound}; workers use AGGREGATOR_URL={scheme}://{advertise}:{}", bound.port());
+    let cfg = RunConfig {
+        output_dir: args.output.clone(),
+        uuid: uuid.clone(),
+        expected,
+        plugins: plugins.clone(),
+        timeout,
+        options,
+        server: ServerOptions::default(),
+        config_json: standalone_config_json(
+            &uuid,
+            &plugins,
+            bound,
+            &format!("{advertise}:{}", bound.port()),
+            timeout,
+        ),
+    };
+    let handle = RunHandle::start(listener, tls, cfg).await?;
+    let finished = handle
+        .finish(shutdown_signal(), args.no_exit)
+        .await
+        .context("the run did not finish")?;
+    println!("{}", finished.tarball.display());
+    Ok(0)
+}
+
+async fn worker(args: WorkerArgs) -> Result<i32> {
+    let _ = &args.compat;
+    let cfg = buoy_worker::WorkerConfig::from_env()?;
+    let mode = match args.mode {
+        WorkerMode::Global => buoy_worker::Mode::Global,
+        WorkerMode::SingleNode => buoy_worker::Mode::SingleNode,
+    };
+    let delivery = buoy_worker::run(&cfg, mode, shutdown_signal()).await;
+    let code = match &delivery {
+        Ok(d) => {
+            tracing::info!(outcome = ?d, "worker finished");
+            0
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            1
+        }
+    };
+    if matches!(mode, buoy_worker::Mode::SingleNode) && delivery.is_ok() && args.sleep != 0 {
+        if args.sleep < 0 {
+            shutdown_signal().await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(args.sleep as u64)) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn progress(args: ProgressArgs) -> Result<i32> {
+    let mut body = serde_json::json!({ "msg": args.msg });
+    let obj = body.as_object_mut().expect("an object");
+    if let Some(t) = args.total {
+        obj.insert("total".into(), t.into());
+    }
+    if let Some(c) = args.completed {
+        obj.insert("completed".into(), c.into());
+    }
+    if !args.failures.is_empty() {
+        obj.insert("failures".into(), args.failures.into());
+    }
+    if !args.errors.is_empty() {
+        obj.insert("errors".into(), args.errors.into());
+    }
+    if let Some(c) = args.append_completed {
+        obj.insert("appendcompleted".into(), c.into());
+    }
+    if args.append_totals {
+        obj.insert("appendtotals".into(), true.into());
+    }
+    if !args.append_failing.is_empty() {
+        obj.insert("appendfailing".into(), args.append_failing.into());
+    }
+    let reply = buoy_worker::relay::post_local(args.port, serde_json::to_vec(&body)?)
+        .await
+        .with_context(|| format!("cannot reach the progress relay on port {}", args.port))?;
+    if !reply.status.is_success() {
+        bail!(
+            "progress update refused ({}): {}",
+            reply.status,
+            reply.text()
+        );
+    }
+    Ok(0)
+}
+
+async fn run_local(args: RunArgs) -> Result<i32> {
+    let opts = buoy_local::LocalOptions {
+        manifests: args.manifests,
+        nodes: args.nodes,
+        output: args.output,
+        timeout: secs(args.timeout),
+        buoy_bin: std::env::current_exe().ok(),
+        live: std::io::stderr().is_terminal(),
+    };
+    let summary = buoy_local::run(opts, shutdown_signal()).await?;
+    println!("Plugin results:");
+    for p in &summary.plugins {
+        let state = if p.failed.is_empty() {
+            "complete"
+        } else {
+            "failed"
+        };
+        println!(
+            "  {:<24} {:<9} {} complete, {} failed",
+            p.plugin,
+            state,
+            p.complete.len(),
+            p.failed.len()
+        );
+        for (node, err) in &p.failed {
+            println!("      {node}: {err}");
+        }
+    }
+    println!("Run directory: {}", summary.finished.run_dir.display());
+    println!("SHA-256: {}", summary.finished.tar_info.sha256);
+    println!("Tarball: {}", summary.finished.tarball.display());
+    Ok(if summary.all_complete() { 0 } else { 1 })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(if matches!(cli.command, Command::Run(_)) {
+        "warn"
+    } else {
+        "info"
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("buoy: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Run(a) => run_local(a).await,
+            Command::Aggregator(a) => aggregator(a).await,
+            Command::Worker(a) => worker(a).await,
+            Command::Progress(a) => progress(a).await,
+        }
+    });
+    let code = match result {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("buoy: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
