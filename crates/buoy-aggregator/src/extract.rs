@@ -213,9 +213,11 @@ fn extract_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats
                     "tar entry {shown:?} is a hard link; links are not accepted"
                 )))
             }
-            T::Char | T::Block | T::Fifo => return Err(ExtractError::Refused(format!(
+            T::Char | T::Block | T::Fifo => {
+                return Err(ExtractError::Refused(format!(
                 "tar entry {shown:?} is a device or fifo; only files and directories are accepted"
-            ))),
+            )))
+            }
             T::GNUSparse => {
                 return Err(ExtractError::Refused(format!(
                     "tar entry {shown:?} is a sparse file; not accepted"

@@ -1,1 +1,346 @@
-//! placeholder
+//! The `buoy aggregator` and `buoy worker` binaries, as an operator runs them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::*;
+
+pub fn buoy() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_buoy"));
+    c.env("BUOY_LOG", "info")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+/// Starts `buoy aggregator ARGS` and returns it with the address it listens on.
+async fn start_aggregator(args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = buoy()
+        .arg("aggregator")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = within(async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("aggregator exited before listening");
+            if let Some(rest) = line.split(" listening on ").nth(1) {
+                return rest
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .parse::<SocketAddr>()
+                    .unwrap();
+            }
+        }
+    })
+    .await;
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+async fn exit_and_stdout(mut child: Child) -> (i32, String) {
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let status = within(async {
+        stdout.read_to_string(&mut out).await.unwrap();
+        child.wait().await.unwrap()
+    })
+    .await;
+    (status.code().unwrap_or(-1), out)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[tokio::test]
+async fn the_aggregator_binary_seals_then_exits_0() {
+    let out = tempfile::tempdir().unwrap();
+    let (child, addr) = start_aggregator(&[
+        "--insecure-http",
+        "--expect",
+        "p=n1,n2",
+        "--expect",
+        "e2e=global",
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    assert_eq!(
+        put(
+            &c,
+            "/api/v1/results/by-node/n1/p",
+            &[("content-type", "application/gzip")],
+            tar_gz(&[("a.txt", b"a")])
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        put(
+            &c,
+            "/api/v1/results/by-node/n1/p",
+            &[("content-type", "application/gzip")],
+            tar_gz(&[("a.txt", b"a")])
+        )
+        .await
+        .status,
+        409
+    );
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n3/p", &[], "x")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        post(&c, "/api/v1/progress/by-node/n2/p", r#"{"msg":"n2 half"}"#)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post(&c, "/api/v1/progress/global/e2e", r#"{"msg":"e2e half"}"#)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post(&c, "/api/v1/progress/global/e2e", "{bad").await.status,
+        400
+    );
+    let s = send(
+        &c,
+        http::Method::GET,
+        "/api/v1/status",
+        HeaderMap::new(),
+        buoy_worker::client::full(""),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+    assert_eq!(
+        (
+            v["plugins"][1]["progress"]["msg"].as_str(),
+            v["plugins"][2]["progress"]["msg"].as_str()
+        ),
+        (Some("n2 half"), Some("e2e half"))
+    );
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n2/p", &[], "two")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        put(&c, "/api/v1/results/global/e2e", &[], "e2e")
+            .await
+            .status,
+        200
+    );
+    let (code, stdout) = exit_and_stdout(child).await;
+    assert_eq!(code, 0);
+    let tarball = Path::new(stdout.trim());
+    assert!(
+        tarball.starts_with(out.path()) && tarball.exists(),
+        "{stdout}"
+    );
+    let entries = tarball_entries(tarball);
+    assert!(
+        entries.contains(&"plugins/p/results/n1/a.txt".to_string()),
+        "{entries:?}"
+    );
+    assert!(entries.contains(&"meta/config.json".to_string()));
+}
+
+#[tokio::test]
+async fn with_no_exit_the_status_carries_the_tarball_sha_until_sigterm() {
+    let out = tempfile::tempdir().unwrap();
+    let (child, addr) = start_aggregator(&[
+        "--insecure-http",
+        "--no-exit",
+        "--expect",
+        "e2e=global",
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    assert_eq!(
+        put(&c, "/api/v1/results/global/e2e", &[], "e2e")
+            .await
+            .status,
+        200
+    );
+    let v = within(async {
+        loop {
+            let s = send(
+                &c,
+                http::Method::GET,
+                "/api/v1/status",
+                HeaderMap::new(),
+                buoy_worker::client::full(""),
+            )
+            .await;
+            let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+            if v["status"] == "complete" {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    sigterm(&child);
+    let (code, stdout) = exit_and_stdout(child).await;
+    assert_eq!(code, 0);
+    let tarball = Path::new(stdout.trim());
+    assert_eq!(v["tar-info"]["sha256"], sha256_file(tarball));
+}
+
+#[tokio::test]
+async fn certs_dir_serves_mtls_to_a_real_worker_process() {
+    let out = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (child, addr) = start_aggregator(&[
+        "--certs",
+        certs.path().to_str().unwrap(),
+        "--advertise",
+        "127.0.0.1",
+        "--expect",
+        "systemd_logs=n1",
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    let key = std::fs::read_to_string(certs.path().join("systemd_logs.key.pem")).unwrap();
+    assert!(key.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{key}");
+    let results = tempfile::tempdir().unwrap();
+    std::fs::write(
+        results.path().join("logs.tar.gz"),
+        tar_gz(&[("journal.txt", b"boot ok")]),
+    )
+    .unwrap();
+    std::fs::write(
+        results.path().join("done"),
+        results.path().join("logs.tar.gz").to_str().unwrap(),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let read = |f: &str| std::fs::read_to_string(certs.path().join(f)).unwrap();
+    let worker = buoy()
+        .args([
+            "worker",
+            "single-node",
+            "-v=6",
+            "--level=trace",
+            "--logtostderr",
+            "--sleep=0",
+        ])
+        .env(
+            "AGGREGATOR_URL",
+            format!("https://127.0.0.1:{}", addr.port()),
+        )
+        .env("NODE_NAME", "n1")
+        .env("RESULT_TYPE", "systemd_logs")
+        .env("SONOBUOY_RESULTS_DIR", results.path())
+        .env("SONOBUOY_PROGRESS_PORT", port.to_string())
+        .env("SONOBUOY_DONE_FILE_DELAY", "0s")
+        .env("CA_CERT", read("ca.pem"))
+        .env("CLIENT_CERT", read("systemd_logs.crt.pem"))
+        .env("CLIENT_KEY", key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(within(worker).await.unwrap().success());
+    let (code, stdout) = exit_and_stdout(child).await;
+    assert_eq!(code, 0);
+    assert!(tarball_entries(Path::new(stdout.trim()))
+        .contains(&"plugins/systemd_logs/results/n1/journal.txt".to_string()));
+}
+
+#[tokio::test]
+async fn bad_invocations_say_what_is_wrong() {
+    let o = within(buoy().args(["aggregator", "--insecure-http"]).output())
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--expect"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = within(
+        buoy()
+            .args(["aggregator", "--expect", "p=n1", "--bind", "127.0.0.1:0"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--certs DIR"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = within(
+        buoy()
+            .args([
+                "aggregator",
+                "--insecure-http",
+                "--expect",
+                "p",
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("PLUGIN=NODE"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = within(
+        buoy()
+            .args(["worker", "global"])
+            .env_remove("AGGREGATOR_URL")
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("AGGREGATOR_URL"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

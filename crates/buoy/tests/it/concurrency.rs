@@ -17,9 +17,13 @@ const SLOW_BODY: usize = 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_upload_does_not_hold_up_the_others() {
-    let names: Vec<(String, String)> =
-        std::iter::once(("slow".to_string(), "global".to_string())).chain((0..FAST).map(|i| ("fast".to_string(), format!("n{i}")))).collect();
-    let spec: Vec<(&str, &str)> = names.iter().map(|(p, n)| (p.as_str(), n.as_str())).collect();
+    let names: Vec<(String, String)> = std::iter::once(("slow".to_string(), "global".to_string()))
+        .chain((0..FAST).map(|i| ("fast".to_string(), format!("n{i}"))))
+        .collect();
+    let spec: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(p, n)| (p.as_str(), n.as_str()))
+        .collect();
     let a = spawn_aggregator(&spec, insecure(), None, None).await;
     let finished_order: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(Vec::new()));
     let fast_done = Arc::new(AtomicUsize::new(0));
@@ -34,7 +38,10 @@ async fn a_slow_upload_does_not_hold_up_the_others() {
         s.write_all(head.as_bytes()).await.unwrap();
         let mut sent = 0;
         let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-        while sent < SLOW_BODY - 1 && done.load(Ordering::SeqCst) < FAST && tokio::time::Instant::now() < give_up {
+        while sent < SLOW_BODY - 1
+            && done.load(Ordering::SeqCst) < FAST
+            && tokio::time::Instant::now() < give_up
+        {
             s.write_all(b"s").await.unwrap();
             sent += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -49,7 +56,10 @@ async fn a_slow_upload_does_not_hold_up_the_others() {
     // Wait until the server is receiving the slow body before the others start.
     let slow_key = ResultKey::global("slow");
     within(async {
-        while !matches!(a.agg.inspect(|s| s.phase_of(&slow_key).cloned()), Some(buoy_aggregator::state::Phase::Receiving { .. })) {
+        while !matches!(
+            a.agg.inspect(|s| s.phase_of(&slow_key).cloned()),
+            Some(buoy_aggregator::state::Phase::Receiving { .. })
+        ) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -59,10 +69,20 @@ async fn a_slow_upload_does_not_hold_up_the_others() {
     let payload = bytes::Bytes::from(vec![7u8; 1 << 20]);
     let statuses: Vec<u16> = futures_util::stream::iter(0..FAST)
         .map(|i| {
-            let (c, body, order, done) = (client.clone(), payload.clone(), finished_order.clone(), fast_done.clone());
+            let (c, body, order, done) = (
+                client.clone(),
+                payload.clone(),
+                finished_order.clone(),
+                fast_done.clone(),
+            );
             async move {
                 let r = c
-                    .send(http::Method::PUT, &format!("/api/v1/results/by-node/n{i}/fast"), HeaderMap::new(), buoy_worker::client::full(body))
+                    .send(
+                        http::Method::PUT,
+                        &format!("/api/v1/results/by-node/n{i}/fast"),
+                        HeaderMap::new(),
+                        buoy_worker::client::full(body),
+                    )
                     .await
                     .unwrap();
                 order.lock().unwrap().push("fast");
@@ -79,9 +99,19 @@ async fn a_slow_upload_does_not_hold_up_the_others() {
     assert!(slow_reply.starts_with("HTTP/1.1 200"), "{slow_reply}");
     let order = finished_order.lock().unwrap().clone();
     assert_eq!(order.len(), FAST + 1);
-    assert_eq!(order.last(), Some(&"slow"), "an upload waited for the slow one: {:?}", order.iter().position(|o| *o == "slow"));
+    assert_eq!(
+        order.last(),
+        Some(&"slow"),
+        "an upload waited for the slow one: {:?}",
+        order.iter().position(|o| *o == "slow")
+    );
     let stored = files_under(&a.plugins_dir().join("fast/results"));
     assert_eq!(stored.len(), FAST);
-    assert_eq!(std::fs::metadata(a.plugins_dir().join("fast/results/n7/result")).unwrap().len(), 1 << 20);
+    assert_eq!(
+        std::fs::metadata(a.plugins_dir().join("fast/results/n7/result"))
+            .unwrap()
+            .len(),
+        1 << 20
+    );
     a.stop().await;
 }

@@ -1,1 +1,133 @@
-//! placeholder
+//! `buoy run`: the embedded local mode, through the binary as the README runs it.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::buoy;
+use crate::*;
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
+}
+
+fn tarball_from(stdout: &str) -> PathBuf {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Tarball: "))
+        .unwrap_or_else(|| panic!("no tarball line in {stdout}"));
+    PathBuf::from(line.trim())
+}
+
+#[tokio::test]
+async fn the_quickstart_runs_and_its_tarball_holds_every_result() {
+    let out = tempfile::tempdir().unwrap();
+    let o = within(
+        buoy()
+            .arg("run")
+            .arg(quickstart())
+            .args(["--node", "alpha", "--node", "beta", "--output"])
+            .arg(out.path())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let tarball = tarball_from(&stdout);
+    assert!(tarball.starts_with(std::fs::canonicalize(out.path()).unwrap()));
+    let entries = tarball_entries(&tarball);
+    for e in [
+        "meta/config.json",
+        "meta/info.json",
+        "plugins/hello-e2e/results/global/junit_01.xml",
+        "plugins/node-info/results/alpha/node-info.txt",
+        "plugins/node-info/results/beta/node-info.txt",
+    ] {
+        assert!(
+            entries.contains(&e.to_string()),
+            "{e} missing from {entries:?}"
+        );
+    }
+    assert!(
+        stdout.contains("hello-e2e") && stdout.contains("2 complete, 0 failed"),
+        "{stdout}"
+    );
+    // Nothing but the run directory and the tarball is left behind.
+    let left: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
+
+#[tokio::test]
+async fn a_plugin_that_fails_becomes_an_error_result() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "sonobuoy-config: {driver: Job, plugin-name: bad}\nspec:\n  command: [/bin/sh, -c, 'echo boom >&2; exit 3']\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("silent.yaml"),
+        "sonobuoy-config: {driver: DaemonSet, plugin-name: silent}\nspec:\n  command: [/bin/sh, -c, 'exit 0']\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = within(
+        buoy()
+            .arg("run")
+            .arg(dir.path())
+            .args(["--node", "n1", "--output"])
+            .arg(&out)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    let tarball = tarball_from(&stdout);
+    let run = tarball
+        .parent()
+        .unwrap()
+        .join(tarball.file_name().unwrap().to_str().unwrap()[22..58].to_string());
+    let bad = std::fs::read_to_string(run.join("plugins/bad/errors/global/error.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&bad).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("exit status: 3"),
+        "{bad}"
+    );
+    assert!(v["log"].as_str().unwrap().contains("boom"), "{bad}");
+    let silent = std::fs::read_to_string(run.join("plugins/silent/errors/n1/error.json")).unwrap();
+    assert!(silent.contains("without writing"), "{silent}");
+}
+
+#[tokio::test]
+async fn a_manifest_without_a_command_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("img.yaml"),
+        "sonobuoy-config: {driver: Job, plugin-name: img}\nspec:\n  image: example/e2e\n",
+    )
+    .unwrap();
+    let o = within(
+        buoy()
+            .arg("run")
+            .arg(dir.path())
+            .arg("--output")
+            .arg(dir.path().join("o"))
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("plugin img") && err.contains("spec.command"),
+        "{err}"
+    );
+}

@@ -14,17 +14,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use buoy_aggregator::{AggError, Aggregator, Finished, Options, RunConfig, RunHandle, ServerOptions};
+use buoy_aggregator::{
+    AggError, Aggregator, Finished, Options, RunConfig, RunHandle, ServerOptions,
+};
+use buoy_wire::ResultKey;
 use buoy_worker::client::{full, Body, Reply};
 use buoy_worker::Client;
-use buoy_wire::ResultKey;
 use http::{HeaderMap, HeaderValue, Method};
 
 /// Every await in these tests is bounded by this.
 pub const LIMIT: Duration = Duration::from_secs(60);
 
 pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, f).await.expect("test step timed out")
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test step timed out")
 }
 
 pub struct TestAgg {
@@ -42,7 +46,12 @@ pub fn keys(spec: &[(&str, &str)]) -> Vec<ResultKey> {
 
 /// Starts an aggregator expecting `expected` on 127.0.0.1:0. It keeps serving after the run
 /// completes until `stop`.
-pub async fn spawn_aggregator(expected: &[(&str, &str)], options: Options, timeout: Option<Duration>, tls: Option<Arc<rustls::ServerConfig>>) -> TestAgg {
+pub async fn spawn_aggregator(
+    expected: &[(&str, &str)],
+    options: Options,
+    timeout: Option<Duration>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> TestAgg {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -56,8 +65,17 @@ pub async fn spawn_aggregator(expected: &[(&str, &str)], options: Options, timeo
         plugins: plugins.clone(),
         timeout,
         options,
-        server: ServerOptions { grace_period: Duration::from_secs(2), ..ServerOptions::default() },
-        config_json: buoy_aggregator::run::standalone_config_json("x", &plugins, addr, &addr.to_string(), timeout),
+        server: ServerOptions {
+            grace_period: Duration::from_secs(2),
+            ..ServerOptions::default()
+        },
+        config_json: buoy_aggregator::run::standalone_config_json(
+            "x",
+            &plugins,
+            addr,
+            &addr.to_string(),
+            timeout,
+        ),
     };
     let handle = RunHandle::start(listener, tls, cfg).await.unwrap();
     let agg = handle.aggregator().clone();
@@ -68,11 +86,21 @@ pub async fn spawn_aggregator(expected: &[(&str, &str)], options: Options, timeo
         },
         true,
     ));
-    TestAgg { addr, agg, dir, scheme, stop: Some(tx), done: Some(done) }
+    TestAgg {
+        addr,
+        agg,
+        dir,
+        scheme,
+        stop: Some(tx),
+        done: Some(done),
+    }
 }
 
 pub fn insecure() -> Options {
-    Options { enforce_identity: false, ..Options::default() }
+    Options {
+        enforce_identity: false,
+        ..Options::default()
+    }
 }
 
 impl TestAgg {
@@ -127,12 +155,24 @@ pub async fn send(c: &Client, method: Method, path: &str, hdrs: HeaderMap, body:
     within(c.send(method, path, hdrs, body)).await.unwrap()
 }
 
-pub async fn put(c: &Client, path: &str, hdrs: &[(&'static str, &str)], body: impl Into<bytes::Bytes>) -> Reply {
+pub async fn put(
+    c: &Client,
+    path: &str,
+    hdrs: &[(&'static str, &str)],
+    body: impl Into<bytes::Bytes>,
+) -> Reply {
     send(c, Method::PUT, path, headers(hdrs), full(body.into())).await
 }
 
 pub async fn post(c: &Client, path: &str, body: &str) -> Reply {
-    send(c, Method::POST, path, HeaderMap::new(), full(body.to_string())).await
+    send(
+        c,
+        Method::POST,
+        path,
+        HeaderMap::new(),
+        full(body.to_string()),
+    )
+    .await
 }
 
 /// A gzipped tarball of (name, contents) regular files.
@@ -176,7 +216,9 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if e.file_type().unwrap().is_dir() {
@@ -199,5 +241,8 @@ pub fn sha256_file(p: &Path) -> String {
 pub fn tarball_entries(p: &Path) -> Vec<String> {
     let f = std::fs::File::open(p).unwrap();
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
 }

@@ -48,18 +48,28 @@ async fn replay(addr: std::net::SocketAddr, bytes: &[u8], responses: usize) -> V
 
 fn status_codes(raw: &[u8]) -> Vec<u16> {
     let text = String::from_utf8_lossy(raw);
-    text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok()).collect()
+    text.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
+        .collect()
 }
 
 /// Whether the last of `n` responses has all of its Content-Length body.
 fn complete(raw: &[u8], n: usize) -> bool {
     let text = String::from_utf8_lossy(raw);
-    let Some((start, _)) = text.match_indices("HTTP/1.1 ").nth(n - 1) else { return false };
+    let Some((start, _)) = text.match_indices("HTTP/1.1 ").nth(n - 1) else {
+        return false;
+    };
     let last = &text[start..];
-    let Some(head_end) = last.find("\r\n\r\n") else { return false };
+    let Some(head_end) = last.find("\r\n\r\n") else {
+        return false;
+    };
     let len = last[..head_end]
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
         .unwrap_or(0);
     last.len() >= head_end + 4 + len
 }
@@ -68,7 +78,12 @@ fn complete(raw: &[u8], n: usize) -> bool {
 async fn a_real_workers_requests_are_accepted_byte_for_byte() {
     let dir = captures();
     let a = spawn_aggregator(
-        &[("systemd-logs", "node-0"), ("e2e", "global"), ("custom", "global"), ("systemd-logs", "node-1")],
+        &[
+            ("systemd-logs", "node-0"),
+            ("e2e", "global"),
+            ("custom", "global"),
+            ("systemd-logs", "node-1"),
+        ],
         insecure(),
         None,
         None,
@@ -89,10 +104,26 @@ async fn a_real_workers_requests_are_accepted_byte_for_byte() {
 
     let plugins = a.plugins_dir();
     let files = files_under(&plugins);
-    assert!(files.iter().any(|f| f.starts_with("systemd-logs/results/node-0/")), "{files:?}");
-    assert!(files.iter().any(|f| f.starts_with("e2e/results/global/")), "{files:?}");
-    assert_eq!(std::fs::read_to_string(plugins.join("custom/results/global/junit.xml")).unwrap(), "<testsuite/>\n");
-    assert!(!files.iter().any(|f| f.starts_with("systemd-logs/results/node-1")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("systemd-logs/results/node-0/")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.starts_with("e2e/results/global/")),
+        "{files:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(plugins.join("custom/results/global/junit.xml")).unwrap(),
+        "<testsuite/>\n"
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.starts_with("systemd-logs/results/node-1")),
+        "{files:?}"
+    );
     let st = a.agg.status().plugins.unwrap();
     assert_eq!(st[0].progress.as_ref().unwrap().msg, "halfway");
     assert_eq!(st[0].progress.as_ref().unwrap().errors, ["x"]);
