@@ -96,7 +96,7 @@ fn key_of(plugin: String, node: Option<String>) -> Result<ResultKey, ApiError> {
     Ok(ResultKey::new(plugin, node))
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -65,12 +65,21 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A disposition header that does not parse as a media type with parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed content-disposition header")]
+pub struct MalformedDisposition;
+
 /// The `filename` parameter of a disposition header: `Err` when the header does not parse as a
 /// media type with parameters (Go then falls back to `result`), `Ok(None)` when it has none.
-pub fn parse_filename(header: &str) -> Result<Option<String>, ()> {
+pub fn parse_filename(header: &str) -> Result<Option<String>, MalformedDisposition> {
+    parse_params(header).ok_or(MalformedDisposition)
+}
+
+fn parse_params(header: &str) -> Option<Option<String>> {
     let (kind, mut rest) = take_token(header.trim_start());
     if kind.is_empty() {
-        return Err(());
+        return None;
     }
     let mut params: Vec<(String, String)> = Vec::new();
     loop {
@@ -78,27 +87,27 @@ pub fn parse_filename(header: &str) -> Result<Option<String>, ()> {
         if rest.is_empty() {
             break;
         }
-        rest = rest.strip_prefix(';').ok_or(())?.trim_start();
+        rest = rest.strip_prefix(';')?.trim_start();
         if rest.is_empty() {
             break; // a trailing ';' is tolerated
         }
         let (name, after) = take_token(rest);
         if name.is_empty() {
-            return Err(());
+            return None;
         }
-        let after = after.trim_start().strip_prefix('=').ok_or(())?.trim_start();
+        let after = after.trim_start().strip_prefix('=')?.trim_start();
         let (value, after) = if after.starts_with('"') {
-            take_quoted(after).ok_or(())?
+            take_quoted(after)?
         } else {
             let (v, a) = take_token(after);
             if v.is_empty() {
-                return Err(());
+                return None;
             }
             (v.to_string(), a)
         };
         let name = name.to_ascii_lowercase();
         if params.iter().any(|(n, _)| *n == name) {
-            return Err(());
+            return None;
         }
         params.push((name, value));
         rest = after;
@@ -113,14 +122,14 @@ pub fn parse_filename(header: &str) -> Result<Option<String>, ()> {
                 if let Some(bytes) = percent_decode(enc) {
                     if let Ok(s) = String::from_utf8(bytes) {
                         if !s.is_empty() {
-                            return Ok(Some(s));
+                            return Some(Some(s));
                         }
                     }
                 }
             }
         }
     }
-    Ok(params
+    Some(params
         .into_iter()
         .find(|(n, v)| n == "filename" && !v.is_empty())
         .map(|(_, v)| v))

@@ -174,6 +174,9 @@ async fn progress_on_both_routes_is_visible_in_status() {
     assert_eq!(v["status"], "running");
     assert_eq!(v["plugins"][0]["progress"]["msg"], "node half");
     assert_eq!(v["plugins"][0]["progress"]["node"], "n1");
+    // The server always stamps the update.
+    let ts = v["plugins"][0]["progress"]["timestamp"].as_str().unwrap();
+    assert!(buoy_wire::timefmt::parse_rfc3339(ts).is_some(), "{ts}");
     assert_eq!(v["plugins"][1]["progress"]["failures"][0], "t1");
     assert_eq!(v["tar-info"]["created"], "0001-01-01T00:00:00Z");
     assert!(v["plugins"][0]["result-counts"].is_null());

@@ -94,7 +94,7 @@ async fn a_plugin_that_fails_becomes_an_error_result() {
     let run = tarball
         .parent()
         .unwrap()
-        .join(tarball.file_name().unwrap().to_str().unwrap()[22..58].to_string());
+        .join(&tarball.file_name().unwrap().to_str().unwrap()[22..58]);
     let bad = std::fs::read_to_string(run.join("plugins/bad/errors/global/error.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&bad).unwrap();
     assert!(
