@@ -129,10 +129,12 @@ fn parse_params(header: &str) -> Option<Option<String>> {
             }
         }
     }
-    Some(params
-        .into_iter()
-        .find(|(n, v)| n == "filename" && !v.is_empty())
-        .map(|(_, v)| v))
+    Some(
+        params
+            .into_iter()
+            .find(|(n, v)| n == "filename" && !v.is_empty())
+            .map(|(_, v)| v),
+    )
 }
 
 /// Reduces a client-supplied file name to one safe base name: the last path component, without

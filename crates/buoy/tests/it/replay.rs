@@ -9,19 +9,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::*;
 
+/// A copy of `shared/spec/captures/worker-v0.18.4` (see its README), kept in the repository so
+/// the tests need nothing outside it.
 fn captures() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for up in here.ancestors() {
-        let p = up.join("shared/spec/captures/worker-v0.18.4");
-        if p.is_dir() {
-            return p;
-        }
-        let p = up.join("../shared/spec/captures/worker-v0.18.4");
-        if p.is_dir() {
-            return p;
-        }
-    }
-    panic!("captures not found above {}", here.display());
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures/worker-v0.18.4")
 }
 
 /// Sends `bytes` on one connection and returns the status codes of the responses.
