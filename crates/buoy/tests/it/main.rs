@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod concurrency;
+mod hardening;
 mod local;
 mod replay;
 mod tls;
@@ -52,6 +53,21 @@ pub async fn spawn_aggregator(
     timeout: Option<Duration>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> TestAgg {
+    let server = ServerOptions {
+        grace_period: Duration::from_secs(2),
+        ..ServerOptions::default()
+    };
+    spawn_aggregator_with(expected, options, server, timeout, tls).await
+}
+
+/// `spawn_aggregator` with server options of the test's choosing.
+pub async fn spawn_aggregator_with(
+    expected: &[(&str, &str)],
+    options: Options,
+    server: ServerOptions,
+    timeout: Option<Duration>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> TestAgg {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -65,10 +81,7 @@ pub async fn spawn_aggregator(
         plugins: plugins.clone(),
         timeout,
         options,
-        server: ServerOptions {
-            grace_period: Duration::from_secs(2),
-            ..ServerOptions::default()
-        },
+        server,
         config_json: buoy_aggregator::run::standalone_config_json(
             "x",
             &plugins,

@@ -1,0 +1,122 @@
+//! Server hardening (departure 8): a stalled body, an oversize body and a silent connection
+//! are answered or closed, never left to hold the run.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::*;
+
+async fn read_reply(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    within(async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&got).contains("\r\n\r\n") && got.ends_with(b"\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_the_key_stays_open() {
+    let opts = Options {
+        body_idle_timeout: Duration::from_millis(300),
+        ..insecure()
+    };
+    let a = spawn_aggregator(&[("p", "n1")], opts, None, None).await;
+    let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    s.write_all(b"PUT /api/v1/results/by-node/n1/p HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b").await.unwrap();
+    let reply = read_reply(&mut s).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("no body data for"), "{reply}");
+    assert!(files_under(a.dir.path()).is_empty());
+    assert_eq!(
+        put(&a.client(), "/api/v1/results/by-node/n1/p", &[], "retry")
+            .await
+            .status,
+        200
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversize_body_gets_413_and_leaves_nothing() {
+    let limits = buoy_aggregator::Limits {
+        max_upload_bytes: 1000,
+        ..Default::default()
+    };
+    let a = spawn_aggregator(
+        &[("p", "n1"), ("p", "n2")],
+        Options {
+            limits,
+            ..insecure()
+        },
+        None,
+        None,
+    )
+    .await;
+    let c = a.client();
+    let r = put(&c, "/api/v1/results/by-node/n1/p", &[], vec![0u8; 5000]).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    let big = tar_gz(&[("big", &vec![0u8; 100_000])]);
+    assert!(big.len() < 1000, "the gzip stays under the body cap");
+    let limits_hit = put(
+        &c,
+        "/api/v1/results/by-node/n2/p",
+        &[("content-type", "application/gzip")],
+        big,
+    )
+    .await;
+    assert_eq!(
+        limits_hit.status, 200,
+        "the body cap applies to the body, not the expanded size"
+    );
+    assert!(!a.plugins_dir().join("p/results/n1").exists());
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_by_the_header_timeout() {
+    let server = ServerOptions {
+        header_read_timeout: Duration::from_millis(300),
+        grace_period: Duration::from_secs(1),
+        ..ServerOptions::default()
+    };
+    let a = spawn_aggregator_with(&[("p", "n1")], insecure(), server, None, None).await;
+    let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    s.write_all(b"PUT /api/v1/results/by-node/n1/p HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    // The server gives up on the unfinished headers and closes the connection.
+    within(async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return 0,
+                Ok(n) if String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408") => {
+                    return n
+                }
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    // The key was never claimed.
+    assert_eq!(
+        put(&a.client(), "/api/v1/results/by-node/n1/p", &[], "ok")
+            .await
+            .status,
+        200
+    );
+    a.stop().await;
+}
