@@ -39,12 +39,17 @@ impl Display {
             let style = ProgressStyle::with_template("{prefix:.bold} [{bar:20.cyan/blue}] {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
+            let width = entries
+                .iter()
+                .map(|p| p.plugin.len() + p.node.len() + 1)
+                .max()
+                .unwrap_or(0);
             let bars: Vec<ProgressBar> = entries
                 .iter()
                 .map(|p| {
                     let b = multi.add(ProgressBar::new(1));
                     b.set_style(style.clone());
-                    b.set_prefix(format!("{}/{}", p.plugin, p.node));
+                    b.set_prefix(format!("{:<width$}", format!("{}/{}", p.plugin, p.node)));
                     b.set_message("running");
                     b
                 })

@@ -120,3 +120,31 @@ async fn a_silent_connection_is_closed_by_the_header_timeout() {
     );
     a.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let server = ServerOptions {
+        header_read_timeout: Duration::from_millis(300),
+        grace_period: Duration::from_secs(1),
+        ..ServerOptions::default()
+    };
+    let a = spawn_aggregator_with(&[("p", "n1")], insecure(), server, None, None).await;
+    let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = within(s.read(&mut buf)).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Then nothing: the server must not keep the connection forever.
+    within(async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    a.stop().await;
+}
