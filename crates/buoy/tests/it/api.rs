@@ -161,16 +161,7 @@ async fn progress_on_both_routes_is_visible_in_status() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let s = send(
-        &c,
-        Method::GET,
-        "/api/v1/status",
-        HeaderMap::new(),
-        full(Bytes::new()),
-    )
-    .await;
-    assert_eq!(s.status, 200);
-    let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+    let v = status_json(&c).await;
     assert_eq!(v["status"], "running");
     assert_eq!(v["plugins"][0]["progress"]["msg"], "node half");
     assert_eq!(v["plugins"][0]["progress"]["node"], "n1");
@@ -456,13 +447,7 @@ async fn timeout_records_an_error_result_per_missing_key() {
             .status,
         200
     );
-    let mut rx = a.agg.subscribe();
-    within(async {
-        while a.agg.status().status != "complete" {
-            rx.changed().await.unwrap();
-        }
-    })
-    .await;
+    a.complete().await;
     // A late upload is a duplicate: the timeout error was first.
     assert_eq!(
         put(&c, "/api/v1/results/by-node/n2/p", &[], "late")
@@ -515,22 +500,8 @@ async fn completion_seals_a_tarball_whose_sha_is_in_the_status() {
         tar_gz(&[("junit.xml", b"<testsuite/>")]),
     )
     .await;
-    let mut rx = a.agg.subscribe();
-    within(async {
-        while a.agg.status().status != "complete" {
-            rx.changed().await.unwrap();
-        }
-    })
-    .await;
-    let s = send(
-        &c,
-        Method::GET,
-        "/api/v1/status",
-        HeaderMap::new(),
-        full(Bytes::new()),
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+    a.complete().await;
+    let v = status_json(&c).await;
     let fin = a.finished().await;
     assert_eq!(v["status"], "complete");
     assert_eq!(v["tar-info"]["sha256"], sha256_file(&fin.tarball));

@@ -131,15 +131,7 @@ async fn the_aggregator_binary_seals_then_exits_0() {
         post(&c, "/api/v1/progress/global/e2e", "{bad").await.status,
         400
     );
-    let s = send(
-        &c,
-        http::Method::GET,
-        "/api/v1/status",
-        HeaderMap::new(),
-        buoy_worker::client::full(""),
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+    let v = status_json(&c).await;
     assert_eq!(
         (
             v["plugins"][1]["progress"]["msg"].as_str(),
@@ -197,15 +189,7 @@ async fn with_no_exit_the_status_carries_the_tarball_sha_until_sigterm() {
     );
     let v = within(async {
         loop {
-            let s = send(
-                &c,
-                http::Method::GET,
-                "/api/v1/status",
-                HeaderMap::new(),
-                buoy_worker::client::full(""),
-            )
-            .await;
-            let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+            let v = status_json(&c).await;
             if v["status"] == "complete" {
                 return v;
             }

@@ -133,8 +133,8 @@ impl TestAgg {
         self.run_dir().join("plugins")
     }
 
-    /// Waits until the run is sealed and returns how it finished.
-    pub async fn finished(&mut self) -> Finished {
+    /// Waits until the status says `complete` (the tarball is sealed).
+    pub async fn complete(&self) {
         let mut rx = self.agg.subscribe();
         within(async {
             while self.agg.status().status != "complete" {
@@ -142,6 +142,11 @@ impl TestAgg {
             }
         })
         .await;
+    }
+
+    /// Waits until the run is sealed and returns how it finished.
+    pub async fn finished(&mut self) -> Finished {
+        self.complete().await;
         let _ = self.stop.take().map(|s| s.send(()));
         within(self.done.take().unwrap()).await.unwrap().unwrap()
     }
@@ -175,6 +180,20 @@ pub async fn put(
     body: impl Into<bytes::Bytes>,
 ) -> Reply {
     send(c, Method::PUT, path, headers(hdrs), full(body.into())).await
+}
+
+/// `GET /api/v1/status`, decoded.
+pub async fn status_json(c: &Client) -> serde_json::Value {
+    let r = send(
+        c,
+        Method::GET,
+        "/api/v1/status",
+        HeaderMap::new(),
+        full(bytes::Bytes::new()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).unwrap()
 }
 
 pub async fn post(c: &Client, path: &str, body: &str) -> Reply {
