@@ -75,7 +75,7 @@ impl IntoResponse for ApiError {
             AggError::BadProgress(_) | AggError::Refused { .. } => StatusCode::BAD_REQUEST,
             AggError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AggError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            AggError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AggError::ShuttingDown | AggError::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
             AggError::Internal { .. } | AggError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -26,6 +26,8 @@ pub enum AggError {
     Internal { key: ResultKey, reason: String },
     #[error("the aggregator is shutting down")]
     ShuttingDown,
+    #[error("interrupted before every result arrived")]
+    Interrupted,
     #[error("{context}: {source}")]
     Io {
         context: String,

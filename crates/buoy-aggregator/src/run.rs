@@ -157,7 +157,7 @@ impl RunHandle {
         if !completed {
             tracing::warn!("shutdown requested before every result arrived; stopping");
             self.stop_server().await;
-            return Err(AggError::ShuttingDown);
+            return Err(AggError::Interrupted);
         }
         let mut config = self.cfg.config_json.clone();
         if let Some(obj) = config.as_object_mut() {

@@ -15,6 +15,21 @@ use buoy_worker::{Delivery, Mode, WorkerConfig};
 
 use crate::LocalError;
 
+/// Kills a plugin's whole process group when dropped, so a shell's children die with it on
+/// every path out of `Instance::run`, including an aborted task.
+struct GroupKiller(Option<i32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 pub struct Instance {
     pub key: ResultKey,
     results_dir: PathBuf,
@@ -214,6 +229,7 @@ impl Instance {
             .stdin(std::process::Stdio::null())
             .stdout(log.0)
             .stderr(log.1)
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -226,6 +242,7 @@ impl Instance {
                     .await
             }
         };
+        let _group = GroupKiller(child.id().and_then(|p| i32::try_from(p).ok()));
         tracing::info!(key = %self.key, pid = child.id(), "plugin started");
         let wcfg = self.worker.clone();
         let mode = self.mode;

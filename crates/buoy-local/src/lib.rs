@@ -195,21 +195,29 @@ pub async fn run(
     }
 
     let display = display::Display::new(&agg, opts.live);
-    let launcher = launch_in_order(agg.clone(), manifests.clone(), instances);
+    let tasks: Launched = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let launcher = launch_in_order(agg.clone(), manifests.clone(), instances, tasks.clone());
     let finishing = handle.finish(shutdown, false);
     tokio::pin!(finishing);
-    let launched = tokio::select! {
-        res = &mut finishing => { display.stop(); return summarize(res?, &agg); }
-        tasks = launcher => tasks,
+    let res = tokio::select! {
+        res = &mut finishing => res,
+        () = launcher => finishing.await,
     };
-    let res = finishing.await;
+    // Whatever ended the run, no plugin process outlives it: aborting a task drops its child,
+    // which is killed on drop.
+    let launched = std::mem::take(&mut *tasks.lock().expect("task list"));
     for t in launched {
         t.abort();
+        let _ = t.await;
     }
     display.stop();
-    let _ = std::fs::remove_dir_all(&work);
+    if res.is_ok() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     summarize(res?, &agg)
 }
+
+type Launched = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
 
 /// Launches plugins group by group (`sonobuoy-config.order`, ascending; name order within a
 /// group), starting a group once every plugin of the previous one has all its results.
@@ -217,11 +225,11 @@ async fn launch_in_order(
     agg: Arc<Aggregator>,
     manifests: Vec<Manifest>,
     instances: Vec<Instance>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+    tasks: Launched,
+) {
     let mut orders: Vec<i64> = manifests.iter().map(|m| m.config.order).collect();
     orders.sort();
     orders.dedup();
-    let mut tasks = Vec::new();
     let mut pending = instances;
     for order in orders {
         let mut group: Vec<String> = manifests
@@ -235,16 +243,18 @@ async fn launch_in_order(
             .partition(|i| group.contains(&i.key.plugin));
         pending = later;
         for inst in now {
-            tasks.push(tokio::spawn(inst.run(agg.clone())));
+            tasks
+                .lock()
+                .expect("task list")
+                .push(tokio::spawn(inst.run(agg.clone())));
         }
         let mut rx = agg.subscribe();
         while !agg.inspect(|s| group.iter().all(|p| s.plugin_done(p))) {
             if rx.changed().await.is_err() {
-                break;
+                return;
             }
         }
     }
-    tasks
 }
 
 fn summarize(finished: Finished, agg: &Aggregator) -> Result<LocalSummary, LocalError> {

@@ -423,5 +423,7 @@ fn main() {
             1
         }
     };
+    // Dropping the remaining tasks kills any child process they still own.
+    rt.shutdown_timeout(Duration::from_secs(5));
     std::process::exit(code);
 }

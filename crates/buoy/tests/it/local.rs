@@ -131,3 +131,59 @@ async fn a_manifest_without_a_command_is_refused_up_front() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn no_plugin_process_outlives_an_interrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    std::fs::write(
+        dir.path().join("slow.yaml"),
+        format!(
+            "sonobuoy-config: {{driver: Job, plugin-name: slow}}\nspec:\n  command: [/bin/sh, -c, 'sleep 300 & echo $! > {}; wait']\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    let mut child = buoy()
+        .arg("run")
+        .arg(dir.path())
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = within(async {
+        loop {
+            if let Some(p) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                return p;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let buoy_pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &buoy_pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = within(child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(1));
+    // The plugin's own child is gone too (its process group was killed).
+    within(async {
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+        .unwrap_or(true)
+}
