@@ -54,39 +54,6 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Every file and directory under `root`, sorted, as (relative name, full path, is_dir).
-fn walk(root: &Path) -> io::Result<Vec<(String, PathBuf, bool)>> {
-    let mut out = Vec::new();
-    let mut stack = vec![(String::new(), root.to_path_buf())];
-    while let Some((prefix, dir)) = stack.pop() {
-        let mut children: Vec<_> = fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-        children.sort_by_key(|e| e.file_name());
-        let mut subdirs = Vec::new();
-        for c in children {
-            let name = c.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let ft = c.file_type()?;
-            if ft.is_dir() {
-                out.push((rel.clone(), c.path(), true));
-                subdirs.push((rel, c.path()));
-            } else if ft.is_file() {
-                out.push((rel, c.path(), false));
-            }
-            // Anything else (links, sockets) is never written by Buoy and is left out.
-        }
-        // Depth-first in name order.
-        for s in subdirs.into_iter().rev() {
-            stack.push(s);
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
 /// Writes `run_dir` into `dest_dir/name` and returns its tar-info.
 pub fn write_tarball(
     run_dir: &Path,
@@ -104,14 +71,8 @@ pub fn write_tarball(
     let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Complete);
-    for (rel, path, is_dir) in walk(run_dir)? {
-        if is_dir {
-            tar.append_dir(&rel, &path)?;
-        } else {
-            let mut f = File::open(&path)?;
-            tar.append_file(&rel, &mut f)?;
-        }
-    }
+    // Buoy never writes links or special files into a run directory; none can be skipped.
+    buoy_wire::archive::append_tree(&mut tar, run_dir, None)?;
     let gz = tar.into_inner()?;
     let mut hashing = gz.finish()?;
     hashing.flush()?;

@@ -1,8 +1,10 @@
 //! Buoy's wire and file types, shared by every other crate: result keys, routes, progress
 //! updates and their append rule, the status document, content-disposition handling, error
-//! result bodies and Sonobuoy plugin manifests. Pure data and functions: no I/O beyond reading
-//! manifest files, and never a dependency on an HTTP framework or Kubernetes client.
+//! result bodies, Sonobuoy plugin manifests, and how a directory tree goes into a tarball. Data
+//! and functions with no I/O beyond reading manifests and the tree being archived, and never a
+//! dependency on an HTTP framework or Kubernetes client.
 
+pub mod archive;
 pub mod disposition;
 pub mod key;
 pub mod manifest;

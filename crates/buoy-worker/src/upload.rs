@@ -54,30 +54,8 @@ pub fn tar_directory(dir: &Path) -> Result<PathBuf, WorkerError> {
     let f = File::create(&out).map_err(io)?;
     let gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    let mut stack = vec![(PathBuf::new(), dir.to_path_buf())];
-    while let Some((rel, abs)) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&abs)
-            .map_err(io)?
-            .filter_map(Result::ok)
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let path = e.path();
-            if path == out {
-                continue;
-            }
-            let name = rel.join(e.file_name());
-            let ft = e.file_type().map_err(io)?;
-            if ft.is_dir() {
-                tar.append_dir(&name, &path).map_err(io)?;
-                stack.push((name, path));
-            } else if ft.is_file() {
-                let mut f = File::open(&path).map_err(io)?;
-                tar.append_file(&name, &mut f).map_err(io)?;
-            } else {
-                tracing::warn!(path = %path.display(), "skipping a link or special file in the results directory");
-            }
-        }
+    for path in buoy_wire::archive::append_tree(&mut tar, dir, Some(&out)).map_err(io)? {
+        tracing::warn!(path = %path.display(), "skipping a link or special file in the results directory");
     }
     let gz = tar.into_inner().map_err(io)?;
     gz.finish().map_err(io)?.sync_all().map_err(io)?;
