@@ -72,6 +72,15 @@ struct TicketGuard<'a> {
     staged: Option<PathBuf>,
 }
 
+/// Runs blocking file-system work off the async threads; a panicked task is an I/O error.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 impl TicketGuard<'_> {
     fn finish(mut self, result: Result<Outcome, String>) {
         if let Some(t) = self.ticket.take() {
@@ -139,10 +148,6 @@ impl Aggregator {
         if recorded {
             self.notify();
         }
-    }
-
-    pub fn options(&self) -> &Options {
-        &self.opts
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -295,8 +300,6 @@ impl Aggregator {
                     },
                 };
                 tracing::warn!(key = %key, error = %err, "upload failed; the key stays open for a retry");
-                self.store.discard(&staged);
-                guard.staged = None;
                 guard.finish(Err(err.to_string()));
                 return Err(err);
             }
@@ -304,13 +307,10 @@ impl Aggregator {
 
         let store = self.store.clone();
         let k2 = key.clone();
-        let st2 = staged.clone();
-        let committed = tokio::task::spawn_blocking(move || store.commit_result(&st2, &k2))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        guard.staged = None;
-        match committed {
+        match blocking(move || store.commit_result(&staged, &k2)).await {
             Ok(()) => {
+                // The staging directory is now the result; nothing is left to discard.
+                guard.staged = None;
                 tracing::info!(key = %key, files = stats.files, bytes = stats.bytes, "result received");
                 guard.finish(Ok(Outcome::Result));
                 Ok(UploadReport {
@@ -319,7 +319,6 @@ impl Aggregator {
                 })
             }
             Err(e) => {
-                self.store.discard(&staged);
                 let err = AggError::Internal {
                     key: key.clone(),
                     reason: format!("cannot store result: {e}"),
@@ -362,10 +361,7 @@ impl Aggregator {
         let body = buoy_wire::error_body(message, extra);
         let store = self.store.clone();
         let (k2, id) = (key.clone(), ticket.id);
-        let res = tokio::task::spawn_blocking(move || store.write_error(id, &k2, &body))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match res {
+        match blocking(move || store.write_error(id, &k2, &body)).await {
             Ok(()) => {
                 tracing::info!(key = %key, error = message, "error result recorded");
                 self.finish(&ticket, Ok(Outcome::Error(message.to_string())));
@@ -448,13 +444,12 @@ impl Aggregator {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let sealed = tokio::task::spawn_blocking(move || -> std::io::Result<(PathBuf, TarInfo)> {
+        let sealed = blocking(move || {
             crate::seal::write_json_atomic(&run_dir.join("meta/config.json"), &config)?;
             crate::seal::write_json_atomic(&run_dir.join("meta/info.json"), &info)?;
             crate::seal::write_tarball(&run_dir, &dest, &tarball_name)
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         .map_err(AggError::io("cannot write the results tarball"))?;
         self.set_run_phase(RunPhase::Complete(sealed.1.clone()));
         Ok(sealed)

@@ -31,7 +31,7 @@ pub struct RunConfig {
     pub timeout: Option<Duration>,
     pub options: Options,
     pub server: ServerOptions,
-    /// Written as `meta/config.json` (with `UUID` and `Version` filled in).
+    /// Written as `meta/config.json` (with `UUID`, `Version` and `BuoyVersion` filled in).
     pub config_json: serde_json::Value,
 }
 
@@ -52,11 +52,12 @@ pub struct RunHandle {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    staging: PathBuf,
 }
 
-/// A Sonobuoy-shaped `meta/config.json` for a run without a cluster config.
+/// A Sonobuoy-shaped `meta/config.json` for a run without a cluster config. `UUID`, `Version`
+/// and `BuoyVersion` are filled in when the run is sealed, as for every config.
 pub fn standalone_config_json(
-    uuid: &str,
     plugins: &[String],
     bind: SocketAddr,
     advertise: &str,
@@ -64,9 +65,6 @@ pub fn standalone_config_json(
 ) -> serde_json::Value {
     serde_json::json!({
         "Description": "Buoy standalone run",
-        "UUID": uuid,
-        "Version": buoy_wire::SONOBUOY_COMPAT_VERSION,
-        "BuoyVersion": buoy_wire::BUOY_VERSION,
         "ResultsDir": "/tmp/sonobuoy/results",
         "Resources": null,
         "Filters": {"Namespaces": ".*", "LabelSelector": ""},
@@ -122,6 +120,7 @@ impl RunHandle {
             local_addr,
             stop,
             server,
+            staging,
         })
     }
 
@@ -163,17 +162,12 @@ impl RunHandle {
         if let Some(obj) = config.as_object_mut() {
             obj.insert("UUID".into(), self.cfg.uuid.clone().into());
             obj.insert("Version".into(), buoy_wire::SONOBUOY_COMPAT_VERSION.into());
-            obj.entry("BuoyVersion")
-                .or_insert(buoy_wire::BUOY_VERSION.into());
+            obj.insert("BuoyVersion".into(), buoy_wire::BUOY_VERSION.into());
         }
         let info = serde_json::json!({ "plugins": self.cfg.plugins });
         let name = crate::seal::tarball_name(self.started, &self.cfg.uuid);
         let (tarball, tar_info) = self.agg.seal(config, info, name).await?;
-        let _ = std::fs::remove_dir_all(
-            self.cfg
-                .output_dir
-                .join(format!(".buoy-staging-{}", self.cfg.uuid)),
-        );
+        let _ = std::fs::remove_dir_all(&self.staging);
         tracing::info!(tarball = %tarball.display(), sha256 = %tar_info.sha256, "results sealed");
         let status = self.agg.status();
         let run_dir = self.agg.run_dir().to_path_buf();

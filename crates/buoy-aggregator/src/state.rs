@@ -107,10 +107,6 @@ impl RunState {
         }
     }
 
-    pub fn is_expected(&self, key: &ResultKey) -> bool {
-        self.index.contains_key(key)
-    }
-
     pub fn phase_of(&self, key: &ResultKey) -> Option<&Phase> {
         self.index.get(key).map(|&i| &self.entries[i].phase)
     }
@@ -260,10 +256,6 @@ impl RunState {
 
     pub fn set_run_phase(&mut self, phase: RunPhase) {
         self.phase = phase;
-    }
-
-    pub fn run_phase(&self) -> &RunPhase {
-        &self.phase
     }
 
     /// Counts of keys by per-plugin status: (complete, failed, running).

@@ -158,7 +158,6 @@ pub async fn run(
         options: buoy_aggregator::Options::default(),
         server: buoy_aggregator::ServerOptions::default(),
         config_json: buoy_aggregator::run::standalone_config_json(
-            &uuid,
             &plugins,
             bind,
             &bind.to_string(),

@@ -28,10 +28,6 @@ impl ResultKey {
     pub fn global(plugin: impl Into<String>) -> Self {
         Self::new(plugin, GLOBAL_NODE)
     }
-
-    pub fn is_global(&self) -> bool {
-        self.node == GLOBAL_NODE
-    }
 }
 
 impl fmt::Display for ResultKey {

@@ -273,7 +273,6 @@ async fn aggregator(args: AggregatorArgs) -> Result<i32> {
         options,
         server: ServerOptions::default(),
         config_json: standalone_config_json(
-            &uuid,
             &plugins,
             bound,
             &format!("{advertise}:{}", bound.port()),

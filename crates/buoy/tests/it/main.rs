@@ -83,7 +83,6 @@ pub async fn spawn_aggregator_with(
         options,
         server,
         config_json: buoy_aggregator::run::standalone_config_json(
-            "x",
             &plugins,
             addr,
             &addr.to_string(),
