@@ -87,6 +87,11 @@ fn config(url: String, plugin: &str, node: &str, dir: &std::path::Path) -> Worke
     c
 }
 
+/// Runs a worker to the end (no shutdown), bounded like every await here.
+async fn deliver(cfg: &WorkerConfig, mode: Mode) -> Result<Delivery, WorkerError> {
+    within(buoy_worker::run(cfg, mode, std::future::pending())).await
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -101,11 +106,10 @@ async fn worker_delivers_a_file_per_node_and_a_directory_globally() {
     let node_dir = tempfile::tempdir().unwrap();
     std::fs::write(node_dir.path().join("r.xml"), b"<testsuite/>").unwrap();
     std::fs::write(node_dir.path().join("done"), b"r.xml\n").unwrap();
-    let d = within(buoy_worker::run(
+    let d = deliver(
         &config(a.url(), "p", "n1", node_dir.path()),
         Mode::SingleNode,
-        std::future::pending(),
-    ))
+    )
     .await
     .unwrap();
     assert_eq!(d, Delivery::Stored { attempts: 1 });
@@ -151,11 +155,10 @@ async fn worker_retries_a_5xx_and_resends_the_whole_file() {
         dir.path().join("results.tar.gz").to_str().unwrap(),
     )
     .unwrap();
-    let d = within(buoy_worker::run(
+    let d = deliver(
         &config(format!("http://{addr}"), "p", "n1", dir.path()),
         Mode::SingleNode,
-        std::future::pending(),
-    ))
+    )
     .await
     .unwrap();
     assert_eq!(d, Delivery::Stored { attempts: 2 });
@@ -178,11 +181,10 @@ async fn worker_gives_up_after_its_attempts() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("r"), b"x").unwrap();
     std::fs::write(dir.path().join("done"), b"r").unwrap();
-    let e = within(buoy_worker::run(
+    let e = deliver(
         &config(format!("http://{addr}"), "p", "", dir.path()),
         Mode::Global,
-        std::future::pending(),
-    ))
+    )
     .await
     .unwrap_err();
     assert!(matches!(e, WorkerError::GaveUp { attempts: 3, .. }), "{e}");
@@ -200,21 +202,19 @@ async fn a_409_counts_as_delivered_and_a_4xx_is_not_retried() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("r.json"), b"{}").unwrap();
     std::fs::write(dir.path().join("done"), b"r.json").unwrap();
-    let d = within(buoy_worker::run(
+    let d = deliver(
         &config(format!("http://{addr}"), "p", "", dir.path()),
         Mode::Global,
-        std::future::pending(),
-    ))
+    )
     .await
     .unwrap();
     assert_eq!(d, Delivery::AlreadyReceived);
 
     let (addr, seen403) = scripted(vec![403]).await;
-    let e = within(buoy_worker::run(
+    let e = deliver(
         &config(format!("http://{addr}"), "p", "", dir.path()),
         Mode::Global,
-        std::future::pending(),
-    ))
+    )
     .await
     .unwrap_err();
     assert!(matches!(e, WorkerError::Refused { status: 403, .. }), "{e}");
@@ -229,11 +229,10 @@ async fn a_missing_result_file_is_an_error_without_contacting_the_aggregator() {
     let (addr, seen) = scripted(vec![200]).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("done"), b"/does/not/exist.tar.gz").unwrap();
-    let e = within(buoy_worker::run(
+    let e = deliver(
         &config(format!("http://{addr}"), "p", "", dir.path()),
         Mode::Global,
-        std::future::pending(),
-    ))
+    )
     .await
     .unwrap_err();
     assert!(matches!(e, WorkerError::MissingResult(_)), "{e}");
