@@ -189,7 +189,7 @@ fn extract_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats
                 let mtime = entry.header().mtime().ok();
                 let mut f = open_new_file(&p, executable)
                     .map_err(io_ctx(format!("cannot create {}", p.display())))?;
-                let written = copy_entry(&mut entry, &mut f, &p)?;
+                let written = copy_into(&mut entry, &mut f, &p, malformed)?;
                 if written != size {
                     return Err(ExtractError::Refused(format!(
                         "tar entry {shown:?} is truncated"
@@ -272,8 +272,14 @@ fn open_new_file(p: &Path, executable: bool) -> io::Result<File> {
     o.open(p)
 }
 
-/// Copies an entry's bytes, telling read errors (a malformed archive) from write errors (ours).
-fn copy_entry<R: Read>(src: &mut R, dst: &mut File, p: &Path) -> Result<u64, ExtractError> {
+/// Copies `src` into `dst` (the file at `p`), telling read errors (the client's: `on_read`)
+/// from write errors (ours: `Io`).
+fn copy_into<R: Read>(
+    src: &mut R,
+    dst: &mut File,
+    p: &Path,
+    on_read: fn(io::Error) -> ExtractError,
+) -> Result<u64, ExtractError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
@@ -281,7 +287,7 @@ fn copy_entry<R: Read>(src: &mut R, dst: &mut File, p: &Path) -> Result<u64, Ext
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(malformed(e)),
+            Err(e) => return Err(on_read(e)),
         };
         dst.write_all(&buf[..n])
             .map_err(io_ctx(format!("cannot write {}", p.display())))?;
@@ -298,23 +304,9 @@ pub fn write_plain<R: Read>(
     let p = dest.join(filename);
     let mut f =
         open_new_file(&p, false).map_err(io_ctx(format!("cannot create {}", p.display())))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(ExtractError::Refused(format!(
-                    "error reading request body: {e}"
-                )))
-            }
-        };
-        f.write_all(&buf[..n])
-            .map_err(io_ctx(format!("cannot write {}", p.display())))?;
-        total += n as u64;
-    }
+    let total = copy_into(&mut reader, &mut f, &p, |e| {
+        ExtractError::Refused(format!("error reading request body: {e}"))
+    })?;
     f.sync_all()
         .map_err(io_ctx(format!("cannot sync {}", p.display())))?;
     Ok(Stats {
