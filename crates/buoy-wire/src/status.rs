@@ -81,6 +81,195 @@ pub fn overall_status<'a>(
     Ok(out)
 }
 
+/// The largest status annotation Buoy writes (design departure 7). Kubernetes allows 256 KiB
+/// for all of a pod's annotations together.
+pub const ANNOTATION_LIMIT: usize = 64 * 1024;
+
+/// How much of the per-node detail an encoded status kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Detail {
+    /// Exactly Sonobuoy's shape, one row per expected result.
+    Full,
+    /// Plugins with several rows are rolled up: one row per (status, result-status) with the
+    /// node count as its node name, plus a few failed nodes by name.
+    RolledUp,
+    /// One row per (plugin, status, result-status), progress reduced to its counts.
+    Summary,
+    /// The summary with rows dropped from the end until it fits.
+    Truncated,
+}
+
+/// Failed nodes of a plugin still named individually in a rolled-up status.
+const NAMED_FAILURES: usize = 20;
+
+fn rolled_node_name(n: usize) -> String {
+    if n == 1 {
+        "1 node".into()
+    } else {
+        format!("{n} nodes")
+    }
+}
+
+/// Sums the progress of several rows into one: counts add up, failure and error lists are
+/// dropped (they are per node), the message is the newest one's.
+fn sum_progress<'a>(
+    plugin: &str,
+    node: &str,
+    rows: impl Iterator<Item = &'a PluginStatus>,
+) -> Option<ProgressUpdate> {
+    let mut out: Option<ProgressUpdate> = None;
+    for p in rows.filter_map(|r| r.progress.as_ref()) {
+        let o = out.get_or_insert_with(|| ProgressUpdate {
+            name: plugin.to_string(),
+            node: node.to_string(),
+            ..Default::default()
+        });
+        o.total += p.total;
+        o.completed += p.completed;
+        if p.timestamp >= o.timestamp {
+            o.timestamp = p.timestamp.clone();
+            o.msg = p.msg.clone();
+        }
+    }
+    out
+}
+
+fn sum_counts<'a>(
+    rows: impl Iterator<Item = &'a PluginStatus>,
+) -> Option<BTreeMap<String, i64>> {
+    let mut out: Option<BTreeMap<String, i64>> = None;
+    for c in rows.filter_map(|r| r.result_counts.as_ref()) {
+        let o = out.get_or_insert_with(BTreeMap::new);
+        for (k, v) in c {
+            *o.entry(k.clone()).or_default() += v;
+        }
+    }
+    out
+}
+
+/// Groups `rows` by (plugin, status, result-status), in first-seen order, into one row each.
+fn group_rows(rows: &[&PluginStatus], keep_lists: bool) -> Vec<PluginStatus> {
+    let mut groups: Vec<(String, String, String, Vec<&PluginStatus>)> = Vec::new();
+    for r in rows {
+        match groups
+            .iter_mut()
+            .find(|g| g.0 == r.plugin && g.1 == r.status && g.2 == r.result_status)
+        {
+            Some(g) => g.3.push(r),
+            None => groups.push((
+                r.plugin.clone(),
+                r.status.clone(),
+                r.result_status.clone(),
+                vec![r],
+            )),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(plugin, status, result_status, members)| {
+            if members.len() == 1 && keep_lists {
+                return (*members[0]).clone();
+            }
+            let node = if members.len() == 1 {
+                members[0].node.clone()
+            } else {
+                rolled_node_name(members.len())
+            };
+            let mut progress = sum_progress(&plugin, &node, members.iter().copied());
+            if members.len() == 1 {
+                if let (Some(p), Some(orig)) = (progress.as_mut(), members[0].progress.as_ref()) {
+                    p.node = orig.node.clone();
+                }
+            }
+            PluginStatus {
+                result_counts: sum_counts(members.iter().copied()),
+                plugin,
+                node,
+                status,
+                result_status,
+                progress,
+            }
+        })
+        .collect()
+}
+
+impl Status {
+    /// The status as annotation JSON of at most `limit` bytes (design departure 7). Up to the
+    /// limit it is exactly Sonobuoy's shape; past it, rows are rolled up (see [`Detail`]), never
+    /// below `min_detail`. The overall status and `tar-info` are always kept, so
+    /// `sonobuoy status` and `sonobuoy wait` still read the run right.
+    pub fn to_bounded_json(&self, limit: usize, min_detail: Detail) -> (String, Detail) {
+        let enc = |s: &Status| serde_json::to_string(s).expect("a status always encodes");
+        if min_detail <= Detail::Full {
+            let full = enc(self);
+            if full.len() <= limit {
+                return (full, Detail::Full);
+            }
+        }
+        let rows: Vec<&PluginStatus> = self.plugins.iter().flatten().collect();
+        let with_rows = |plugins: Vec<PluginStatus>| Status {
+            plugins: Some(plugins),
+            status: self.status.clone(),
+            tar_info: self.tar_info.clone(),
+        };
+        if min_detail <= Detail::RolledUp {
+            let mut plugins: Vec<PluginStatus> = Vec::new();
+            let mut names: Vec<&str> = Vec::new();
+            for r in &rows {
+                if !names.contains(&r.plugin.as_str()) {
+                    names.push(&r.plugin);
+                }
+            }
+            for name in names {
+                let mine: Vec<&PluginStatus> =
+                    rows.iter().copied().filter(|r| r.plugin == name).collect();
+                if mine.len() == 1 {
+                    plugins.push(mine[0].clone());
+                    continue;
+                }
+                let named: Vec<&PluginStatus> = mine
+                    .iter()
+                    .copied()
+                    .filter(|r| r.status == FAILED)
+                    .take(NAMED_FAILURES)
+                    .collect();
+                let rest: Vec<&PluginStatus> = mine
+                    .iter()
+                    .copied()
+                    .filter(|r| !named.iter().any(|n| std::ptr::eq(*n, *r)))
+                    .collect();
+                plugins.extend(named.iter().map(|r| PluginStatus {
+                    progress: None,
+                    ..(*r).clone()
+                }));
+                plugins.extend(group_rows(&rest, false));
+            }
+            let s = enc(&with_rows(plugins));
+            if s.len() <= limit {
+                return (s, Detail::RolledUp);
+            }
+        }
+        let mut summary = group_rows(&rows, false);
+        for r in &mut summary {
+            if let Some(p) = r.progress.as_mut() {
+                p.msg.clear();
+            }
+        }
+        let s = enc(&with_rows(summary.clone()));
+        if s.len() <= limit {
+            return (s, Detail::Summary);
+        }
+        while !summary.is_empty() {
+            summary.pop();
+            let s = enc(&with_rows(summary.clone()));
+            if s.len() <= limit {
+                return (s, Detail::Truncated);
+            }
+        }
+        (enc(&with_rows(Vec::new())), Detail::Truncated)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +291,106 @@ mod tests {
             s,
             r#"{"plugins":null,"status":"running","tar-info":{"name":"","created":"0001-01-01T00:00:00Z","sha256":"","size":0}}"#
         );
+    }
+
+    fn big_status(nodes: usize, plugins: &[&str]) -> Status {
+        let mut rows = Vec::new();
+        for p in plugins {
+            for n in 0..nodes {
+                let status = match n % 50 {
+                    0 => FAILED,
+                    1..=30 => COMPLETE,
+                    _ => RUNNING,
+                };
+                let node = format!("ip-10-0-{}-{}.eu-west-1.compute.internal", n / 256, n % 256);
+                rows.push(PluginStatus {
+                    plugin: p.to_string(),
+                    node: node.clone(),
+                    status: status.into(),
+                    result_status: String::new(),
+                    result_counts: None,
+                    progress: Some(ProgressUpdate {
+                        name: p.to_string(),
+                        node,
+                        timestamp: "2026-11-24T10:00:00.123456789Z".into(),
+                        msg: "collecting the node's journal".into(),
+                        total: 10,
+                        completed: 4,
+                        failures: vec!["a failing check with a long name".into()],
+                        ..Default::default()
+                    }),
+                });
+            }
+        }
+        Status {
+            plugins: Some(rows),
+            status: RUNNING.into(),
+            tar_info: TarInfo::default(),
+        }
+    }
+
+    #[test]
+    fn a_status_that_fits_is_written_exactly() {
+        let s = big_status(3, &["systemd-logs"]);
+        let (json, detail) = s.to_bounded_json(ANNOTATION_LIMIT, Detail::Full);
+        assert_eq!(detail, Detail::Full);
+        assert_eq!(json, serde_json::to_string(&s).unwrap());
+    }
+
+    #[test]
+    fn status_for_5000_nodes_and_3_plugins_stays_under_64_kib_and_decodes() {
+        let s = big_status(5000, &["systemd-logs", "node-checks", "cis-benchmark"]);
+        let full = serde_json::to_string(&s).unwrap().len();
+        assert!(full > 10 * ANNOTATION_LIMIT, "the full status is {full} bytes");
+        let (json, detail) = s.to_bounded_json(ANNOTATION_LIMIT, Detail::Full);
+        assert!(json.len() <= ANNOTATION_LIMIT, "{} bytes", json.len());
+        assert_eq!(detail, Detail::RolledUp);
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.status, RUNNING);
+        // Every row keeps Sonobuoy's keys, so `sonobuoy status` decodes it.
+        let raw: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for row in raw["plugins"].as_array().unwrap() {
+            for k in ["plugin", "node", "status", "result-status", "result-counts"] {
+                assert!(row.get(k).is_some(), "row without {k}: {row}");
+            }
+        }
+        let rows = back.plugins.unwrap();
+        // The roll-up still accounts for every node of every plugin.
+        for p in ["systemd-logs", "node-checks", "cis-benchmark"] {
+            let failed_named = rows
+                .iter()
+                .filter(|r| r.plugin == p && r.status == FAILED && !r.node.ends_with("nodes"))
+                .count();
+            let rolled: usize = rows
+                .iter()
+                .filter(|r| r.plugin == p && r.node.ends_with(" nodes"))
+                .map(|r| r.node.split(' ').next().unwrap().parse::<usize>().unwrap())
+                .sum();
+            assert_eq!(failed_named, NAMED_FAILURES);
+            assert_eq!(failed_named + rolled, 5000, "{p}");
+        }
+        let running = rows
+            .iter()
+            .find(|r| r.plugin == "node-checks" && r.status == RUNNING)
+            .unwrap();
+        let prog = running.progress.as_ref().unwrap();
+        assert_eq!((prog.total, prog.completed), (19 * 100 * 10, 19 * 100 * 4));
+    }
+
+    #[test]
+    fn a_tighter_limit_falls_back_to_the_summary_and_keeps_the_overall_status() {
+        let mut s = big_status(5000, &["a", "b", "c"]);
+        s.status = COMPLETE.into();
+        let (json, detail) = s.to_bounded_json(4096, Detail::Summary);
+        assert!(json.len() <= 4096);
+        assert_eq!(detail, Detail::Summary);
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.status, COMPLETE);
+        assert_eq!(back.plugins.unwrap().len(), 9);
+        let (json, detail) = s.to_bounded_json(400, Detail::Summary);
+        assert!(json.len() <= 400);
+        assert_eq!(detail, Detail::Truncated);
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap().status, COMPLETE);
     }
 
     #[test]
