@@ -149,15 +149,37 @@ impl RunHandle {
         F: Future<Output = ()> + Send,
     {
         tokio::pin!(shutdown);
-        let completed = tokio::select! {
-            _ = self.agg.drive(self.cfg.timeout) => true,
-            _ = &mut shutdown => false,
-        };
-        if !completed {
-            tracing::warn!("shutdown requested before every result arrived; stopping");
-            self.stop_server().await;
+        if !self.wait(shutdown.as_mut()).await {
+            self.abort().await;
             return Err(AggError::Interrupted);
         }
+        self.seal_and_serve(shutdown, keep_serving).await
+    }
+
+    /// Drives the run until every expected result is in (`true`) or `shutdown` resolves
+    /// (`false`).
+    pub async fn wait<F>(&self, shutdown: std::pin::Pin<&mut F>) -> bool
+    where
+        F: Future<Output = ()> + Send,
+    {
+        tokio::select! {
+            _ = self.agg.drive(self.cfg.timeout) => true,
+            _ = shutdown => false,
+        }
+    }
+
+    /// Stops serving a run that did not complete; its run directory stays for a resume.
+    pub async fn abort(self) {
+        tracing::warn!("shutdown requested before every result arrived; stopping");
+        self.stop_server().await;
+    }
+
+    /// Seals a completed run into its tarball, then keeps serving until `shutdown` when
+    /// `keep_serving` is set.
+    pub async fn seal_and_serve<F>(self, shutdown: F, keep_serving: bool) -> Result<Finished, AggError>
+    where
+        F: Future<Output = ()> + Send,
+    {
         let mut config = self.cfg.config_json.clone();
         if let Some(obj) = config.as_object_mut() {
             obj.insert("UUID".into(), self.cfg.uuid.clone().into());

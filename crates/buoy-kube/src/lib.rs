@@ -2,10 +2,17 @@
 //! `buoy aggregator` (config, drivers, monitoring, status annotation, cleanup), `buoy status`
 //! against a cluster, and `buoy manifest`.
 
+pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod failing;
+pub mod monitor;
 pub mod nodes;
 pub mod objects;
+pub mod publish;
 
 pub use error::KubeError;
+
+#[cfg(test)]
+mod fixtures;

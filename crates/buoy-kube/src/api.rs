@@ -1,0 +1,349 @@
+//! Every conversation Buoy has with the Kubernetes API, in one place: node listing, the
+//! aggregator pod lookup, object creation, pod listing for monitoring, the status annotation
+//! patch and cleanup. Callers never build requests themselves.
+
+use std::path::Path;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::Client;
+
+use crate::error::{api_code, KubeError};
+
+/// The annotation the status is published in.
+pub const STATUS_ANNOTATION: &str = "sonobuoy.hept.io/status";
+pub const AGGREGATOR_SELECTOR: &str = "sonobuoy-component=aggregator";
+pub const LEGACY_AGGREGATOR_SELECTOR: &str = "run=sonobuoy-master";
+pub const DEFAULT_AGGREGATOR_POD: &str = "sonobuoy";
+
+/// A client bound to the run's namespace.
+#[derive(Clone)]
+pub struct KubeApi {
+    client: Client,
+    namespace: String,
+}
+
+/// Builds a client from `kubeconfig`, or else the in-cluster config (falling back to
+/// `$KUBECONFIG`/`~/.kube/config` outside a cluster).
+pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .map_err(|e| KubeError::Client(format!("{}: {e}", p.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| KubeError::Client(format!("{}: {e}", p.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| KubeError::Client(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
+}
+
+/// What a status patch ran into.
+#[derive(Debug)]
+pub enum PatchError {
+    /// 422: the annotation (with the pod's others) is over the API server's limit.
+    TooLong(String),
+    Other(KubeError),
+}
+
+impl KubeApi {
+    pub fn new(client: Client, namespace: impl Into<String>) -> Self {
+        Self {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// All nodes. Forbidden or Unauthorized means no nodes (v0.57): DaemonSet plugins then
+    /// expect nothing.
+    pub async fn list_nodes(&self) -> Result<Vec<Node>, KubeError> {
+        match self.try_list_nodes().await {
+            Ok(l) => Ok(l),
+            Err(KubeError::Api { source: e, .. }) if matches!(api_code(&e), Some(401 | 403)) => {
+                tracing::warn!(error = %e, "not allowed to list nodes; DaemonSet plugins expect no results");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All nodes, with every error reported.
+    pub async fn try_list_nodes(&self) -> Result<Vec<Node>, KubeError> {
+        Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(KubeError::api("listing nodes"))
+    }
+
+    /// The aggregator pod's name: label `sonobuoy-component=aggregator`, then the deprecated
+    /// `run=sonobuoy-master`, then the name `sonobuoy`. The first match wins.
+    pub async fn aggregator_pod_name(&self) -> Result<String, KubeError> {
+        for selector in [AGGREGATOR_SELECTOR, LEGACY_AGGREGATOR_SELECTOR] {
+            match self.list_pods(selector).await {
+                Ok(pods) if !pods.is_empty() => {
+                    if pods.len() > 1 {
+                        tracing::warn!(selector, count = pods.len(), "several aggregator pods; using the first");
+                    }
+                    if let Some(n) = pods[0].metadata.name.clone() {
+                        return Ok(n);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if selector == AGGREGATOR_SELECTOR => {
+                    tracing::warn!(error = %e, "listing aggregator pods failed; trying the deprecated label")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(DEFAULT_AGGREGATOR_POD.to_string())
+    }
+
+    /// The aggregator pod itself (its UID is every plugin object's owner).
+    pub async fn aggregator_pod(&self) -> Result<Pod, KubeError> {
+        let name = self.aggregator_pod_name().await?;
+        self.pods()
+            .get_opt(&name)
+            .await
+            .map_err(KubeError::api(format!("reading pod {name}")))?
+            .ok_or_else(|| KubeError::NoAggregatorPod(self.namespace.clone()))
+    }
+
+    pub async fn get_namespace(&self) -> Result<Namespace, KubeError> {
+        Api::<Namespace>::all(self.client.clone())
+            .get(&self.namespace)
+            .await
+            .map_err(KubeError::api(format!("reading namespace {}", self.namespace)))
+    }
+
+    pub async fn get_pod(&self, name: &str) -> Result<Pod, KubeError> {
+        self.pods()
+            .get(name)
+            .await
+            .map_err(KubeError::api(format!("reading pod {name}")))
+    }
+
+    pub async fn create_secret(&self, s: &Secret) -> Result<(), KubeError> {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .create(&PostParams::default(), s)
+            .await
+            .map_err(KubeError::api(format!("creating secret {name}")))?;
+        Ok(())
+    }
+
+    pub async fn create_pod(&self, p: &Pod) -> Result<(), KubeError> {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        self.pods()
+            .create(&PostParams::default(), p)
+            .await
+            .map_err(KubeError::api(format!("creating pod {name}")))?;
+        Ok(())
+    }
+
+    pub async fn create_daemonset(&self, d: &DaemonSet) -> Result<(), KubeError> {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        Api::<DaemonSet>::namespaced(self.client.clone(), &self.namespace)
+            .create(&PostParams::default(), d)
+            .await
+            .map_err(KubeError::api(format!("creating daemonset {name}")))?;
+        Ok(())
+    }
+
+    pub async fn list_pods(&self, selector: &str) -> Result<Vec<Pod>, KubeError> {
+        Ok(self
+            .pods()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(KubeError::api(format!("listing pods {selector}")))?
+            .items)
+    }
+
+    pub async fn list_daemonsets(&self, selector: &str) -> Result<Vec<DaemonSet>, KubeError> {
+        Ok(
+            Api::<DaemonSet>::namespaced(self.client.clone(), &self.namespace)
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map_err(KubeError::api(format!("listing daemonsets {selector}")))?
+                .items,
+        )
+    }
+
+    /// Sets the status annotation on `pod` with a JSON merge patch.
+    pub async fn patch_status(&self, pod: &str, status_json: &str) -> Result<(), PatchError> {
+        let body = serde_json::json!({"metadata": {"annotations": {STATUS_ANNOTATION: status_json}}});
+        match self
+            .pods()
+            .patch(pod, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 422 => Err(PatchError::TooLong(s.message.clone())),
+            Err(e) => Err(PatchError::Other(KubeError::api(format!(
+                "annotating pod {pod}"
+            ))(e))),
+        }
+    }
+
+    /// Deletes a Job plugin's pods (grace 60 s) or a DaemonSet plugin's DaemonSets (grace 1 s),
+    /// in the background.
+    pub async fn delete_plugin_objects(&self, selector: &str, daemonset: bool) -> Result<(), KubeError> {
+        let lp = ListParams::default().labels(selector);
+        let dp = |grace: u32| DeleteParams {
+            grace_period_seconds: Some(grace),
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        if daemonset {
+            Api::<DaemonSet>::namespaced(self.client.clone(), &self.namespace)
+                .delete_collection(&dp(1), &lp)
+                .await
+                .map_err(KubeError::api(format!("deleting daemonsets {selector}")))?;
+        } else {
+            self.pods()
+                .delete_collection(&dp(60), &lp)
+                .await
+                .map_err(KubeError::api(format!("deleting pods {selector}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{api_error, list, pair, within};
+    use serde_json::json;
+
+    fn pod_json(name: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "sonobuoy", "uid": format!("uid-{name}")}})
+    }
+
+    #[tokio::test]
+    async fn listing_nodes_forbidden_means_no_nodes() {
+        let (client, mut server) = pair();
+        let api = KubeApi::new(client, "sonobuoy");
+        let task = tokio::spawn(async move {
+            let a = api.list_nodes().await.unwrap();
+            let b = api.list_nodes().await.unwrap();
+            let c = api.list_nodes().await;
+            (a, b, c)
+        });
+        server
+            .expect("GET", "/api/v1/nodes", 200, list("NodeList", vec![json!({"metadata": {"name": "n1"}}), json!({"metadata": {"name": "n2"}})]))
+            .await;
+        server
+            .expect("GET", "/api/v1/nodes", 403, api_error(403, "Forbidden", "nodes is forbidden"))
+            .await;
+        server
+            .expect("GET", "/api/v1/nodes", 500, api_error(500, "InternalError", "etcd is down"))
+            .await;
+        let (a, b, c) = within(task).await.unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(b.is_empty());
+        assert!(c.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_aggregator_pod_is_found_by_label_then_legacy_label_then_name() {
+        let (client, mut server) = pair();
+        let api = KubeApi::new(client, "sonobuoy");
+        let task = tokio::spawn(async move {
+            let mut names = Vec::new();
+            for _ in 0..3 {
+                names.push(api.aggregator_pod_name().await.unwrap());
+            }
+            names
+        });
+        let c = server
+            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![pod_json("agg-a"), pod_json("agg-b")]))
+            .await;
+        assert_eq!(c.query("labelSelector").unwrap(), AGGREGATOR_SELECTOR);
+        // Second lookup: the new label fails, the deprecated one finds a pod.
+        server
+            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 500, api_error(500, "InternalError", "boom"))
+            .await;
+        let c = server
+            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![pod_json("old-master")]))
+            .await;
+        assert_eq!(c.query("labelSelector").unwrap(), LEGACY_AGGREGATOR_SELECTOR);
+        // Third: neither label matches, so the name `sonobuoy`.
+        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![])).await;
+        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![])).await;
+        let names = within(task).await.unwrap();
+        assert_eq!(names, ["agg-a", "old-master", "sonobuoy"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_aggregator_pod_is_an_error() {
+        let (client, mut server) = pair();
+        let api = KubeApi::new(client, "sonobuoy");
+        let task = tokio::spawn(async move { api.aggregator_pod().await });
+        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![])).await;
+        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![])).await;
+        server
+            .expect("GET", "/api/v1/namespaces/sonobuoy/pods/sonobuoy", 404, api_error(404, "NotFound", "pods \"sonobuoy\" not found"))
+            .await;
+        assert!(matches!(within(task).await.unwrap(), Err(KubeError::NoAggregatorPod(_))));
+    }
+
+    #[tokio::test]
+    async fn the_status_is_a_merge_patch_and_422_is_reported_as_too_long() {
+        let (client, mut server) = pair();
+        let api = KubeApi::new(client, "sonobuoy");
+        let task = tokio::spawn(async move {
+            let a = api.patch_status("sonobuoy", r#"{"status":"running"}"#).await;
+            let b = api.patch_status("sonobuoy", "x").await;
+            (a, b)
+        });
+        let c = server
+            .expect("PATCH", "/api/v1/namespaces/sonobuoy/pods/sonobuoy", 200, pod_json("sonobuoy"))
+            .await;
+        assert_eq!(c.content_type, "application/merge-patch+json");
+        assert_eq!(
+            c.body,
+            json!({"metadata": {"annotations": {"sonobuoy.hept.io/status": "{\"status\":\"running\"}"}}})
+        );
+        server
+            .expect("PATCH", "/api/v1/namespaces/sonobuoy/pods/sonobuoy", 422, api_error(422, "Invalid", "metadata.annotations: Too long: must have at most 262144 bytes"))
+            .await;
+        let (a, b) = within(task).await.unwrap();
+        assert!(a.is_ok());
+        assert!(matches!(b, Err(PatchError::TooLong(m)) if m.contains("Too long")));
+    }
+
+    #[tokio::test]
+    async fn cleanup_deletes_the_collection_with_sonobuoys_grace_periods() {
+        let (client, mut server) = pair();
+        let api = KubeApi::new(client, "sonobuoy");
+        let task = tokio::spawn(async move {
+            api.delete_plugin_objects("sonobuoy-run=abc", false).await.unwrap();
+            api.delete_plugin_objects("sonobuoy-run=def", true).await.unwrap();
+        });
+        let c = server
+            .expect("DELETE", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![]))
+            .await;
+        assert_eq!(c.query("labelSelector").unwrap(), "sonobuoy-run=abc");
+        assert_eq!(c.body["gracePeriodSeconds"], 60);
+        assert_eq!(c.body["propagationPolicy"], "Background");
+        let c = server
+            .expect("DELETE", "/apis/apps/v1/namespaces/sonobuoy/daemonsets", 200, list("DaemonSetList", vec![]))
+            .await;
+        assert_eq!(c.query("labelSelector").unwrap(), "sonobuoy-run=def");
+        assert_eq!(c.body["gracePeriodSeconds"], 1);
+        within(task).await.unwrap();
+    }
+}

@@ -1,0 +1,551 @@
+//! The in-cluster run of `buoy aggregator` (compat §6.3-6.5): initial status, node listing,
+//! expected results, certificates, the HTTPS server, status publication, plugin launch in
+//! order groups with a monitor per plugin, cleanup, `definition.json`, sealing and the final
+//! status. Handlers never call the Kubernetes API; only this module and its helpers do.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use buoy_aggregator::{Aggregator, Finished, Options, RunConfig, RunHandle, ServerOptions};
+use buoy_wire::manifest::{Driver, Manifest};
+use buoy_wire::{ResultKey, Status};
+use k8s_openapi::api::core::v1::PodSpec;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::KubeApi;
+use crate::config::ClusterConfig;
+use crate::error::KubeError;
+use crate::monitor::{MonitorOptions, Watched};
+use crate::objects::{self, DriverContext};
+use crate::publish::{PublishOptions, Publisher};
+
+/// How an in-cluster run behaves beyond its config.
+pub struct ClusterOptions {
+    /// Holds the run directory `<UUID>/` and the tarball (Sonobuoy v0.57: `/tmp/sonobuoy`).
+    pub output_dir: PathBuf,
+    pub no_exit: bool,
+    /// A listener already bound (tests); otherwise the config's bind address is used.
+    pub listener: Option<TcpListener>,
+    pub monitor: MonitorOptions,
+    pub publish: PublishOptions,
+    pub aggregator: Options,
+    pub server: ServerOptions,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            output_dir: PathBuf::from(objects::SONOBUOY_DIR),
+            no_exit: false,
+            listener: None,
+            monitor: MonitorOptions::default(),
+            publish: PublishOptions::default(),
+            aggregator: Options::default(),
+            server: ServerOptions::default(),
+        }
+    }
+}
+
+fn plugin_pod_spec(m: &Manifest) -> Option<PodSpec> {
+    m.raw
+        .get("podSpec")
+        .filter(|p| p.is_object())
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+}
+
+/// The results every plugin expects, in plugin order (DaemonSet nodes in node-list order),
+/// and each DaemonSet plugin's nodes.
+pub fn expected_results(
+    plugins: &[Manifest],
+    nodes: &[k8s_openapi::api::core::v1::Node],
+) -> (Vec<ResultKey>, Vec<Vec<String>>) {
+    let mut keys = Vec::new();
+    let mut per_plugin = Vec::new();
+    for m in plugins {
+        match m.driver {
+            Driver::Job => {
+                keys.push(ResultKey::global(m.name()));
+                per_plugin.push(Vec::new());
+            }
+            Driver::DaemonSet => {
+                let spec = plugin_pod_spec(m);
+                let names: Vec<String> = crate::nodes::filter_nodes(spec.as_ref(), nodes)
+                    .into_iter()
+                    .map(String::from)
+                    .collect();
+                keys.extend(names.iter().map(|n| ResultKey::new(m.name(), n)));
+                per_plugin.push(names);
+            }
+        }
+    }
+    (keys, per_plugin)
+}
+
+/// Plugin indexes grouped by `order` ascending, by name within a group (v0.57).
+pub fn order_groups(plugins: &[Manifest]) -> Vec<Vec<usize>> {
+    let mut idx: Vec<usize> = (0..plugins.len()).collect();
+    idx.sort_by(|&a, &b| {
+        (plugins[a].config.order, plugins[a].name()).cmp(&(plugins[b].config.order, plugins[b].name()))
+    });
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for i in idx {
+        match groups.last_mut() {
+            Some(g) if plugins[g[0]].config.order == plugins[i].config.order => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
+/// A launched plugin: what cleanup and `definition.json` need.
+struct Launched {
+    index: usize,
+    sid: String,
+}
+
+/// Creates one plugin's Secret and Pod or DaemonSet.
+async fn launch(
+    api: &KubeApi,
+    m: &Manifest,
+    sid: &str,
+    ctx: &DriverContext,
+    cert: &buoy_pki::Issued,
+) -> Result<(), KubeError> {
+    api.create_secret(&objects::tls_secret(m.name(), sid, ctx, &cert.cert_pem, &cert.key_pem))
+        .await?;
+    match m.driver {
+        Driver::Job => api.create_pod(&objects::job_pod(m, sid, ctx)?).await,
+        Driver::DaemonSet => api.create_daemonset(&objects::daemonset(m, sid, ctx)?).await,
+    }
+}
+
+/// Runs the whole in-cluster job and returns once the tarball is sealed and the final status
+/// published (and, with `no_exit`, once `shutdown` resolves).
+pub async fn run(
+    api: KubeApi,
+    cfg: ClusterConfig,
+    plugins: Vec<Manifest>,
+    opts: ClusterOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<Finished, KubeError> {
+    let mut publisher = Publisher::new(api.clone(), opts.publish.clone());
+    publisher.publish(&Status::initial()).await;
+
+    let nodes = if plugins.is_empty() {
+        Vec::new()
+    } else {
+        api.list_nodes().await?
+    };
+    let (expected, ds_nodes) = expected_results(&plugins, &nodes);
+    let names: Vec<String> = plugins.iter().map(|m| m.name().to_string()).collect();
+    tracing::info!(plugins = ?names, nodes = nodes.len(), expected = expected.len(), "starting the run");
+
+    let host = cfg.advertise_host();
+    let pki = buoy_pki::RunPki::generate(&host, &[], &names)?;
+    let listener = match opts.listener {
+        Some(l) => l,
+        None => {
+            let bind = format!("{}:{}", cfg.server.bindaddress, cfg.server.bindport);
+            TcpListener::bind(&bind).await.map_err(|source| KubeError::Io {
+                context: format!("cannot listen on {bind}"),
+                source,
+            })?
+        }
+    };
+    let mut aggregator = opts.aggregator.clone();
+    aggregator.enforce_identity = true;
+    let run_cfg = RunConfig {
+        output_dir: opts.output_dir.clone(),
+        uuid: cfg.uuid.clone(),
+        expected,
+        plugins: names.clone(),
+        // Timeouts are per plugin, counted from its launch (compat §6.5); the monitors own them.
+        timeout: None,
+        options: aggregator,
+        server: opts.server.clone(),
+        config_json: cfg.raw.clone(),
+    };
+    let handle = RunHandle::start(listener, Some(Arc::new(pki.server_config()?)), run_cfg).await?;
+    let agg = handle.aggregator().clone();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let publisher_task = tokio::spawn(publisher.run(agg.clone(), stop_rx.clone()));
+
+    let owner_pod = match api.aggregator_pod().await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = publisher_task.await;
+            handle.abort().await;
+            return Err(e);
+        }
+    };
+    let ctx = DriverContext {
+        namespace: cfg.namespace.clone(),
+        worker_image: cfg.worker_image.clone(),
+        image_pull_policy: cfg.image_pull_policy.clone(),
+        image_pull_secrets: cfg.image_pull_secrets.clone(),
+        custom_annotations: cfg.custom_annotations.clone(),
+        progress_port: cfg.progress_port.clone(),
+        results_dir: cfg.results_dir.clone(),
+        advertise_address: cfg.server.advertiseaddress.clone(),
+        ca_pem: pki.ca.cert_pem().to_string(),
+        owner: objects::owner_reference(&owner_pod),
+    };
+
+    let launched: Arc<std::sync::Mutex<Vec<Launched>>> = Arc::default();
+    let launcher = {
+        let (api, agg, plugins, launched, stop_rx) = (
+            api.clone(),
+            agg.clone(),
+            plugins.clone(),
+            launched.clone(),
+            stop_rx.clone(),
+        );
+        let (ctx, monitor_opts, timeout) = (ctx.clone(), opts.monitor.clone(), cfg.plugin_timeout());
+        async move {
+            for group in order_groups(&plugins) {
+                for &i in &group {
+                    let m = &plugins[i];
+                    let sid = objects::session_id();
+                    let cert = pki.client(m.name()).expect("a certificate per plugin");
+                    let w = Watched {
+                        plugin: m.name().to_string(),
+                        driver: m.driver,
+                        sid: sid.clone(),
+                        nodes: ds_nodes[i].clone(),
+                        launched: OffsetDateTime::now_utc(),
+                        timeout,
+                    };
+                    launched.lock().expect("launch list").push(Launched { index: i, sid: sid.clone() });
+                    if let Err(e) = launch(&api, m, &sid, &ctx, cert).await {
+                        tracing::error!(plugin = m.name(), error = %e, "cannot launch plugin");
+                        let msg = format!("error running plugin {}: {e}", m.name());
+                        for key in w.keys() {
+                            let _ = agg.submit_error(&key, &msg, None).await;
+                        }
+                        continue;
+                    }
+                    tracing::info!(plugin = m.name(), session = %sid, "plugin launched");
+                    tokio::spawn(crate::monitor::monitor(
+                        api.clone(),
+                        agg.clone(),
+                        w,
+                        monitor_opts.clone(),
+                        stop_rx.clone(),
+                    ));
+                }
+                wait_for_group(&agg, &plugins, &group).await;
+            }
+        }
+    };
+    let launcher = tokio::spawn(launcher);
+
+    tokio::pin!(shutdown);
+    let completed = handle.wait(shutdown.as_mut()).await;
+    launcher.abort();
+    let _ = stop_tx.send(true);
+    let launched = std::mem::take(&mut *launched.lock().expect("launch list"));
+    if !completed {
+        let _ = publisher_task.await;
+        handle.abort().await;
+        return Err(KubeError::Aggregator(buoy_aggregator::AggError::Interrupted));
+    }
+    agg.set_run_phase(buoy_aggregator::state::RunPhase::PostProcessing);
+    for l in &launched {
+        let m = &plugins[l.index];
+        if !m.config.skip_cleanup {
+            let sel = objects::run_selector(&l.sid);
+            if let Err(e) = api.delete_plugin_objects(&sel, m.driver == Driver::DaemonSet).await {
+                tracing::warn!(plugin = m.name(), error = %e, "cleanup failed");
+            }
+        }
+        write_definition(&agg, m, &l.sid, &ctx, !m.config.skip_cleanup)?;
+    }
+    // The publisher stopped with the monitors; completion gets its own final patch below.
+    let _ = publisher_task.await;
+    let mut publisher = Publisher::new(api.clone(), opts.publish.clone());
+    let finish = handle.seal_and_serve(
+        async {
+            publisher.publish(&agg.status()).await;
+            if opts.no_exit {
+                shutdown.await;
+            }
+        },
+        true,
+    );
+    let finished = finish.await?;
+    tracing::info!(tarball = %finished.tarball.display(), "Results available at {}", finished.tarball.display());
+    Ok(finished)
+}
+
+async fn wait_for_group(agg: &Aggregator, plugins: &[Manifest], group: &[usize]) {
+    let mut rx = agg.subscribe();
+    while !agg.inspect(|s| group.iter().all(|&i| s.plugin_done(plugins[i].name()))) {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn write_definition(
+    agg: &Aggregator,
+    m: &Manifest,
+    sid: &str,
+    ctx: &DriverContext,
+    cleaned_up: bool,
+) -> Result<(), KubeError> {
+    let path = agg.run_dir().join("plugins").join(m.name()).join("definition.json");
+    let def = objects::definition_json(m, sid, ctx, cleaned_up);
+    std::fs::create_dir_all(path.parent().expect("a parent"))
+        .and_then(|()| std::fs::write(&path, serde_json::to_vec(&def).expect("JSON")))
+        .map_err(|source| KubeError::Io {
+            context: format!("cannot write {}", path.display()),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{list, pair, within, Call, Recorded};
+    use serde_json::{json, Value};
+    use std::path::Path;
+
+    const NS: &str = "/api/v1/namespaces/sonobuoy";
+
+    fn plugin(yaml: &str) -> Manifest {
+        Manifest::parse(Path::new("p.yaml"), yaml).unwrap()
+    }
+
+    fn aggregator_pod() -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sonobuoy", "namespace": "sonobuoy", "uid": "agg-uid",
+               "labels": {"sonobuoy-component": "aggregator"}}, "status": {"phase": "Running"}})
+    }
+
+    /// A scripted API server that keeps the objects the run creates and answers lists from them.
+    /// `pod_status` gives each created Job pod's status; DaemonSet pods appear on `ds_pod_nodes`.
+    fn scripted_cluster(
+        pod_status: impl Fn(&str) -> Value + Send + 'static,
+        ds_pod_nodes: Vec<&'static str>,
+    ) -> (kube::Client, Recorded) {
+        let (client, server) = pair();
+        let created: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let recorded = server.serve(move |c: &Call| {
+            let sel = c.query("labelSelector").unwrap_or_default();
+            let mut created = created.lock().unwrap();
+            match (c.method.as_str(), c.path()) {
+                ("GET", "/api/v1/nodes") => (200, list("NodeList", vec![
+                    json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux"}}}),
+                    json!({"metadata": {"name": "n2", "labels": {"kubernetes.io/os": "linux"}}}),
+                ])),
+                ("GET", p) if p == format!("{NS}/pods") && sel == "sonobuoy-component=aggregator" => {
+                    (200, list("PodList", vec![aggregator_pod()]))
+                }
+                ("GET", p) if p == format!("{NS}/pods") => {
+                    let sid = sel.trim_start_matches("sonobuoy-run=");
+                    let mut pods = Vec::new();
+                    for o in created.iter().filter(|o| o["metadata"]["labels"]["sonobuoy-run"] == sid) {
+                        let name = o["metadata"]["name"].as_str().unwrap().to_string();
+                        if o["kind"] == "Pod" {
+                            let mut p = o.clone();
+                            p["status"] = pod_status(&name);
+                            pods.push(p);
+                        } else {
+                            for n in &ds_pod_nodes {
+                                let mut spec = o["spec"]["template"]["spec"].clone();
+                                spec["nodeName"] = (*n).into();
+                                pods.push(json!({"metadata": {"name": format!("{name}-{n}"), "labels": o["spec"]["template"]["metadata"]["labels"]},
+                                                 "spec": spec, "status": {"phase": "Running"}}));
+                            }
+                        }
+                    }
+                    (200, list("PodList", pods))
+                }
+                ("GET", "/apis/apps/v1/namespaces/sonobuoy/daemonsets") => {
+                    let sid = sel.trim_start_matches("sonobuoy-run=");
+                    let ds: Vec<Value> = created.iter().filter(|o| o["kind"] == "DaemonSet" && o["metadata"]["labels"]["sonobuoy-run"] == sid).cloned().collect();
+                    (200, list("DaemonSetList", ds))
+                }
+                ("PATCH" | "GET", p) if p == format!("{NS}/pods/sonobuoy") => (200, aggregator_pod()),
+                ("POST", _) => {
+                    created.push(c.body.clone());
+                    (201, c.body.clone())
+                }
+                ("DELETE", _) => (200, list("List", vec![])),
+                _ => (404, crate::fixtures::api_error(404, "NotFound", &format!("{} {}", c.method, c.uri))),
+            }
+        });
+        (client, recorded)
+    }
+
+    fn config(port: u16, timeout: u64) -> ClusterConfig {
+        let text = json!({"UUID": "8d8b1f4e-3f6a-4b8e-9a51-0c1d2e3f4a5b", "Namespace": "sonobuoy", "WorkerImage": "buoy:test",
+            "Server": {"advertiseaddress": format!("127.0.0.1:{port}"), "timeoutseconds": timeout}});
+        ClusterConfig::parse(None, &text.to_string(), &|_: &str| None).unwrap()
+    }
+
+    fn quick() -> ClusterOptions {
+        ClusterOptions {
+            monitor: MonitorOptions {
+                poll: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(400),
+                missing_pod_grace: Duration::from_millis(500),
+                gone_polls: 2,
+            },
+            publish: PublishOptions { period: Duration::from_millis(100), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    fn calls(rec: &Recorded) -> Vec<Call> {
+        rec.lock().unwrap().clone()
+    }
+
+    fn b64(v: &Value) -> String {
+        use base64::Engine;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap()
+    }
+
+    /// Plays a plugin pod's worker: the env of its `sonobuoy-worker` container, with the Secret's
+    /// certificate and key and the node name filled in as the kubelet would.
+    async fn play_worker(pod_spec: &Value, secret: &Value, node: &str, dir: &Path, file: &str) {
+        let worker = pod_spec["containers"].as_array().unwrap().iter().find(|c| c["name"] == "sonobuoy-worker").unwrap();
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in worker["env"].as_array().unwrap() {
+            let name = e["name"].as_str().unwrap().to_string();
+            let value = if let Some(v) = e["value"].as_str() {
+                v.to_string()
+            } else if let Some(k) = e.pointer("/valueFrom/secretKeyRef/key").and_then(Value::as_str) {
+                b64(&secret["data"][k])
+            } else if e.pointer("/valueFrom/fieldRef/fieldPath") == Some(&json!("spec.nodeName")) {
+                node.to_string()
+            } else {
+                "x".into()
+            };
+            env.push((name, value));
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(file), "result").unwrap();
+        std::fs::write(dir.join("done"), dir.join(file).to_str().unwrap()).unwrap();
+        let mut cfg = buoy_worker::WorkerConfig::from_lookup(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).unwrap();
+        cfg.results_dir = dir.to_path_buf();
+        cfg.progress_port = 0;
+        let mode = if node.is_empty() { buoy_worker::Mode::Global } else { buoy_worker::Mode::SingleNode };
+        buoy_worker::run(&cfg, mode, std::future::pending()).await.unwrap();
+    }
+
+    async fn wait_for_post(rec: &Recorded, kind_path: &str, plugin: &str) -> Value {
+        within(async {
+            loop {
+                if let Some(c) = calls(rec).into_iter().find(|c| c.method == "POST" && c.path().ends_with(kind_path)
+                    && (c.body["metadata"]["name"].as_str().unwrap_or_default().contains(&format!("-{plugin}-")))) {
+                    return c.body;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }).await
+    }
+
+    #[tokio::test]
+    async fn a_run_launches_plugins_collects_results_cleans_up_and_publishes_completion() {
+        let (client, rec) = scripted_cluster(|_| json!({"phase": "Running"}), vec!["n1"]);
+        let api = KubeApi::new(client, "sonobuoy");
+        let out = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let plugins = vec![
+            plugin("sonobuoy-config: {driver: Job, plugin-name: e2e}\nspec: {name: e2e, image: e2e:1}\n"),
+            plugin("sonobuoy-config: {driver: DaemonSet, plugin-name: logs, order: 1}\nspec: {name: logs, image: l:1}\n"),
+        ];
+        let mut opts = quick();
+        opts.output_dir = out.path().to_path_buf();
+        opts.listener = Some(listener);
+        let run = tokio::spawn(run(api, config(port, 0), plugins, opts, std::future::pending()));
+
+        // The Job plugin comes first (order 0); the DaemonSet only once it has its result.
+        let secret = wait_for_post(&rec, "/secrets", "e2e").await;
+        let pod = wait_for_post(&rec, "/pods", "e2e").await;
+        assert!(!calls(&rec).iter().any(|c| c.path().ends_with("/daemonsets") && c.method == "POST"));
+        play_worker(&pod["spec"], &secret, "", &out.path().join("w-e2e"), "junit.xml").await;
+        let secret = wait_for_post(&rec, "/secrets", "logs").await;
+        let ds = wait_for_post(&rec, "/daemonsets", "logs").await;
+        play_worker(&ds["spec"]["template"]["spec"], &secret, "n1", &out.path().join("w-n1"), "logs.txt").await;
+        // n2 never gets a pod: after the grace it becomes an error result and the run completes.
+        let finished = within(run).await.unwrap().unwrap();
+
+        let run_dir = &finished.run_dir;
+        assert!(run_dir.join("plugins/e2e/results/global/junit.xml").is_file());
+        assert!(run_dir.join("plugins/logs/results/n1/logs.txt").is_file());
+        let err: Value = serde_json::from_slice(&std::fs::read(run_dir.join("plugins/logs/errors/n2/error.json")).unwrap()).unwrap();
+        assert!(err["error"].as_str().unwrap().starts_with("No pod was scheduled on node n2 within"), "{err}");
+        let def: Value = serde_json::from_slice(&std::fs::read(run_dir.join("plugins/e2e/definition.json")).unwrap()).unwrap();
+        assert_eq!(def["Namespace"], "sonobuoy");
+        assert_eq!(def["CleanedUp"], true);
+        assert!(finished.tarball.is_file());
+
+        let all = calls(&rec);
+        // The Secret: type kubernetes.io/tls, SEC1 key, owned by the aggregator pod.
+        let s = all.iter().find(|c| c.method == "POST" && c.path() == format!("{NS}/secrets")).unwrap();
+        assert_eq!(s.body["type"], "kubernetes.io/tls");
+        assert!(b64(&s.body["data"]["tls.key"]).starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        assert_eq!(s.body["metadata"]["ownerReferences"][0]["uid"], "agg-uid");
+        // Cleanup: the Job's pods and the DaemonSet, by their run label.
+        let e2e_sid = pod["metadata"]["labels"]["sonobuoy-run"].as_str().unwrap();
+        let ds_sid = ds["metadata"]["labels"]["sonobuoy-run"].as_str().unwrap();
+        assert!(all.iter().any(|c| c.method == "DELETE" && c.path() == format!("{NS}/pods") && c.query("labelSelector").unwrap() == format!("sonobuoy-run={e2e_sid}")));
+        assert!(all.iter().any(|c| c.method == "DELETE" && c.path() == "/apis/apps/v1/namespaces/sonobuoy/daemonsets" && c.query("labelSelector").unwrap() == format!("sonobuoy-run={ds_sid}")));
+        // The annotation: the initial status first, `complete` with the tarball's digest last.
+        let patches: Vec<Status> = all.iter().filter(|c| c.method == "PATCH").map(|c| {
+            assert_eq!(c.content_type, "application/merge-patch+json");
+            serde_json::from_str(c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"].as_str().unwrap()).unwrap()
+        }).collect();
+        assert_eq!(patches[0], Status::initial());
+        let last = patches.last().unwrap();
+        assert_eq!(last.status, "complete");
+        assert_eq!(last.tar_info.sha256, finished.tar_info.sha256);
+        let rows = last.plugins.as_ref().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().any(|r| r.node == "n2" && r.status == "failed"));
+        // No two consecutive patches carry the same status.
+        assert!(patches.windows(2).all(|w| w[0] != w[1]));
+    }
+
+    #[tokio::test]
+    async fn failing_pods_and_timeouts_become_error_results_with_the_pod() {
+        let (client, _rec) = scripted_cluster(
+            |name| {
+                if name.contains("-stuck-") {
+                    json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes are available: 2 Insufficient cpu."}]})
+                } else {
+                    json!({"phase": "Running"})
+                }
+            },
+            vec![],
+        );
+        let api = KubeApi::new(client, "sonobuoy");
+        let out = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let plugins = vec![
+            plugin("sonobuoy-config: {driver: Job, plugin-name: stuck}\nspec: {name: s, image: s:1}\n"),
+            plugin("sonobuoy-config: {driver: Job, plugin-name: silent}\nspec: {name: q, image: q:1}\n"),
+        ];
+        let mut opts = quick();
+        opts.output_dir = out.path().to_path_buf();
+        opts.listener = Some(listener);
+        let finished = within(run(api, config(port, 2), plugins, opts, std::future::pending())).await;
+        for c in calls(&_rec) { eprintln!("CALL {} {}", c.method, c.uri); }
+        let finished = finished.unwrap();
+        let read = |p: &str| -> Value { serde_json::from_slice(&std::fs::read(finished.run_dir.join(p)).unwrap()).unwrap() };
+        let stuck = read("plugins/stuck/errors/global/error.json");
+        assert_eq!(stuck["error"], "Can't schedule pod: 0/2 nodes are available: 2 Insufficient cpu.");
+        assert_eq!(stuck["pod"]["metadata"]["labels"]["sonobuoy-plugin"], "stuck");
+        assert_eq!(stuck["pod"]["status"]["conditions"][0]["reason"], "Unschedulable");
+        let silent = read("plugins/silent/errors/global/error.json");
+        assert_eq!(silent["error"], buoy_wire::TIMEOUT_ERROR_MESSAGE);
+        assert_eq!(finished.status.status, "complete");
+    }
+}

@@ -1,0 +1,174 @@
+//! The scripted API server for tests (kube-rs `tower_test::mock::pair` style): a client whose
+//! requests arrive here, checked one by one against a scenario, or answered by a handler when
+//! several tasks talk to the API at once. Every await has a timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use serde_json::{json, Value};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// One request as the API server saw it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    /// Path and query, e.g. `/api/v1/namespaces/sonobuoy/pods?&labelSelector=...`.
+    pub uri: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Call {
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or_default()
+    }
+
+    /// A query parameter, URL-decoded.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let q = self.uri.split_once('?')?.1;
+        q.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| {
+                url_decode(v)
+            })
+        })
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn read(req: Request<Body>) -> Call {
+    let (parts, body) = req.into_parts();
+    let bytes = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("request body in time")
+        .expect("request body")
+        .to_bytes();
+    Call {
+        method: parts.method.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        content_type: parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        body: if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        },
+    }
+}
+
+fn response(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+/// A Kubernetes `Status` error body.
+pub fn api_error(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+pub fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+/// A client talking to a scripted API server.
+pub fn pair() -> (kube::Client, ApiServerVerifier) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(svc, "default"), ApiServerVerifier(handle))
+}
+
+pub struct ApiServerVerifier(Handle);
+
+impl ApiServerVerifier {
+    /// Takes the next request, checks its method and path, answers `code` with `body`.
+    pub async fn expect(&mut self, method: &str, path: &str, code: u16, body: Value) -> Call {
+        let (req, send) = tokio::time::timeout(WAIT, self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no request arrived; expected {method} {path}"))
+            .expect("the client is gone");
+        let call = read(req).await;
+        assert_eq!(
+            (call.method.as_str(), call.path()),
+            (method, path),
+            "unexpected request {} {}",
+            call.method,
+            call.uri
+        );
+        send.send_response(response(code, &body));
+        call
+    }
+
+    /// Asserts that no further request arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some((req, _))) = tokio::time::timeout(wait, self.0.next_request()).await {
+            panic!("unexpected request {} {}", req.method(), req.uri());
+        }
+    }
+
+    /// Answers every request with `handler` from now on, recording each call.
+    pub fn serve<F>(mut self, mut handler: F) -> Recorded
+    where
+        F: FnMut(&Call) -> (u16, Value) + Send + 'static,
+    {
+        let calls: Recorded = Arc::new(Mutex::new(Vec::new()));
+        let rec = calls.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = self.0.next_request().await {
+                let call = read(req).await;
+                let (code, body) = handler(&call);
+                rec.lock().unwrap().push(call);
+                send.send_response(response(code, &body));
+            }
+        });
+        calls
+    }
+}
+
+pub type Recorded = Arc<Mutex<Vec<Call>>>;
+
+/// Runs `f` with a timeout, so a stuck conversation fails the test instead of hanging it.
+pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("the scenario finished in time")
+}
+
+#[test]
+fn query_decoding() {
+    let c = Call { method: "GET".into(), uri: "/api/v1/pods?&labelSelector=sonobuoy-component%3Daggregator".into(), content_type: String::new(), body: Value::Null };
+    assert_eq!(c.query("labelSelector").unwrap(), "sonobuoy-component=aggregator");
+}

@@ -1,0 +1,303 @@
+//! Watching plugin objects while a run waits for results (compat §6.8, design departure 10):
+//! failing pods, DaemonSet nodes that never get a pod, nodes that leave the cluster, a Job pod
+//! that disappears, and the per-plugin timeout. Each finding becomes an error result. The
+//! judgement is a pure function over what one poll saw; the loop polls with backoff on API
+//! errors and never spins.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use buoy_aggregator::state::Phase;
+use buoy_aggregator::{AggError, Aggregator};
+use buoy_wire::manifest::Driver;
+use buoy_wire::{ResultKey, GLOBAL_NODE};
+use k8s_openapi::api::core::v1::Pod;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::api::KubeApi;
+use crate::failing::pod_failure;
+
+#[derive(Debug, Clone)]
+pub struct MonitorOptions {
+    /// Time between two polls (Sonobuoy: 10 s).
+    pub poll: Duration,
+    /// Longest wait between polls after API errors.
+    pub max_backoff: Duration,
+    /// How long a DaemonSet node may have no pod before it counts as failed.
+    pub missing_pod_grace: Duration,
+    /// Polls in a row a node (or a Job's pod) must be missing before it counts as gone.
+    pub gone_polls: u32,
+}
+
+impl Default for MonitorOptions {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(120),
+            missing_pod_grace: Duration::from_secs(120),
+            gone_polls: 2,
+        }
+    }
+}
+
+/// One launched plugin instance, as the monitor sees it.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub plugin: String,
+    pub driver: Driver,
+    pub sid: String,
+    /// The nodes a DaemonSet plugin expects (empty for a Job).
+    pub nodes: Vec<String>,
+    pub launched: OffsetDateTime,
+    pub timeout: Option<Duration>,
+}
+
+impl Watched {
+    pub fn keys(&self) -> Vec<ResultKey> {
+        match self.driver {
+            Driver::Job => vec![ResultKey::global(&self.plugin)],
+            Driver::DaemonSet => self
+                .nodes
+                .iter()
+                .map(|n| ResultKey::new(&self.plugin, n))
+                .collect(),
+        }
+    }
+}
+
+/// What one poll saw.
+#[derive(Debug, Default)]
+pub struct Observation {
+    pub pods: Vec<Pod>,
+    /// DaemonSets found with the instance's label (DaemonSet plugins only).
+    pub daemonsets: usize,
+    /// The cluster's node names, when they could be listed.
+    pub nodes: Option<BTreeSet<String>>,
+}
+
+/// An error result to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub key: ResultKey,
+    pub message: String,
+    pub pod: Option<serde_json::Value>,
+}
+
+/// What the monitor remembers between polls.
+#[derive(Debug, Default)]
+pub struct MonitorState {
+    found: BTreeSet<String>,
+    reported: BTreeSet<String>,
+    node_missing: BTreeMap<String, u32>,
+    job_pod_seen: bool,
+    job_pod_missing: u32,
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Judges one poll. `done` tells which keys already have a result (they are never reported).
+pub fn assess(
+    w: &Watched,
+    st: &mut MonitorState,
+    obs: &Observation,
+    done: &dyn Fn(&ResultKey) -> bool,
+    opts: &MonitorOptions,
+    now: OffsetDateTime,
+) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let pod_json = |p: &Pod| serde_json::to_value(p).ok();
+    match w.driver {
+        Driver::Job => {
+            let key = ResultKey::global(&w.plugin);
+            if done(&key) || st.reported.contains(GLOBAL_NODE) {
+                return out;
+            }
+            match obs.pods.as_slice() {
+                [pod] => {
+                    st.job_pod_seen = true;
+                    st.job_pod_missing = 0;
+                    if let Some(reason) = pod_failure(pod, now) {
+                        st.reported.insert(GLOBAL_NODE.into());
+                        out.push(Verdict { key, message: reason, pod: pod_json(pod) });
+                    }
+                }
+                [] if st.job_pod_seen => {
+                    st.job_pod_missing += 1;
+                    if st.job_pod_missing >= opts.gone_polls {
+                        st.reported.insert(GLOBAL_NODE.into());
+                        out.push(Verdict {
+                            key,
+                            message: format!(
+                                "The pod of plugin {} was deleted before its worker delivered a result (was its node removed?)",
+                                w.plugin
+                            ),
+                            pod: None,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Driver::DaemonSet => {
+            if obs.daemonsets != 1 {
+                return out;
+            }
+            for pod in &obs.pods {
+                let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                    continue;
+                };
+                if !w.nodes.contains(&node) || st.reported.contains(&node) {
+                    continue;
+                }
+                st.found.insert(node.clone());
+                let key = ResultKey::new(&w.plugin, &node);
+                if done(&key) {
+                    continue;
+                }
+                if let Some(reason) = pod_failure(pod, now) {
+                    st.reported.insert(node.clone());
+                    out.push(Verdict { key, message: reason, pod: pod_json(pod) });
+                }
+            }
+            let waited = (now - w.launched).try_into().unwrap_or(Duration::ZERO);
+            for node in &w.nodes {
+                let key = ResultKey::new(&w.plugin, node);
+                if st.reported.contains(node) || done(&key) {
+                    continue;
+                }
+                if let Some(present) = &obs.nodes {
+                    if present.contains(node) {
+                        st.node_missing.remove(node);
+                    } else {
+                        let n = st.node_missing.entry(node.clone()).or_default();
+                        *n += 1;
+                        if *n >= opts.gone_polls {
+                            st.reported.insert(node.clone());
+                            out.push(Verdict {
+                                key,
+                                message: format!("Node {node} was removed from the cluster during the run"),
+                                pod: None,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                if !st.found.contains(node) && waited >= opts.missing_pod_grace {
+                    st.reported.insert(node.clone());
+                    out.push(Verdict {
+                        key,
+                        message: format!(
+                            "No pod was scheduled on node {node} within {}. Check tolerations for plugin {}",
+                            human(waited),
+                            w.plugin
+                        ),
+                        pod: None,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Gathers one observation from the API.
+pub async fn observe(api: &KubeApi, w: &Watched) -> Result<Observation, crate::KubeError> {
+    let selector = crate::objects::run_selector(&w.sid);
+    let mut obs = Observation::default();
+    if w.driver == Driver::DaemonSet {
+        obs.daemonsets = api.list_daemonsets(&selector).await?.len();
+        if obs.daemonsets != 1 {
+            return Ok(obs);
+        }
+        obs.nodes = match api.try_list_nodes().await {
+            Ok(ns) => Some(ns.into_iter().filter_map(|n| n.metadata.name).collect()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list nodes; node removal not checked this poll");
+                None
+            }
+        };
+    }
+    obs.pods = api.list_pods(&selector).await?;
+    Ok(obs)
+}
+
+fn is_done(agg: &Aggregator, key: &ResultKey) -> bool {
+    agg.inspect(|s| matches!(s.phase_of(key), Some(Phase::Done(_))))
+}
+
+/// Records a verdict; `false` if it must be tried again (an upload for the key is in flight, or
+/// the write failed).
+async fn record(agg: &Aggregator, v: &Verdict) -> bool {
+    let extra = v.pod.clone().map(|p| ("pod", p));
+    match agg.submit_error(&v.key, &v.message, extra).await {
+        Ok(()) => true,
+        Err(AggError::Duplicate(_)) | Err(AggError::Unexpected(_)) => true,
+        Err(e) => {
+            tracing::warn!(key = %v.key, error = %e, "cannot record the error result yet");
+            false
+        }
+    }
+}
+
+/// Watches one plugin instance until every one of its keys has a result or `stop` is set.
+pub async fn monitor(
+    api: KubeApi,
+    agg: Arc<Aggregator>,
+    w: Watched,
+    opts: MonitorOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut st = MonitorState::default();
+    let mut wait = opts.poll;
+    let deadline = w
+        .timeout
+        .map(|t| tokio::time::Instant::now() + t);
+    loop {
+        if *stop.borrow() || agg.inspect(|s| s.plugin_done(&w.plugin)) {
+            return;
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            for key in w.keys() {
+                if !is_done(&agg, &key) {
+                    record(&agg, &Verdict { key, message: buoy_wire::TIMEOUT_ERROR_MESSAGE.into(), pod: None }).await;
+                }
+            }
+        } else {
+            match observe(&api, &w).await {
+                Ok(obs) => {
+                    wait = opts.poll;
+                    let verdicts = assess(&w, &mut st, &obs, &|k| is_done(&agg, k), &opts, OffsetDateTime::now_utc());
+                    for v in verdicts {
+                        tracing::warn!(key = %v.key, reason = %v.message, "plugin failure detected");
+                        if !record(&agg, &v).await {
+                            st.reported.remove(&v.key.node);
+                        }
+                    }
+                }
+                Err(e) => {
+                    wait = (wait * 2).min(opts.max_backoff);
+                    tracing::warn!(plugin = %w.plugin, error = %e, retry_in = ?wait, "monitoring poll failed");
+                }
+            }
+        }
+        let sleep_until = match deadline {
+            Some(d) => d.min(tokio::time::Instant::now() + wait),
+            None => tokio::time::Instant::now() + wait,
+        };
+        let mut changed = agg.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep_until(sleep_until.max(tokio::time::Instant::now() + Duration::from_millis(10))) => {}
+            _ = stop.changed() => {}
+            _ = async { while changed.changed().await.is_ok() { if agg.inspect(|s| s.plugin_done(&w.plugin)) { return; } } } => {}
+        }
+    }
+}
