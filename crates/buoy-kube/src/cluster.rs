@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use buoy_aggregator::{Aggregator, Finished, Options, RunConfig, RunHandle, ServerOptions};
 use buoy_wire::manifest::{Driver, Manifest};
@@ -313,6 +312,7 @@ mod tests {
     use crate::fixtures::{list, pair, within, Call, Recorded};
     use serde_json::{json, Value};
     use std::path::Path;
+    use std::time::Duration;
 
     const NS: &str = "/api/v1/namespaces/sonobuoy";
 
@@ -433,6 +433,8 @@ mod tests {
         let mut cfg = buoy_worker::WorkerConfig::from_lookup(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).unwrap();
         cfg.results_dir = dir.to_path_buf();
         cfg.progress_port = 0;
+        cfg.progress_bind = std::net::Ipv4Addr::LOCALHOST.into();
+        cfg.done_file_delay = Duration::ZERO;
         let mode = if node.is_empty() { buoy_worker::Mode::Global } else { buoy_worker::Mode::SingleNode };
         buoy_worker::run(&cfg, mode, std::future::pending()).await.unwrap();
     }
@@ -536,9 +538,7 @@ mod tests {
         let mut opts = quick();
         opts.output_dir = out.path().to_path_buf();
         opts.listener = Some(listener);
-        let finished = within(run(api, config(port, 2), plugins, opts, std::future::pending())).await;
-        for c in calls(&_rec) { eprintln!("CALL {} {}", c.method, c.uri); }
-        let finished = finished.unwrap();
+        let finished = within(run(api, config(port, 2), plugins, opts, std::future::pending())).await.unwrap();
         let read = |p: &str| -> Value { serde_json::from_slice(&std::fs::read(finished.run_dir.join(p)).unwrap()).unwrap() };
         let stuck = read("plugins/stuck/errors/global/error.json");
         assert_eq!(stuck["error"], "Can't schedule pod: 0/2 nodes are available: 2 Insufficient cpu.");

@@ -301,3 +301,111 @@ pub async fn monitor(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn watched(driver: Driver, nodes: &[&str]) -> Watched {
+        Watched {
+            plugin: "p".into(),
+            driver,
+            sid: "sid".into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            launched: OffsetDateTime::now_utc() - Duration::from_secs(600),
+            timeout: None,
+        }
+    }
+
+    fn pod_on(node: &str, status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": format!("pod-{node}")}, "spec": {"containers": [], "nodeName": node}, "status": status})).unwrap()
+    }
+
+    fn unschedulable() -> serde_json::Value {
+        json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "taints"}]})
+    }
+
+    fn names(ns: &[&str]) -> Option<BTreeSet<String>> {
+        Some(ns.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn daemonset_failing_and_missing_pods_are_each_reported_once() {
+        let w = watched(Driver::DaemonSet, &["a", "b", "c"]);
+        let mut st = MonitorState::default();
+        let obs = Observation {
+            pods: vec![pod_on("a", json!({"phase": "Running"})), pod_on("b", unschedulable())],
+            daemonsets: 1,
+            nodes: names(&["a", "b", "c"]),
+        };
+        let opts = MonitorOptions::default();
+        let v = assess(&w, &mut st, &obs, &|_| false, &opts, OffsetDateTime::now_utc());
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].key, ResultKey::new("p", "b"));
+        assert_eq!(v[0].message, "Can't schedule pod: taints");
+        assert!(v[0].pod.is_some());
+        assert_eq!(v[1].key, ResultKey::new("p", "c"));
+        assert!(v[1].message.starts_with("No pod was scheduled on node c within 10m"), "{}", v[1].message);
+        assert!(v[1].message.ends_with("Check tolerations for plugin p"));
+        assert!(assess(&w, &mut st, &obs, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+    }
+
+    #[test]
+    fn no_daemonset_yet_means_no_verdicts_and_missing_pods_wait_for_the_grace() {
+        let mut w = watched(Driver::DaemonSet, &["a"]);
+        let mut st = MonitorState::default();
+        let opts = MonitorOptions::default();
+        let none = Observation { daemonsets: 0, ..Default::default() };
+        assert!(assess(&w, &mut st, &none, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        w.launched = OffsetDateTime::now_utc();
+        let empty = Observation { daemonsets: 1, nodes: names(&["a"]), ..Default::default() };
+        assert!(assess(&w, &mut st, &empty, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+    }
+
+    #[test]
+    fn a_node_that_leaves_the_cluster_gets_an_error_after_two_polls_unless_it_delivered() {
+        let w = watched(Driver::DaemonSet, &["a", "b"]);
+        let mut st = MonitorState::default();
+        let opts = MonitorOptions::default();
+        let obs = Observation {
+            pods: vec![pod_on("a", json!({})), pod_on("b", json!({}))],
+            daemonsets: 1,
+            nodes: names(&[]),
+        };
+        let a_done = |k: &ResultKey| k.node == "a";
+        assert!(assess(&w, &mut st, &obs, &a_done, &opts, OffsetDateTime::now_utc()).is_empty());
+        let v = assess(&w, &mut st, &obs, &a_done, &opts, OffsetDateTime::now_utc());
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].message, "Node b was removed from the cluster during the run");
+        // A node that comes back in between starts counting again.
+        let w = watched(Driver::DaemonSet, &["c"]);
+        let mut st = MonitorState::default();
+        let gone = Observation { pods: vec![pod_on("c", json!({}))], daemonsets: 1, nodes: names(&[]) };
+        let back = Observation { pods: vec![pod_on("c", json!({}))], daemonsets: 1, nodes: names(&["c"]) };
+        assert!(assess(&w, &mut st, &gone, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        assert!(assess(&w, &mut st, &back, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        assert!(assess(&w, &mut st, &gone, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+    }
+
+    #[test]
+    fn a_job_pod_that_exited_zero_is_not_failing_but_one_that_vanished_is() {
+        let w = watched(Driver::Job, &[]);
+        let mut st = MonitorState::default();
+        let opts = MonitorOptions::default();
+        let done_long_ago = pod_on("n", json!({"containerStatuses": [{"name": "plugin", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "finishedAt": "2020-01-01T00:00:00Z"}}}]}));
+        let one = Observation { pods: vec![done_long_ago], ..Default::default() };
+        assert!(assess(&w, &mut st, &one, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        let none = Observation::default();
+        assert!(assess(&w, &mut st, &none, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        let v = assess(&w, &mut st, &none, &|_| false, &opts, OffsetDateTime::now_utc());
+        assert_eq!(v.len(), 1);
+        assert!(v[0].message.contains("was deleted before its worker delivered"));
+        // Before a pod was ever seen, an empty list is just the API catching up.
+        let mut fresh = MonitorState::default();
+        for _ in 0..3 {
+            assert!(assess(&w, &mut fresh, &none, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        }
+    }
+}
