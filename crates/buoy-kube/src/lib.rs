@@ -7,10 +7,12 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod failing;
+pub mod manifest;
 pub mod monitor;
 pub mod nodes;
 pub mod objects;
 pub mod publish;
+pub mod status;
 
 pub use error::KubeError;
 

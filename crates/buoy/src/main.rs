@@ -14,6 +14,8 @@ use buoy_aggregator::run::standalone_config_json;
 use buoy_aggregator::{Options, RunConfig, RunHandle, ServerOptions};
 use buoy_wire::ResultKey;
 
+mod status_view;
+
 #[derive(Parser)]
 #[command(
     name = "buoy",
@@ -49,6 +51,66 @@ enum Command {
     Worker(WorkerArgs),
     /// Post a progress update to the worker's relay (for plugin scripts).
     Progress(ProgressArgs),
+    /// Show a run's status: the aggregator pod's annotation, or a standalone aggregator's API.
+    Status(StatusArgs),
+    /// Write a gzip'd tar of DIR/*.tar.gz to stdout (what `sonobuoy retrieve` runs in the pod).
+    Splat(SplatArgs),
+    /// Print the Kubernetes objects of a run, for `kubectl apply -f -`.
+    Manifest(ManifestArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The run's namespace.
+    #[arg(short = 'n', long, default_value = "sonobuoy")]
+    namespace: String,
+    /// One row per plugin and node.
+    #[arg(long)]
+    show_all: bool,
+    /// Print the status document as JSON.
+    #[arg(long, conflicts_with = "show_all")]
+    json: bool,
+    /// Refresh every few seconds until the run is complete.
+    #[arg(long)]
+    watch: bool,
+    /// Read `GET /api/v1/status` of a standalone aggregator instead of a cluster.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// With an https --url: the CA, client certificate and key files (e.g. from --certs).
+    #[arg(long, requires = "url", value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    #[arg(long, requires = "url", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "url", value_name = "FILE")]
+    key: Option<PathBuf>,
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SplatArgs {
+    #[arg(default_value = "/tmp/sonobuoy")]
+    dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ManifestArgs {
+    /// A plugin manifest (repeatable), or a directory of them.
+    #[arg(long = "plugin", short = 'p', required = true, value_name = "FILE_OR_DIR")]
+    plugins: Vec<PathBuf>,
+    #[arg(short = 'n', long, default_value = "sonobuoy")]
+    namespace: String,
+    /// The image with Buoy at /sonobuoy (see the Dockerfile).
+    #[arg(long, default_value = concat!("buoy:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// The image plugin pods run their worker from (default: --image).
+    #[arg(long)]
+    worker_image: Option<String>,
+    #[arg(long, default_value = "IfNotPresent")]
+    image_pull_policy: String,
+    /// Per-plugin timeout in seconds (0 = none).
+    #[arg(long, default_value_t = 21600)]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -69,7 +131,9 @@ struct RunArgs {
 
 #[derive(Args)]
 struct AggregatorArgs {
-    /// Results to expect: PLUGIN=NODE[,NODE...]; NODE `global` for a Job plugin.
+    /// Results to expect: PLUGIN=NODE[,NODE...]; NODE `global` for a Job plugin. Without it,
+    /// the aggregator runs in-cluster: it reads Sonobuoy's config.json and plugins.d, launches
+    /// the plugins and publishes the status annotation.
     #[arg(long = "expect", value_name = "PLUGIN=NODE[,NODE...]")]
     expect: Vec<String>,
     #[arg(long, default_value = "0.0.0.0:8080")]
@@ -102,8 +166,8 @@ struct AggregatorArgs {
     /// Uploads processed at once; more wait their turn.
     #[arg(long, default_value_t = 256)]
     max_concurrent_uploads: usize,
-    /// Accepted for Sonobuoy compatibility; in-cluster mode is not available yet.
-    #[arg(long, hide = true)]
+    /// In-cluster mode (no --expect): the kubeconfig to use instead of the in-cluster config.
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     compat: CompatFlags,
@@ -222,10 +286,40 @@ fn secs(s: u64) -> Option<Duration> {
     (s > 0).then(|| Duration::from_secs(s))
 }
 
+async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
+    use buoy_kube::config::{ClusterConfig, ProcessEnv};
+    let cfg = ClusterConfig::load(&ProcessEnv)?;
+    let plugins = cfg.load_plugins(&ProcessEnv)?;
+    eprintln!(
+        "buoy: in-cluster run {} in namespace {} with plugins {:?}; workers use AGGREGATOR_URL=https://{}",
+        cfg.uuid,
+        cfg.namespace,
+        plugins.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        cfg.server.advertiseaddress
+    );
+    let client = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
+    let api = buoy_kube::api::KubeApi::new(client, cfg.namespace.clone());
+    let opts = buoy_kube::cluster::ClusterOptions {
+        output_dir: args.output.clone(),
+        no_exit: args.no_exit,
+        aggregator: Options {
+            retry_window: Duration::from_secs(args.retry_window),
+            max_concurrent_uploads: args.max_concurrent_uploads,
+            ..Options::default()
+        },
+        ..Default::default()
+    };
+    let finished = buoy_kube::cluster::run(api, cfg, plugins, opts, shutdown_signal())
+        .await
+        .context("the run did not finish")?;
+    println!("{}", finished.tarball.display());
+    Ok(0)
+}
+
 async fn aggregator(args: AggregatorArgs) -> Result<i32> {
-    let _ = (&args.compat, &args.kubeconfig);
+    let _ = &args.compat;
     if args.expect.is_empty() {
-        bail!("no results to expect: give --expect PLUGIN=NODE[,NODE...] (in-cluster mode, which reads Sonobuoy's config, is not available yet)");
+        return aggregator_in_cluster(args).await;
     }
     let (plugins, expected) = parse_expect(&args.expect)?;
     let advertise = args
@@ -356,6 +450,114 @@ async fn progress(args: ProgressArgs) -> Result<i32> {
     Ok(0)
 }
 
+async fn fetch_status(args: &StatusArgs) -> Result<buoy_wire::Status> {
+    if let Some(url) = &args.url {
+        let tls = match (&args.cacert, &args.cert, &args.key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+                };
+                Some(buoy_pki::client_config(&read(ca)?, &read(cert)?, &read(key)?)?)
+            }
+            (None, None, None) => None,
+            _ => bail!("--cacert, --cert and --key go together"),
+        };
+        let client = buoy_worker::client::Client::new(url, tls)?;
+        let reply = client
+            .send(
+                http::Method::GET,
+                buoy_wire::routes::STATUS,
+                http::HeaderMap::new(),
+                buoy_worker::client::full(Vec::new()),
+            )
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        if !reply.status.is_success() {
+            bail!("{url} answered {}: {}", reply.status, reply.text());
+        }
+        return serde_json::from_slice(&reply.body).context("the status does not decode");
+    }
+    let client = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
+    let api = buoy_kube::api::KubeApi::new(client, args.namespace.clone());
+    Ok(buoy_kube::status::read_status(&api).await?)
+}
+
+async fn status(args: StatusArgs) -> Result<i32> {
+    loop {
+        let s = fetch_status(&args).await?;
+        let text = if args.json {
+            serde_json::to_string_pretty(&s)? + "\n"
+        } else {
+            status_view::render(&s, args.show_all)
+        };
+        let done = matches!(
+            s.status.as_str(),
+            buoy_wire::status::COMPLETE | buoy_wire::status::FAILED
+        );
+        if args.watch && std::io::stdout().is_terminal() {
+            print!("\x1b[2J\x1b[H");
+        }
+        print!("{text}");
+        if !args.watch || done {
+            return Ok(if s.status == buoy_wire::status::FAILED { 1 } else { 0 });
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown_signal() => return Ok(0),
+        }
+        if !std::io::stdout().is_terminal() {
+            println!();
+        }
+    }
+}
+
+/// A gzip'd tar of every `DIR/*.tar.gz`, each under its base name with its mode and mtime.
+fn splat(args: SplatArgs) -> Result<i32> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.dir)
+        .with_context(|| format!("cannot read {}", args.dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.to_string_lossy().ends_with(".tar.gz"))
+        .collect();
+    files.sort();
+    let out = std::io::stdout().lock();
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for f in &files {
+        let name = f.file_name().context("a file name")?;
+        tar.append_path_with_name(f, name)
+            .with_context(|| format!("cannot add {}", f.display()))?;
+    }
+    let mut out = tar.into_inner()?.finish()?;
+    std::io::Write::flush(&mut out)?;
+    Ok(0)
+}
+
+fn manifest(args: ManifestArgs) -> Result<i32> {
+    let loaded = buoy_wire::manifest::load(&args.plugins)?;
+    let mut texts = Vec::new();
+    for m in &loaded {
+        texts.push(
+            std::fs::read_to_string(&m.path)
+                .with_context(|| format!("cannot read {}", m.path.display()))?,
+        );
+    }
+    let names: Vec<String> = loaded.iter().map(|m| m.name().to_string()).collect();
+    let opts = buoy_kube::manifest::ManifestOptions {
+        namespace: args.namespace,
+        image: args.image,
+        worker_image: args.worker_image,
+        image_pull_policy: args.image_pull_policy,
+        timeout_seconds: args.timeout,
+        plugins: texts,
+        ..Default::default()
+    };
+    print!(
+        "{}",
+        buoy_kube::manifest::render(&buoy_kube::manifest::objects(&opts, &names))
+    );
+    Ok(0)
+}
+
 async fn run_local(args: RunArgs) -> Result<i32> {
     let opts = buoy_local::LocalOptions {
         manifests: args.manifests,
@@ -392,7 +594,10 @@ async fn run_local(args: RunArgs) -> Result<i32> {
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Command::Run(_)) {
+    init_tracing(if matches!(
+        cli.command,
+        Command::Run(_) | Command::Status(_) | Command::Splat(_) | Command::Manifest(_)
+    ) {
         "warn"
     } else {
         "info"
@@ -413,6 +618,9 @@ fn main() {
             Command::Aggregator(a) => aggregator(a).await,
             Command::Worker(a) => worker(a).await,
             Command::Progress(a) => progress(a).await,
+            Command::Status(a) => status(a).await,
+            Command::Splat(a) => splat(a),
+            Command::Manifest(a) => manifest(a),
         }
     });
     let code = match result {
