@@ -176,7 +176,11 @@ impl RunHandle {
 
     /// Seals a completed run into its tarball, then keeps serving until `shutdown` when
     /// `keep_serving` is set.
-    pub async fn seal_and_serve<F>(self, shutdown: F, keep_serving: bool) -> Result<Finished, AggError>
+    pub async fn seal_and_serve<F>(
+        self,
+        shutdown: F,
+        keep_serving: bool,
+    ) -> Result<Finished, AggError>
     where
         F: Future<Output = ()> + Send,
     {

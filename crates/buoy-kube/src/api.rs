@@ -96,7 +96,11 @@ impl KubeApi {
             match self.list_pods(selector).await {
                 Ok(pods) if !pods.is_empty() => {
                     if pods.len() > 1 {
-                        tracing::warn!(selector, count = pods.len(), "several aggregator pods; using the first");
+                        tracing::warn!(
+                            selector,
+                            count = pods.len(),
+                            "several aggregator pods; using the first"
+                        );
                     }
                     if let Some(n) = pods[0].metadata.name.clone() {
                         return Ok(n);
@@ -126,7 +130,10 @@ impl KubeApi {
         Api::<Namespace>::all(self.client.clone())
             .get(&self.namespace)
             .await
-            .map_err(KubeError::api(format!("reading namespace {}", self.namespace)))
+            .map_err(KubeError::api(format!(
+                "reading namespace {}",
+                self.namespace
+            )))
     }
 
     pub async fn get_pod(&self, name: &str) -> Result<Pod, KubeError> {
@@ -184,14 +191,17 @@ impl KubeApi {
 
     /// Sets the status annotation on `pod` with a JSON merge patch.
     pub async fn patch_status(&self, pod: &str, status_json: &str) -> Result<(), PatchError> {
-        let body = serde_json::json!({"metadata": {"annotations": {STATUS_ANNOTATION: status_json}}});
+        let body =
+            serde_json::json!({"metadata": {"annotations": {STATUS_ANNOTATION: status_json}}});
         match self
             .pods()
             .patch(pod, &PatchParams::default(), &Patch::Merge(&body))
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 422 => Err(PatchError::TooLong(s.message.clone())),
+            Err(kube::Error::Api(s)) if s.code == 422 => {
+                Err(PatchError::TooLong(s.message.clone()))
+            }
             Err(e) => Err(PatchError::Other(KubeError::api(format!(
                 "annotating pod {pod}"
             ))(e))),
@@ -200,7 +210,11 @@ impl KubeApi {
 
     /// Deletes a Job plugin's pods (grace 60 s) or a DaemonSet plugin's DaemonSets (grace 1 s),
     /// in the background.
-    pub async fn delete_plugin_objects(&self, selector: &str, daemonset: bool) -> Result<(), KubeError> {
+    pub async fn delete_plugin_objects(
+        &self,
+        selector: &str,
+        daemonset: bool,
+    ) -> Result<(), KubeError> {
         let lp = ListParams::default().labels(selector);
         let dp = |grace: u32| DeleteParams {
             grace_period_seconds: Some(grace),
@@ -243,13 +257,34 @@ mod tests {
             (a, b, c)
         });
         server
-            .expect("GET", "/api/v1/nodes", 200, list("NodeList", vec![json!({"metadata": {"name": "n1"}}), json!({"metadata": {"name": "n2"}})]))
+            .expect(
+                "GET",
+                "/api/v1/nodes",
+                200,
+                list(
+                    "NodeList",
+                    vec![
+                        json!({"metadata": {"name": "n1"}}),
+                        json!({"metadata": {"name": "n2"}}),
+                    ],
+                ),
+            )
             .await;
         server
-            .expect("GET", "/api/v1/nodes", 403, api_error(403, "Forbidden", "nodes is forbidden"))
+            .expect(
+                "GET",
+                "/api/v1/nodes",
+                403,
+                api_error(403, "Forbidden", "nodes is forbidden"),
+            )
             .await;
         server
-            .expect("GET", "/api/v1/nodes", 500, api_error(500, "InternalError", "etcd is down"))
+            .expect(
+                "GET",
+                "/api/v1/nodes",
+                500,
+                api_error(500, "InternalError", "etcd is down"),
+            )
             .await;
         let (a, b, c) = within(task).await.unwrap();
         assert_eq!(a.len(), 2);
@@ -269,20 +304,52 @@ mod tests {
             names
         });
         let c = server
-            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![pod_json("agg-a"), pod_json("agg-b")]))
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list("PodList", vec![pod_json("agg-a"), pod_json("agg-b")]),
+            )
             .await;
         assert_eq!(c.query("labelSelector").unwrap(), AGGREGATOR_SELECTOR);
         // Second lookup: the new label fails, the deprecated one finds a pod.
         server
-            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 500, api_error(500, "InternalError", "boom"))
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                500,
+                api_error(500, "InternalError", "boom"),
+            )
             .await;
         let c = server
-            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![pod_json("old-master")]))
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list("PodList", vec![pod_json("old-master")]),
+            )
             .await;
-        assert_eq!(c.query("labelSelector").unwrap(), LEGACY_AGGREGATOR_SELECTOR);
+        assert_eq!(
+            c.query("labelSelector").unwrap(),
+            LEGACY_AGGREGATOR_SELECTOR
+        );
         // Third: neither label matches, so the name `sonobuoy`.
-        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![])).await;
-        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![])).await;
+        server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list("PodList", vec![]),
+            )
+            .await;
+        server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list("PodList", vec![]),
+            )
+            .await;
         let names = within(task).await.unwrap();
         assert_eq!(names, ["agg-a", "old-master", "sonobuoy"]);
     }
@@ -292,12 +359,34 @@ mod tests {
         let (client, mut server) = pair();
         let api = KubeApi::new(client, "sonobuoy");
         let task = tokio::spawn(async move { api.aggregator_pod().await });
-        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![])).await;
-        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![])).await;
         server
-            .expect("GET", "/api/v1/namespaces/sonobuoy/pods/sonobuoy", 404, api_error(404, "NotFound", "pods \"sonobuoy\" not found"))
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list("PodList", vec![]),
+            )
             .await;
-        assert!(matches!(within(task).await.unwrap(), Err(KubeError::NoAggregatorPod(_))));
+        server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list("PodList", vec![]),
+            )
+            .await;
+        server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods/sonobuoy",
+                404,
+                api_error(404, "NotFound", "pods \"sonobuoy\" not found"),
+            )
+            .await;
+        assert!(matches!(
+            within(task).await.unwrap(),
+            Err(KubeError::NoAggregatorPod(_))
+        ));
     }
 
     #[tokio::test]
@@ -305,12 +394,19 @@ mod tests {
         let (client, mut server) = pair();
         let api = KubeApi::new(client, "sonobuoy");
         let task = tokio::spawn(async move {
-            let a = api.patch_status("sonobuoy", r#"{"status":"running"}"#).await;
+            let a = api
+                .patch_status("sonobuoy", r#"{"status":"running"}"#)
+                .await;
             let b = api.patch_status("sonobuoy", "x").await;
             (a, b)
         });
         let c = server
-            .expect("PATCH", "/api/v1/namespaces/sonobuoy/pods/sonobuoy", 200, pod_json("sonobuoy"))
+            .expect(
+                "PATCH",
+                "/api/v1/namespaces/sonobuoy/pods/sonobuoy",
+                200,
+                pod_json("sonobuoy"),
+            )
             .await;
         assert_eq!(c.content_type, "application/merge-patch+json");
         assert_eq!(
@@ -318,7 +414,16 @@ mod tests {
             json!({"metadata": {"annotations": {"sonobuoy.hept.io/status": "{\"status\":\"running\"}"}}})
         );
         server
-            .expect("PATCH", "/api/v1/namespaces/sonobuoy/pods/sonobuoy", 422, api_error(422, "Invalid", "metadata.annotations: Too long: must have at most 262144 bytes"))
+            .expect(
+                "PATCH",
+                "/api/v1/namespaces/sonobuoy/pods/sonobuoy",
+                422,
+                api_error(
+                    422,
+                    "Invalid",
+                    "metadata.annotations: Too long: must have at most 262144 bytes",
+                ),
+            )
             .await;
         let (a, b) = within(task).await.unwrap();
         assert!(a.is_ok());
@@ -330,17 +435,31 @@ mod tests {
         let (client, mut server) = pair();
         let api = KubeApi::new(client, "sonobuoy");
         let task = tokio::spawn(async move {
-            api.delete_plugin_objects("sonobuoy-run=abc", false).await.unwrap();
-            api.delete_plugin_objects("sonobuoy-run=def", true).await.unwrap();
+            api.delete_plugin_objects("sonobuoy-run=abc", false)
+                .await
+                .unwrap();
+            api.delete_plugin_objects("sonobuoy-run=def", true)
+                .await
+                .unwrap();
         });
         let c = server
-            .expect("DELETE", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![]))
+            .expect(
+                "DELETE",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list("PodList", vec![]),
+            )
             .await;
         assert_eq!(c.query("labelSelector").unwrap(), "sonobuoy-run=abc");
         assert_eq!(c.body["gracePeriodSeconds"], 60);
         assert_eq!(c.body["propagationPolicy"], "Background");
         let c = server
-            .expect("DELETE", "/apis/apps/v1/namespaces/sonobuoy/daemonsets", 200, list("DaemonSetList", vec![]))
+            .expect(
+                "DELETE",
+                "/apis/apps/v1/namespaces/sonobuoy/daemonsets",
+                200,
+                list("DaemonSetList", vec![]),
+            )
             .await;
         assert_eq!(c.query("labelSelector").unwrap(), "sonobuoy-run=def");
         assert_eq!(c.body["gracePeriodSeconds"], 1);

@@ -87,7 +87,8 @@ pub fn expected_results(
 pub fn order_groups(plugins: &[Manifest]) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..plugins.len()).collect();
     idx.sort_by(|&a, &b| {
-        (plugins[a].config.order, plugins[a].name()).cmp(&(plugins[b].config.order, plugins[b].name()))
+        (plugins[a].config.order, plugins[a].name())
+            .cmp(&(plugins[b].config.order, plugins[b].name()))
     });
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for i in idx {
@@ -113,11 +114,20 @@ async fn launch(
     ctx: &DriverContext,
     cert: &buoy_pki::Issued,
 ) -> Result<(), KubeError> {
-    api.create_secret(&objects::tls_secret(m.name(), sid, ctx, &cert.cert_pem, &cert.key_pem))
-        .await?;
+    api.create_secret(&objects::tls_secret(
+        m.name(),
+        sid,
+        ctx,
+        &cert.cert_pem,
+        &cert.key_pem,
+    ))
+    .await?;
     match m.driver {
         Driver::Job => api.create_pod(&objects::job_pod(m, sid, ctx)?).await,
-        Driver::DaemonSet => api.create_daemonset(&objects::daemonset(m, sid, ctx)?).await,
+        Driver::DaemonSet => {
+            api.create_daemonset(&objects::daemonset(m, sid, ctx)?)
+                .await
+        }
     }
 }
 
@@ -148,10 +158,12 @@ pub async fn run(
         Some(l) => l,
         None => {
             let bind = format!("{}:{}", cfg.server.bindaddress, cfg.server.bindport);
-            TcpListener::bind(&bind).await.map_err(|source| KubeError::Io {
-                context: format!("cannot listen on {bind}"),
-                source,
-            })?
+            TcpListener::bind(&bind)
+                .await
+                .map_err(|source| KubeError::Io {
+                    context: format!("cannot listen on {bind}"),
+                    source,
+                })?
         }
     };
     let mut aggregator = opts.aggregator.clone();
@@ -203,7 +215,8 @@ pub async fn run(
             launched.clone(),
             stop_rx.clone(),
         );
-        let (ctx, monitor_opts, timeout) = (ctx.clone(), opts.monitor.clone(), cfg.plugin_timeout());
+        let (ctx, monitor_opts, timeout) =
+            (ctx.clone(), opts.monitor.clone(), cfg.plugin_timeout());
         async move {
             for group in order_groups(&plugins) {
                 for &i in &group {
@@ -218,7 +231,10 @@ pub async fn run(
                         launched: OffsetDateTime::now_utc(),
                         timeout,
                     };
-                    launched.lock().expect("launch list").push(Launched { index: i, sid: sid.clone() });
+                    launched.lock().expect("launch list").push(Launched {
+                        index: i,
+                        sid: sid.clone(),
+                    });
                     if let Err(e) = launch(&api, m, &sid, &ctx, cert).await {
                         tracing::error!(plugin = m.name(), error = %e, "cannot launch plugin");
                         let msg = format!("error running plugin {}: {e}", m.name());
@@ -250,14 +266,19 @@ pub async fn run(
     if !completed {
         let _ = publisher_task.await;
         handle.abort().await;
-        return Err(KubeError::Aggregator(buoy_aggregator::AggError::Interrupted));
+        return Err(KubeError::Aggregator(
+            buoy_aggregator::AggError::Interrupted,
+        ));
     }
     agg.set_run_phase(buoy_aggregator::state::RunPhase::PostProcessing);
     for l in &launched {
         let m = &plugins[l.index];
         if !m.config.skip_cleanup {
             let sel = objects::run_selector(&l.sid);
-            if let Err(e) = api.delete_plugin_objects(&sel, m.driver == Driver::DaemonSet).await {
+            if let Err(e) = api
+                .delete_plugin_objects(&sel, m.driver == Driver::DaemonSet)
+                .await
+            {
                 tracing::warn!(plugin = m.name(), error = %e, "cleanup failed");
             }
         }
@@ -296,7 +317,11 @@ fn write_definition(
     ctx: &DriverContext,
     cleaned_up: bool,
 ) -> Result<(), KubeError> {
-    let path = agg.run_dir().join("plugins").join(m.name()).join("definition.json");
+    let path = agg
+        .run_dir()
+        .join("plugins")
+        .join(m.name())
+        .join("definition.json");
     let def = objects::definition_json(m, sid, ctx, cleaned_up);
     std::fs::create_dir_all(path.parent().expect("a parent"))
         .and_then(|()| std::fs::write(&path, serde_json::to_vec(&def).expect("JSON")))
@@ -395,7 +420,10 @@ mod tests {
                 missing_pod_grace: Duration::from_millis(500),
                 gone_polls: 2,
             },
-            publish: PublishOptions { period: Duration::from_millis(100), ..Default::default() },
+            publish: PublishOptions {
+                period: Duration::from_millis(100),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -406,19 +434,32 @@ mod tests {
 
     fn b64(v: &Value) -> String {
         use base64::Engine;
-        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap()
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     /// Plays a plugin pod's worker: the env of its `sonobuoy-worker` container, with the Secret's
     /// certificate and key and the node name filled in as the kubelet would.
     async fn play_worker(pod_spec: &Value, secret: &Value, node: &str, dir: &Path, file: &str) {
-        let worker = pod_spec["containers"].as_array().unwrap().iter().find(|c| c["name"] == "sonobuoy-worker").unwrap();
+        let worker = pod_spec["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sonobuoy-worker")
+            .unwrap();
         let mut env: Vec<(String, String)> = Vec::new();
         for e in worker["env"].as_array().unwrap() {
             let name = e["name"].as_str().unwrap().to_string();
             let value = if let Some(v) = e["value"].as_str() {
                 v.to_string()
-            } else if let Some(k) = e.pointer("/valueFrom/secretKeyRef/key").and_then(Value::as_str) {
+            } else if let Some(k) = e
+                .pointer("/valueFrom/secretKeyRef/key")
+                .and_then(Value::as_str)
+            {
                 b64(&secret["data"][k])
             } else if e.pointer("/valueFrom/fieldRef/fieldPath") == Some(&json!("spec.nodeName")) {
                 node.to_string()
@@ -430,25 +471,41 @@ mod tests {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join(file), "result").unwrap();
         std::fs::write(dir.join("done"), dir.join(file).to_str().unwrap()).unwrap();
-        let mut cfg = buoy_worker::WorkerConfig::from_lookup(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).unwrap();
+        let mut cfg = buoy_worker::WorkerConfig::from_lookup(|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap();
         cfg.results_dir = dir.to_path_buf();
         cfg.progress_port = 0;
         cfg.progress_bind = std::net::Ipv4Addr::LOCALHOST.into();
         cfg.done_file_delay = Duration::ZERO;
-        let mode = if node.is_empty() { buoy_worker::Mode::Global } else { buoy_worker::Mode::SingleNode };
-        buoy_worker::run(&cfg, mode, std::future::pending()).await.unwrap();
+        let mode = if node.is_empty() {
+            buoy_worker::Mode::Global
+        } else {
+            buoy_worker::Mode::SingleNode
+        };
+        buoy_worker::run(&cfg, mode, std::future::pending())
+            .await
+            .unwrap();
     }
 
     async fn wait_for_post(rec: &Recorded, kind_path: &str, plugin: &str) -> Value {
         within(async {
             loop {
-                if let Some(c) = calls(rec).into_iter().find(|c| c.method == "POST" && c.path().ends_with(kind_path)
-                    && (c.body["metadata"]["name"].as_str().unwrap_or_default().contains(&format!("-{plugin}-")))) {
+                if let Some(c) = calls(rec).into_iter().find(|c| {
+                    c.method == "POST"
+                        && c.path().ends_with(kind_path)
+                        && (c.body["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains(&format!("-{plugin}-")))
+                }) {
                     return c.body;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }).await
+        })
+        .await
     }
 
     #[tokio::test]
@@ -465,45 +522,97 @@ mod tests {
         let mut opts = quick();
         opts.output_dir = out.path().to_path_buf();
         opts.listener = Some(listener);
-        let run = tokio::spawn(run(api, config(port, 0), plugins, opts, std::future::pending()));
+        let run = tokio::spawn(run(
+            api,
+            config(port, 0),
+            plugins,
+            opts,
+            std::future::pending(),
+        ));
 
         // The Job plugin comes first (order 0); the DaemonSet only once it has its result.
         let secret = wait_for_post(&rec, "/secrets", "e2e").await;
         let pod = wait_for_post(&rec, "/pods", "e2e").await;
-        assert!(!calls(&rec).iter().any(|c| c.path().ends_with("/daemonsets") && c.method == "POST"));
-        play_worker(&pod["spec"], &secret, "", &out.path().join("w-e2e"), "junit.xml").await;
+        assert!(!calls(&rec)
+            .iter()
+            .any(|c| c.path().ends_with("/daemonsets") && c.method == "POST"));
+        play_worker(
+            &pod["spec"],
+            &secret,
+            "",
+            &out.path().join("w-e2e"),
+            "junit.xml",
+        )
+        .await;
         let secret = wait_for_post(&rec, "/secrets", "logs").await;
         let ds = wait_for_post(&rec, "/daemonsets", "logs").await;
-        play_worker(&ds["spec"]["template"]["spec"], &secret, "n1", &out.path().join("w-n1"), "logs.txt").await;
+        play_worker(
+            &ds["spec"]["template"]["spec"],
+            &secret,
+            "n1",
+            &out.path().join("w-n1"),
+            "logs.txt",
+        )
+        .await;
         // n2 never gets a pod: after the grace it becomes an error result and the run completes.
         let finished = within(run).await.unwrap().unwrap();
 
         let run_dir = &finished.run_dir;
-        assert!(run_dir.join("plugins/e2e/results/global/junit.xml").is_file());
+        assert!(run_dir
+            .join("plugins/e2e/results/global/junit.xml")
+            .is_file());
         assert!(run_dir.join("plugins/logs/results/n1/logs.txt").is_file());
-        let err: Value = serde_json::from_slice(&std::fs::read(run_dir.join("plugins/logs/errors/n2/error.json")).unwrap()).unwrap();
-        assert!(err["error"].as_str().unwrap().starts_with("No pod was scheduled on node n2 within"), "{err}");
-        let def: Value = serde_json::from_slice(&std::fs::read(run_dir.join("plugins/e2e/definition.json")).unwrap()).unwrap();
+        let err: Value = serde_json::from_slice(
+            &std::fs::read(run_dir.join("plugins/logs/errors/n2/error.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("No pod was scheduled on node n2 within"),
+            "{err}"
+        );
+        let def: Value = serde_json::from_slice(
+            &std::fs::read(run_dir.join("plugins/e2e/definition.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(def["Namespace"], "sonobuoy");
         assert_eq!(def["CleanedUp"], true);
         assert!(finished.tarball.is_file());
 
         let all = calls(&rec);
         // The Secret: type kubernetes.io/tls, SEC1 key, owned by the aggregator pod.
-        let s = all.iter().find(|c| c.method == "POST" && c.path() == format!("{NS}/secrets")).unwrap();
+        let s = all
+            .iter()
+            .find(|c| c.method == "POST" && c.path() == format!("{NS}/secrets"))
+            .unwrap();
         assert_eq!(s.body["type"], "kubernetes.io/tls");
         assert!(b64(&s.body["data"]["tls.key"]).starts_with("-----BEGIN EC PRIVATE KEY-----"));
         assert_eq!(s.body["metadata"]["ownerReferences"][0]["uid"], "agg-uid");
         // Cleanup: the Job's pods and the DaemonSet, by their run label.
         let e2e_sid = pod["metadata"]["labels"]["sonobuoy-run"].as_str().unwrap();
         let ds_sid = ds["metadata"]["labels"]["sonobuoy-run"].as_str().unwrap();
-        assert!(all.iter().any(|c| c.method == "DELETE" && c.path() == format!("{NS}/pods") && c.query("labelSelector").unwrap() == format!("sonobuoy-run={e2e_sid}")));
-        assert!(all.iter().any(|c| c.method == "DELETE" && c.path() == "/apis/apps/v1/namespaces/sonobuoy/daemonsets" && c.query("labelSelector").unwrap() == format!("sonobuoy-run={ds_sid}")));
+        assert!(all.iter().any(|c| c.method == "DELETE"
+            && c.path() == format!("{NS}/pods")
+            && c.query("labelSelector").unwrap() == format!("sonobuoy-run={e2e_sid}")));
+        assert!(all.iter().any(|c| c.method == "DELETE"
+            && c.path() == "/apis/apps/v1/namespaces/sonobuoy/daemonsets"
+            && c.query("labelSelector").unwrap() == format!("sonobuoy-run={ds_sid}")));
         // The annotation: the initial status first, `complete` with the tarball's digest last.
-        let patches: Vec<Status> = all.iter().filter(|c| c.method == "PATCH").map(|c| {
-            assert_eq!(c.content_type, "application/merge-patch+json");
-            serde_json::from_str(c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"].as_str().unwrap()).unwrap()
-        }).collect();
+        let patches: Vec<Status> = all
+            .iter()
+            .filter(|c| c.method == "PATCH")
+            .map(|c| {
+                assert_eq!(c.content_type, "application/merge-patch+json");
+                serde_json::from_str(
+                    c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
         assert_eq!(patches[0], Status::initial());
         let last = patches.last().unwrap();
         assert_eq!(last.status, "complete");
@@ -538,12 +647,31 @@ mod tests {
         let mut opts = quick();
         opts.output_dir = out.path().to_path_buf();
         opts.listener = Some(listener);
-        let finished = within(run(api, config(port, 2), plugins, opts, std::future::pending())).await.unwrap();
-        let read = |p: &str| -> Value { serde_json::from_slice(&std::fs::read(finished.run_dir.join(p)).unwrap()).unwrap() };
+        let finished = within(run(
+            api,
+            config(port, 2),
+            plugins,
+            opts,
+            std::future::pending(),
+        ))
+        .await
+        .unwrap();
+        let read = |p: &str| -> Value {
+            serde_json::from_slice(&std::fs::read(finished.run_dir.join(p)).unwrap()).unwrap()
+        };
         let stuck = read("plugins/stuck/errors/global/error.json");
-        assert_eq!(stuck["error"], "Can't schedule pod: 0/2 nodes are available: 2 Insufficient cpu.");
-        assert_eq!(stuck["pod"]["metadata"]["labels"]["sonobuoy-plugin"], "stuck");
-        assert_eq!(stuck["pod"]["status"]["conditions"][0]["reason"], "Unschedulable");
+        assert_eq!(
+            stuck["error"],
+            "Can't schedule pod: 0/2 nodes are available: 2 Insufficient cpu."
+        );
+        assert_eq!(
+            stuck["pod"]["metadata"]["labels"]["sonobuoy-plugin"],
+            "stuck"
+        );
+        assert_eq!(
+            stuck["pod"]["status"]["conditions"][0]["reason"],
+            "Unschedulable"
+        );
         let silent = read("plugins/silent/errors/global/error.json");
         assert_eq!(silent["error"], buoy_wire::TIMEOUT_ERROR_MESSAGE);
         assert_eq!(finished.status.status, "complete");

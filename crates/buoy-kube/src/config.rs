@@ -393,12 +393,8 @@ mod tests {
         assert_eq!(c.server.advertiseaddress, "10.244.1.5:8443");
         assert_eq!(c.advertise_host(), "10.244.1.5");
         assert_eq!(c.raw["Server"]["advertiseaddress"], "10.244.1.5:8443");
-        let c = ClusterConfig::parse(
-            None,
-            "{}",
-            &env(&[("SONOBUOY_ADVERTISE_IP", "fd00::5")]),
-        )
-        .unwrap();
+        let c = ClusterConfig::parse(None, "{}", &env(&[("SONOBUOY_ADVERTISE_IP", "fd00::5")]))
+            .unwrap();
         assert_eq!(c.server.advertiseaddress, "[fd00::5]:8080");
         assert_eq!(c.advertise_host(), "fd00::5");
     }
@@ -430,10 +426,8 @@ mod tests {
         let p = dir.path().join("c.json");
         std::fs::write(&p, "{}").unwrap();
         let ps = p.to_str().unwrap().to_string();
-        let (found, _) = find_config(&move |n: &str| {
-            (n == "SONOBUOY_CONFIG").then(|| ps.clone())
-        })
-        .unwrap();
+        let (found, _) =
+            find_config(&move |n: &str| (n == "SONOBUOY_CONFIG").then(|| ps.clone())).unwrap();
         assert_eq!(found, p);
         let missing = dir.path().join("nope.json").to_str().unwrap().to_string();
         let e = find_config(&move |n: &str| (n == "SONOBUOY_CONFIG").then(|| missing.clone()))
@@ -472,7 +466,10 @@ mod tests {
         let kept = c
             .load_plugins(&env(&[("SONOBUOY_DISABLE_RECONCILIATION", "true")]))
             .unwrap();
-        assert_eq!(kept[0].raw["spec"]["volumeMounts"][0]["mountPath"], "/tmp/results");
+        assert_eq!(
+            kept[0].raw["spec"]["volumeMounts"][0]["mountPath"],
+            "/tmp/results"
+        );
 
         c.selection = Some(vec!["systemd-logs".into()]);
         let one = c.load_plugins(&env(&[])).unwrap();

@@ -9,7 +9,10 @@ use time::OffsetDateTime;
 /// How long an image-pull error or a failed container is given before it counts.
 pub const GRACE: Duration = Duration::from_secs(5 * 60);
 
-fn older_than(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, now: OffsetDateTime) -> bool {
+fn older_than(
+    t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: OffsetDateTime,
+) -> bool {
     t.and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
         .is_some_and(|t| now - t > GRACE)
 }
@@ -69,12 +72,15 @@ pub(crate) mod tests {
     }
 
     fn ts(t: OffsetDateTime) -> String {
-        t.format(&time::format_description::well_known::Rfc3339).unwrap()
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
     }
 
     #[test]
     fn unschedulable_fails_at_once() {
-        let p = pod(json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}]}));
+        let p = pod(
+            json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}]}),
+        );
         assert_eq!(
             pod_failure(&p, OffsetDateTime::now_utc()).unwrap(),
             "Can't schedule pod: 0/3 nodes are available"
@@ -83,7 +89,11 @@ pub(crate) mod tests {
 
     #[test]
     fn more_than_two_restarts_fail() {
-        let mk = |n: i32| pod(json!({"containerStatuses": [{"name": "plugin", "image": "i", "imageID": "", "ready": false, "restartCount": n}]}));
+        let mk = |n: i32| {
+            pod(
+                json!({"containerStatuses": [{"name": "plugin", "image": "i", "imageID": "", "ready": false, "restartCount": n}]}),
+            )
+        };
         let now = OffsetDateTime::now_utc();
         assert_eq!(pod_failure(&mk(2), now), None);
         assert_eq!(
@@ -102,20 +112,36 @@ pub(crate) mod tests {
             }
             pod(s)
         };
-        assert_eq!(pod_failure(&mk(Some(now - Duration::from_secs(60)), "ErrImagePull"), now), None);
+        assert_eq!(
+            pod_failure(
+                &mk(Some(now - Duration::from_secs(60)), "ErrImagePull"),
+                now
+            ),
+            None
+        );
         assert_eq!(pod_failure(&mk(None, "ImagePullBackOff"), now), None);
         assert_eq!(
             pod_failure(&mk(Some(now - Duration::from_secs(301)), "ImagePullBackOff"), now).unwrap(),
             "Failed to pull image e2e:bad for container plugin within 5m0s. Container is in state ImagePullBackOff"
         );
-        assert_eq!(pod_failure(&mk(Some(now - Duration::from_secs(900)), "ContainerCreating"), now), None);
+        assert_eq!(
+            pod_failure(
+                &mk(Some(now - Duration::from_secs(900)), "ContainerCreating"),
+                now
+            ),
+            None
+        );
     }
 
     #[test]
     fn a_failed_container_counts_after_five_minutes_and_a_clean_exit_never() {
         let now = OffsetDateTime::now_utc();
-        let mk = |code: i32, ago: u64| pod(json!({"containerStatuses": [{"name": "plugin", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": code, "reason": "Error", "message": "boom", "finishedAt": ts(now - Duration::from_secs(ago))}}}]}));
+        let mk = |code: i32, ago: u64| {
+            pod(
+                json!({"containerStatuses": [{"name": "plugin", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": "Error", "message": "boom", "finishedAt": ts(now - Duration::from_secs(ago))}}}]}),
+            )
+        };
         assert_eq!(pod_failure(&mk(1, 60), now), None);
         assert_eq!(
             pod_failure(&mk(1, 301), now).unwrap(),

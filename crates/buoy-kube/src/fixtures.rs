@@ -34,9 +34,7 @@ impl Call {
         let q = self.uri.split_once('?')?.1;
         q.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
-            (k == name).then(|| {
-                url_decode(v)
-            })
+            (k == name).then(|| url_decode(v))
         })
     }
 }
@@ -82,7 +80,8 @@ async fn read(req: Request<Body>) -> Call {
         body: if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         },
     }
 }
@@ -169,6 +168,14 @@ pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 
 #[test]
 fn query_decoding() {
-    let c = Call { method: "GET".into(), uri: "/api/v1/pods?&labelSelector=sonobuoy-component%3Daggregator".into(), content_type: String::new(), body: Value::Null };
-    assert_eq!(c.query("labelSelector").unwrap(), "sonobuoy-component=aggregator");
+    let c = Call {
+        method: "GET".into(),
+        uri: "/api/v1/pods?&labelSelector=sonobuoy-component%3Daggregator".into(),
+        content_type: String::new(),
+        body: Value::Null,
+    };
+    assert_eq!(
+        c.query("labelSelector").unwrap(),
+        "sonobuoy-component=aggregator"
+    );
 }

@@ -75,11 +75,11 @@ pub fn objects(o: &ManifestOptions, plugin_names: &[String]) -> Vec<Value> {
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": "sonobuoy-serviceaccount", "namespace": ns, "labels": labels}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": role, "labels": labels},
-               "rules": [
-                   {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-                   {"nonResourceURLs": ["/metrics", "/logs", "/logs/*"], "verbs": ["get"]}
-               ]}),
+        "metadata": {"name": role, "labels": labels},
+        "rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            {"nonResourceURLs": ["/metrics", "/logs", "/logs/*"], "verbs": ["get"]}
+        ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": role, "labels": labels},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
@@ -91,34 +91,34 @@ pub fn objects(o: &ManifestOptions, plugin_names: &[String]) -> Vec<Value> {
                "metadata": {"name": "sonobuoy-plugins-cm", "namespace": ns, "labels": labels},
                "data": plugin_data}),
         json!({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": "sonobuoy", "namespace": ns,
-                            "labels": {"component": "sonobuoy", "sonobuoy-component": "aggregator", "tier": "sonobuoy-automation"}},
-               "spec": {
-                   "serviceAccountName": "sonobuoy-serviceaccount",
-                   "restartPolicy": "Never",
-                   "tolerations": [{"key": "kubernetes.io/e2e-evict-taint-key", "operator": "Exists"}],
-                   "containers": [{
-                       "name": "kube-sonobuoy",
-                       "image": o.image,
-                       "imagePullPolicy": o.image_pull_policy,
-                       "command": ["/sonobuoy"],
-                       "args": ["aggregator", "--no-exit", format!("--level={}", o.log_level), "-v=4", "--alsologtostderr"],
-                       "env": [
-                           {"name": "SONOBUOY_ADVERTISE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                       ],
-                       "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                       "volumeMounts": [
-                           {"name": "sonobuoy-config-volume", "mountPath": "/etc/sonobuoy"},
-                           {"name": "sonobuoy-plugins-volume", "mountPath": "/plugins.d"},
-                           {"name": "output-volume", "mountPath": "/tmp/sonobuoy"},
-                       ],
-                   }],
-                   "volumes": [
-                       {"name": "sonobuoy-config-volume", "configMap": {"name": "sonobuoy-config-cm"}},
-                       {"name": "sonobuoy-plugins-volume", "configMap": {"name": "sonobuoy-plugins-cm"}},
-                       {"name": "output-volume", "emptyDir": {}},
-                   ],
-               }}),
+        "metadata": {"name": "sonobuoy", "namespace": ns,
+                     "labels": {"component": "sonobuoy", "sonobuoy-component": "aggregator", "tier": "sonobuoy-automation"}},
+        "spec": {
+            "serviceAccountName": "sonobuoy-serviceaccount",
+            "restartPolicy": "Never",
+            "tolerations": [{"key": "kubernetes.io/e2e-evict-taint-key", "operator": "Exists"}],
+            "containers": [{
+                "name": "kube-sonobuoy",
+                "image": o.image,
+                "imagePullPolicy": o.image_pull_policy,
+                "command": ["/sonobuoy"],
+                "args": ["aggregator", "--no-exit", format!("--level={}", o.log_level), "-v=4", "--alsologtostderr"],
+                "env": [
+                    {"name": "SONOBUOY_ADVERTISE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                ],
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "volumeMounts": [
+                    {"name": "sonobuoy-config-volume", "mountPath": "/etc/sonobuoy"},
+                    {"name": "sonobuoy-plugins-volume", "mountPath": "/plugins.d"},
+                    {"name": "output-volume", "mountPath": "/tmp/sonobuoy"},
+                ],
+            }],
+            "volumes": [
+                {"name": "sonobuoy-config-volume", "configMap": {"name": "sonobuoy-config-cm"}},
+                {"name": "sonobuoy-plugins-volume", "configMap": {"name": "sonobuoy-plugins-cm"}},
+                {"name": "output-volume", "emptyDir": {}},
+            ],
+        }}),
         json!({"apiVersion": "v1", "kind": "Service",
                "metadata": {"name": "sonobuoy-aggregator", "namespace": ns, "labels": {"component": "sonobuoy", "sonobuoy-component": "aggregator"}},
                "spec": {"selector": {"sonobuoy-component": "aggregator"},
@@ -158,7 +158,19 @@ mod tests {
         };
         let objs = objects(&o, &["e2e".into()]);
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "ConfigMap", "Pod", "Service"]);
+        assert_eq!(
+            kinds,
+            [
+                "Namespace",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ConfigMap",
+                "ConfigMap",
+                "Pod",
+                "Service"
+            ]
+        );
         round_trips::<Namespace>(&objs[0]);
         round_trips::<ServiceAccount>(&objs[1]);
         round_trips::<ClusterRole>(&objs[2]);
@@ -169,14 +181,25 @@ mod tests {
         round_trips::<Service>(&objs[7]);
         let pod = &objs[6];
         assert_eq!(pod["metadata"]["name"], "sonobuoy");
-        assert_eq!(pod["metadata"]["labels"]["sonobuoy-component"], "aggregator");
+        assert_eq!(
+            pod["metadata"]["labels"]["sonobuoy-component"],
+            "aggregator"
+        );
         assert_eq!(pod["spec"]["containers"][0]["name"], "kube-sonobuoy");
-        assert_eq!(pod["spec"]["containers"][0]["command"], json!(["/sonobuoy"]));
-        assert_eq!(objs[5]["data"]["plugin-0.yaml"], "sonobuoy-config: {driver: Job, plugin-name: e2e}\n");
-        let cfg: Value = serde_json::from_str(objs[4]["data"]["config.json"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            pod["spec"]["containers"][0]["command"],
+            json!(["/sonobuoy"])
+        );
+        assert_eq!(
+            objs[5]["data"]["plugin-0.yaml"],
+            "sonobuoy-config: {driver: Job, plugin-name: e2e}\n"
+        );
+        let cfg: Value =
+            serde_json::from_str(objs[4]["data"]["config.json"].as_str().unwrap()).unwrap();
         assert_eq!(cfg["Plugins"], json!([{"name": "e2e"}]));
         // The config the manifest carries is one the aggregator loads.
-        let c = crate::config::ClusterConfig::parse(None, &cfg.to_string(), &|_: &str| None).unwrap();
+        let c =
+            crate::config::ClusterConfig::parse(None, &cfg.to_string(), &|_: &str| None).unwrap();
         assert_eq!(c.selection, Some(vec!["e2e".to_string()]));
         let yaml = render(&objs);
         assert_eq!(yaml.matches("\n---\n").count() + 1, 8);

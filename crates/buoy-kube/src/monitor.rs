@@ -127,7 +127,11 @@ pub fn assess(
                     st.job_pod_missing = 0;
                     if let Some(reason) = pod_failure(pod, now) {
                         st.reported.insert(GLOBAL_NODE.into());
-                        out.push(Verdict { key, message: reason, pod: pod_json(pod) });
+                        out.push(Verdict {
+                            key,
+                            message: reason,
+                            pod: pod_json(pod),
+                        });
                     }
                 }
                 [] if st.job_pod_seen => {
@@ -165,7 +169,11 @@ pub fn assess(
                 }
                 if let Some(reason) = pod_failure(pod, now) {
                     st.reported.insert(node.clone());
-                    out.push(Verdict { key, message: reason, pod: pod_json(pod) });
+                    out.push(Verdict {
+                        key,
+                        message: reason,
+                        pod: pod_json(pod),
+                    });
                 }
             }
             let waited = (now - w.launched).try_into().unwrap_or(Duration::ZERO);
@@ -184,7 +192,9 @@ pub fn assess(
                             st.reported.insert(node.clone());
                             out.push(Verdict {
                                 key,
-                                message: format!("Node {node} was removed from the cluster during the run"),
+                                message: format!(
+                                    "Node {node} was removed from the cluster during the run"
+                                ),
                                 pod: None,
                             });
                             continue;
@@ -258,9 +268,7 @@ pub async fn monitor(
 ) {
     let mut st = MonitorState::default();
     let mut wait = opts.poll;
-    let deadline = w
-        .timeout
-        .map(|t| tokio::time::Instant::now() + t);
+    let deadline = w.timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         if *stop.borrow() || agg.inspect(|s| s.plugin_done(&w.plugin)) {
             return;
@@ -268,14 +276,29 @@ pub async fn monitor(
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             for key in w.keys() {
                 if !is_done(&agg, &key) {
-                    record(&agg, &Verdict { key, message: buoy_wire::TIMEOUT_ERROR_MESSAGE.into(), pod: None }).await;
+                    record(
+                        &agg,
+                        &Verdict {
+                            key,
+                            message: buoy_wire::TIMEOUT_ERROR_MESSAGE.into(),
+                            pod: None,
+                        },
+                    )
+                    .await;
                 }
             }
         } else {
             match observe(&api, &w).await {
                 Ok(obs) => {
                     wait = opts.poll;
-                    let verdicts = assess(&w, &mut st, &obs, &|k| is_done(&agg, k), &opts, OffsetDateTime::now_utc());
+                    let verdicts = assess(
+                        &w,
+                        &mut st,
+                        &obs,
+                        &|k| is_done(&agg, k),
+                        &opts,
+                        OffsetDateTime::now_utc(),
+                    );
                     for v in verdicts {
                         tracing::warn!(key = %v.key, reason = %v.message, "plugin failure detected");
                         if !record(&agg, &v).await {
@@ -335,20 +358,43 @@ mod tests {
         let w = watched(Driver::DaemonSet, &["a", "b", "c"]);
         let mut st = MonitorState::default();
         let obs = Observation {
-            pods: vec![pod_on("a", json!({"phase": "Running"})), pod_on("b", unschedulable())],
+            pods: vec![
+                pod_on("a", json!({"phase": "Running"})),
+                pod_on("b", unschedulable()),
+            ],
             daemonsets: 1,
             nodes: names(&["a", "b", "c"]),
         };
         let opts = MonitorOptions::default();
-        let v = assess(&w, &mut st, &obs, &|_| false, &opts, OffsetDateTime::now_utc());
+        let v = assess(
+            &w,
+            &mut st,
+            &obs,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc(),
+        );
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].key, ResultKey::new("p", "b"));
         assert_eq!(v[0].message, "Can't schedule pod: taints");
         assert!(v[0].pod.is_some());
         assert_eq!(v[1].key, ResultKey::new("p", "c"));
-        assert!(v[1].message.starts_with("No pod was scheduled on node c within 10m"), "{}", v[1].message);
+        assert!(
+            v[1].message
+                .starts_with("No pod was scheduled on node c within 10m"),
+            "{}",
+            v[1].message
+        );
         assert!(v[1].message.ends_with("Check tolerations for plugin p"));
-        assert!(assess(&w, &mut st, &obs, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        assert!(assess(
+            &w,
+            &mut st,
+            &obs,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc()
+        )
+        .is_empty());
     }
 
     #[test]
@@ -356,11 +402,34 @@ mod tests {
         let mut w = watched(Driver::DaemonSet, &["a"]);
         let mut st = MonitorState::default();
         let opts = MonitorOptions::default();
-        let none = Observation { daemonsets: 0, ..Default::default() };
-        assert!(assess(&w, &mut st, &none, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        let none = Observation {
+            daemonsets: 0,
+            ..Default::default()
+        };
+        assert!(assess(
+            &w,
+            &mut st,
+            &none,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc()
+        )
+        .is_empty());
         w.launched = OffsetDateTime::now_utc();
-        let empty = Observation { daemonsets: 1, nodes: names(&["a"]), ..Default::default() };
-        assert!(assess(&w, &mut st, &empty, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        let empty = Observation {
+            daemonsets: 1,
+            nodes: names(&["a"]),
+            ..Default::default()
+        };
+        assert!(assess(
+            &w,
+            &mut st,
+            &empty,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc()
+        )
+        .is_empty());
     }
 
     #[test]
@@ -377,15 +446,50 @@ mod tests {
         assert!(assess(&w, &mut st, &obs, &a_done, &opts, OffsetDateTime::now_utc()).is_empty());
         let v = assess(&w, &mut st, &obs, &a_done, &opts, OffsetDateTime::now_utc());
         assert_eq!(v.len(), 1);
-        assert_eq!(v[0].message, "Node b was removed from the cluster during the run");
+        assert_eq!(
+            v[0].message,
+            "Node b was removed from the cluster during the run"
+        );
         // A node that comes back in between starts counting again.
         let w = watched(Driver::DaemonSet, &["c"]);
         let mut st = MonitorState::default();
-        let gone = Observation { pods: vec![pod_on("c", json!({}))], daemonsets: 1, nodes: names(&[]) };
-        let back = Observation { pods: vec![pod_on("c", json!({}))], daemonsets: 1, nodes: names(&["c"]) };
-        assert!(assess(&w, &mut st, &gone, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
-        assert!(assess(&w, &mut st, &back, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
-        assert!(assess(&w, &mut st, &gone, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        let gone = Observation {
+            pods: vec![pod_on("c", json!({}))],
+            daemonsets: 1,
+            nodes: names(&[]),
+        };
+        let back = Observation {
+            pods: vec![pod_on("c", json!({}))],
+            daemonsets: 1,
+            nodes: names(&["c"]),
+        };
+        assert!(assess(
+            &w,
+            &mut st,
+            &gone,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc()
+        )
+        .is_empty());
+        assert!(assess(
+            &w,
+            &mut st,
+            &back,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc()
+        )
+        .is_empty());
+        assert!(assess(
+            &w,
+            &mut st,
+            &gone,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc()
+        )
+        .is_empty());
     }
 
     #[test]
@@ -393,19 +497,58 @@ mod tests {
         let w = watched(Driver::Job, &[]);
         let mut st = MonitorState::default();
         let opts = MonitorOptions::default();
-        let done_long_ago = pod_on("n", json!({"containerStatuses": [{"name": "plugin", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 0, "finishedAt": "2020-01-01T00:00:00Z"}}}]}));
-        let one = Observation { pods: vec![done_long_ago], ..Default::default() };
-        assert!(assess(&w, &mut st, &one, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+        let done_long_ago = pod_on(
+            "n",
+            json!({"containerStatuses": [{"name": "plugin", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "finishedAt": "2020-01-01T00:00:00Z"}}}]}),
+        );
+        let one = Observation {
+            pods: vec![done_long_ago],
+            ..Default::default()
+        };
+        assert!(assess(
+            &w,
+            &mut st,
+            &one,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc()
+        )
+        .is_empty());
         let none = Observation::default();
-        assert!(assess(&w, &mut st, &none, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
-        let v = assess(&w, &mut st, &none, &|_| false, &opts, OffsetDateTime::now_utc());
+        assert!(assess(
+            &w,
+            &mut st,
+            &none,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc()
+        )
+        .is_empty());
+        let v = assess(
+            &w,
+            &mut st,
+            &none,
+            &|_| false,
+            &opts,
+            OffsetDateTime::now_utc(),
+        );
         assert_eq!(v.len(), 1);
-        assert!(v[0].message.contains("was deleted before its worker delivered"));
+        assert!(v[0]
+            .message
+            .contains("was deleted before its worker delivered"));
         // Before a pod was ever seen, an empty list is just the API catching up.
         let mut fresh = MonitorState::default();
         for _ in 0..3 {
-            assert!(assess(&w, &mut fresh, &none, &|_| false, &opts, OffsetDateTime::now_utc()).is_empty());
+            assert!(assess(
+                &w,
+                &mut fresh,
+                &none,
+                &|_| false,
+                &opts,
+                OffsetDateTime::now_utc()
+            )
+            .is_empty());
         }
     }
 }

@@ -33,7 +33,10 @@ pub fn node_matches(spec: Option<&PodSpec>, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     match required {
         None => true,
         Some(r) if r.node_selector_terms.is_empty() => true,
@@ -82,7 +85,10 @@ mod tests {
     fn no_spec_or_no_constraints_means_every_node() {
         let ns = nodes();
         assert_eq!(filter_nodes(None, &ns), ["a", "b", "c"]);
-        assert_eq!(filter_nodes(Some(&spec(json!({"containers": []}))), &ns), ["a", "b", "c"]);
+        assert_eq!(
+            filter_nodes(Some(&spec(json!({"containers": []}))), &ns),
+            ["a", "b", "c"]
+        );
     }
 
     #[test]
@@ -105,14 +111,18 @@ mod tests {
             {"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]},
         ])));
         assert_eq!(filter_nodes(Some(&s), &ns), ["b", "c"]);
-        let s = spec(affinity(json!([{"matchExpressions": [{"key": "zone", "operator": "Exists"}]}])));
+        let s = spec(affinity(
+            json!([{"matchExpressions": [{"key": "zone", "operator": "Exists"}]}]),
+        ));
         assert_eq!(filter_nodes(Some(&s), &ns), ["a", "b"]);
     }
 
     #[test]
     fn node_selector_and_affinity_combine_by_and() {
         let ns = nodes();
-        let mut v = affinity(json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["1", "2"]}]}]));
+        let mut v = affinity(
+            json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["1", "2"]}]}]),
+        );
         v["nodeSelector"] = json!({"zone": "2"});
         assert_eq!(filter_nodes(Some(&spec(v)), &ns), ["b"]);
     }

@@ -238,7 +238,11 @@ pub fn pod_spec(m: &Manifest, sid: &str, ctx: &DriverContext) -> Value {
             json!({"name": ctx.image_pull_secrets}),
         );
     }
-    push(&mut spec, "volumes", json!({"name": "results", "emptyDir": {}}));
+    push(
+        &mut spec,
+        "volumes",
+        json!({"name": "results", "emptyDir": {}}),
+    );
     if let Some(extra) = m.raw.get("extra-volumes").and_then(Value::as_array) {
         for v in extra {
             push(&mut spec, "volumes", v.clone());
@@ -340,7 +344,9 @@ pub(crate) mod tests {
     fn session_ids_are_16_lowercase_hex() {
         let s = session_id();
         assert_eq!(s.len(), 16);
-        assert!(s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(s, session_id());
     }
 
@@ -349,7 +355,8 @@ pub(crate) mod tests {
         let m = manifest(JOB);
         let mut c = ctx();
         c.image_pull_secrets = "regcred".into();
-        c.custom_annotations.insert("team".into(), "conformance".into());
+        c.custom_annotations
+            .insert("team".into(), "conformance".into());
         let pod = serde_json::to_value(job_pod(&m, "0123456789abcdef", &c).unwrap()).unwrap();
         assert_eq!(pod["metadata"]["name"], "sonobuoy-e2e-job-0123456789abcdef");
         assert_eq!(pod["metadata"]["namespace"], "sonobuoy");
@@ -424,7 +431,10 @@ pub(crate) mod tests {
             json!({"name": "sonobuoy-plugin-e2e-0123456789abcdef", "key": "tls.key"})
         );
         assert_eq!(spec["imagePullSecrets"], json!([{"name": "regcred"}]));
-        assert_eq!(spec["volumes"], json!([{"name": "results", "emptyDir": {}}]));
+        assert_eq!(
+            spec["volumes"],
+            json!([{"name": "results", "emptyDir": {}}])
+        );
     }
 
     #[test]
@@ -437,7 +447,10 @@ pub(crate) mod tests {
             ds["metadata"]["name"],
             "sonobuoy-systemd-logs-daemon-set-00000000000000aa"
         );
-        assert_eq!(ds["metadata"]["annotations"]["sonobuoy-driver"], "DaemonSet");
+        assert_eq!(
+            ds["metadata"]["annotations"]["sonobuoy-driver"],
+            "DaemonSet"
+        );
         assert_eq!(
             ds["spec"]["selector"],
             json!({"matchLabels": {"sonobuoy-run": "00000000000000aa"}})
@@ -461,7 +474,15 @@ pub(crate) mod tests {
         let w = &spec["containers"][1];
         assert_eq!(
             w["command"],
-            json!(["/sonobuoy", "worker", "single-node", "--level=trace", "-v=6", "--logtostderr", "--sleep=-1"])
+            json!([
+                "/sonobuoy",
+                "worker",
+                "single-node",
+                "--level=trace",
+                "-v=6",
+                "--logtostderr",
+                "--sleep=-1"
+            ])
         );
         assert!(w.get("args").is_none());
     }
@@ -484,7 +505,14 @@ pub(crate) mod tests {
 
     #[test]
     fn tls_secret_holds_the_leaf_and_sec1_key() {
-        let s = serde_json::to_value(tls_secret("e2e", "sid", &ctx(), "CERT", "-----BEGIN EC PRIVATE KEY-----")).unwrap();
+        let s = serde_json::to_value(tls_secret(
+            "e2e",
+            "sid",
+            &ctx(),
+            "CERT",
+            "-----BEGIN EC PRIVATE KEY-----",
+        ))
+        .unwrap();
         assert_eq!(s["metadata"]["name"], "sonobuoy-plugin-e2e-sid");
         assert_eq!(s["type"], "kubernetes.io/tls");
         assert_eq!(s["data"]["tls.crt"], "Q0VSVA==");

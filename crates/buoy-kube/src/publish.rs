@@ -139,47 +139,90 @@ mod tests {
 
     fn big(nodes: usize, status: &str) -> Status {
         Status {
-            plugins: Some((0..nodes).map(|n| PluginStatus {
-                plugin: "systemd-logs".into(),
-                node: format!("node-{n:05}"),
-                status: status.into(),
-                result_status: String::new(),
-                result_counts: None,
-                progress: None,
-            }).collect()),
+            plugins: Some(
+                (0..nodes)
+                    .map(|n| PluginStatus {
+                        plugin: "systemd-logs".into(),
+                        node: format!("node-{n:05}"),
+                        status: status.into(),
+                        result_status: String::new(),
+                        result_counts: None,
+                        progress: None,
+                    })
+                    .collect(),
+            ),
             status: "running".into(),
             tar_info: Default::default(),
         }
     }
 
     fn annotation(c: &crate::fixtures::Call) -> String {
-        c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"].as_str().unwrap().to_string()
+        c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     #[tokio::test]
     async fn a_too_long_refusal_falls_back_to_the_summary_and_updates_go_on() {
         let (client, mut server) = pair();
         let mut p = Publisher::new(KubeApi::new(client, "sonobuoy"), PublishOptions::default());
-        let agg_pods = || list("PodList", vec![json!({"metadata": {"name": "sonobuoy-agg"}})]);
+        let agg_pods = || {
+            list(
+                "PodList",
+                vec![json!({"metadata": {"name": "sonobuoy-agg"}})],
+            )
+        };
         let task = tokio::spawn(async move {
             let first = p.publish(&big(400, "running")).await;
             let again = p.publish(&big(400, "running")).await;
             let changed = p.publish(&big(400, "complete")).await;
             (first, again, changed)
         });
-        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, agg_pods()).await;
+        server
+            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, agg_pods())
+            .await;
         let c = server
-            .expect("PATCH", "/api/v1/namespaces/sonobuoy/pods/sonobuoy-agg", 422, api_error(422, "Invalid", "metadata.annotations: Too long: must have at most 262144 bytes"))
+            .expect(
+                "PATCH",
+                "/api/v1/namespaces/sonobuoy/pods/sonobuoy-agg",
+                422,
+                api_error(
+                    422,
+                    "Invalid",
+                    "metadata.annotations: Too long: must have at most 262144 bytes",
+                ),
+            )
             .await;
         let full = annotation(&c);
-        assert!(full.len() <= ANNOTATION_LIMIT && full.len() > 16 * 1024, "{}", full.len());
-        let c = server.expect("PATCH", "/api/v1/namespaces/sonobuoy/pods/sonobuoy-agg", 200, json!({"metadata": {"name": "sonobuoy-agg"}})).await;
+        assert!(
+            full.len() <= ANNOTATION_LIMIT && full.len() > 16 * 1024,
+            "{}",
+            full.len()
+        );
+        let c = server
+            .expect(
+                "PATCH",
+                "/api/v1/namespaces/sonobuoy/pods/sonobuoy-agg",
+                200,
+                json!({"metadata": {"name": "sonobuoy-agg"}}),
+            )
+            .await;
         let summary: Status = serde_json::from_str(&annotation(&c)).unwrap();
         assert_eq!(summary.status, "running");
         assert_eq!(summary.plugins.unwrap()[0].node, "400 nodes");
         // The same status again is not re-sent; a new one is, still as the summary.
-        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, agg_pods()).await;
-        let c = server.expect("PATCH", "/api/v1/namespaces/sonobuoy/pods/sonobuoy-agg", 200, json!({"metadata": {"name": "sonobuoy-agg"}})).await;
+        server
+            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, agg_pods())
+            .await;
+        let c = server
+            .expect(
+                "PATCH",
+                "/api/v1/namespaces/sonobuoy/pods/sonobuoy-agg",
+                200,
+                json!({"metadata": {"name": "sonobuoy-agg"}}),
+            )
+            .await;
         let s: Status = serde_json::from_str(&annotation(&c)).unwrap();
         assert_eq!(s.plugins.unwrap().len(), 1);
         server.expect_silence(Duration::from_millis(200)).await;

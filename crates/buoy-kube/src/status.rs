@@ -46,9 +46,30 @@ mod tests {
         let (client, mut server) = pair();
         let api = KubeApi::new(client, "sonobuoy");
         let task = tokio::spawn(async move { read_status(&api).await });
-        server.expect("GET", "/api/v1/namespaces/sonobuoy", 200, json!({"metadata": {"name": "sonobuoy"}})).await;
-        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, list("PodList", vec![pod_json.clone()])).await;
-        server.expect("GET", "/api/v1/namespaces/sonobuoy/pods/sonobuoy", 200, pod_json).await;
+        server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy",
+                200,
+                json!({"metadata": {"name": "sonobuoy"}}),
+            )
+            .await;
+        server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list("PodList", vec![pod_json.clone()]),
+            )
+            .await;
+        server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods/sonobuoy",
+                200,
+                pod_json,
+            )
+            .await;
         within(task).await.unwrap()
     }
 
@@ -64,7 +85,11 @@ mod tests {
         let e = scenario(pod("Pending", None)).await.unwrap_err();
         assert_eq!(e.to_string(), "pod sonobuoy has status \"Pending\"");
         let e = scenario(pod("Running", None)).await.unwrap_err();
-        assert!(e.to_string().contains("no status annotation \"sonobuoy.hept.io/status\""), "{e}");
+        assert!(
+            e.to_string()
+                .contains("no status annotation \"sonobuoy.hept.io/status\""),
+            "{e}"
+        );
         let e = scenario(pod("Running", Some("{"))).await.unwrap_err();
         assert!(matches!(e, KubeError::BadStatus(_)));
     }

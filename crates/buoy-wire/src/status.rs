@@ -134,9 +134,7 @@ fn sum_progress<'a>(
     out
 }
 
-fn sum_counts<'a>(
-    rows: impl Iterator<Item = &'a PluginStatus>,
-) -> Option<BTreeMap<String, i64>> {
+fn sum_counts<'a>(rows: impl Iterator<Item = &'a PluginStatus>) -> Option<BTreeMap<String, i64>> {
     let mut out: Option<BTreeMap<String, i64>> = None;
     for c in rows.filter_map(|r| r.result_counts.as_ref()) {
         let o = out.get_or_insert_with(BTreeMap::new);
@@ -341,7 +339,10 @@ mod tests {
     fn status_for_5000_nodes_and_3_plugins_stays_under_64_kib_and_decodes() {
         let s = big_status(5000, &["systemd-logs", "node-checks", "cis-benchmark"]);
         let full = serde_json::to_string(&s).unwrap().len();
-        assert!(full > 10 * ANNOTATION_LIMIT, "the full status is {full} bytes");
+        assert!(
+            full > 10 * ANNOTATION_LIMIT,
+            "the full status is {full} bytes"
+        );
         let (json, detail) = s.to_bounded_json(ANNOTATION_LIMIT, Detail::Full);
         assert!(json.len() <= ANNOTATION_LIMIT, "{} bytes", json.len());
         assert_eq!(detail, Detail::RolledUp);
@@ -390,7 +391,10 @@ mod tests {
         let (json, detail) = s.to_bounded_json(400, Detail::Summary);
         assert!(json.len() <= 400);
         assert_eq!(detail, Detail::Truncated);
-        assert_eq!(serde_json::from_str::<Status>(&json).unwrap().status, COMPLETE);
+        assert_eq!(
+            serde_json::from_str::<Status>(&json).unwrap().status,
+            COMPLETE
+        );
     }
 
     #[test]

@@ -96,7 +96,12 @@ struct SplatArgs {
 #[derive(Args)]
 struct ManifestArgs {
     /// A plugin manifest (repeatable), or a directory of them.
-    #[arg(long = "plugin", short = 'p', required = true, value_name = "FILE_OR_DIR")]
+    #[arg(
+        long = "plugin",
+        short = 'p',
+        required = true,
+        value_name = "FILE_OR_DIR"
+    )]
     plugins: Vec<PathBuf>,
     #[arg(short = 'n', long, default_value = "sonobuoy")]
     namespace: String,
@@ -455,9 +460,14 @@ async fn fetch_status(args: &StatusArgs) -> Result<buoy_wire::Status> {
         let tls = match (&args.cacert, &args.cert, &args.key) {
             (Some(ca), Some(cert), Some(key)) => {
                 let read = |p: &PathBuf| {
-                    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))
                 };
-                Some(buoy_pki::client_config(&read(ca)?, &read(cert)?, &read(key)?)?)
+                Some(buoy_pki::client_config(
+                    &read(ca)?,
+                    &read(cert)?,
+                    &read(key)?,
+                )?)
             }
             (None, None, None) => None,
             _ => bail!("--cacert, --cert and --key go together"),
@@ -499,7 +509,11 @@ async fn status(args: StatusArgs) -> Result<i32> {
         }
         print!("{text}");
         if !args.watch || done {
-            return Ok(if s.status == buoy_wire::status::FAILED { 1 } else { 0 });
+            return Ok(if s.status == buoy_wire::status::FAILED {
+                1
+            } else {
+                0
+            });
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -594,14 +608,16 @@ async fn run_local(args: RunArgs) -> Result<i32> {
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing(if matches!(
-        cli.command,
-        Command::Run(_) | Command::Status(_) | Command::Splat(_) | Command::Manifest(_)
-    ) {
-        "warn"
-    } else {
-        "info"
-    });
+    init_tracing(
+        if matches!(
+            cli.command,
+            Command::Run(_) | Command::Status(_) | Command::Splat(_) | Command::Manifest(_)
+        ) {
+            "warn"
+        } else {
+            "info"
+        },
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

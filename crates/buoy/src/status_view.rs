@@ -78,7 +78,11 @@ pub fn render(s: &Status, show_all: bool) -> String {
                     p.status.clone(),
                     p.result_status.clone(),
                     n.to_string(),
-                    if single { progress_cell(p) } else { String::new() },
+                    if single {
+                        progress_cell(p)
+                    } else {
+                        String::new()
+                    },
                 ]
             })
             .collect();
@@ -140,11 +144,17 @@ mod tests {
         let out = render(&s, false);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "PLUGIN   STATUS     RESULT   COUNT   PROGRESS");
-        assert_eq!(lines[1], "e2e      running             1       Passed:  4, Failed:  1, Remaining:  5");
+        assert_eq!(
+            lines[1],
+            "e2e      running             1       Passed:  4, Failed:  1, Remaining:  5"
+        );
         assert_eq!(lines[2], "logs     complete            2");
         assert_eq!(lines[3], "logs     failed              1");
         assert!(out.contains("in progress"));
         let all = render(&s, true);
-        assert!(all.lines().any(|l| l.starts_with("logs     c      failed")), "{all}");
+        assert!(
+            all.lines().any(|l| l.starts_with("logs     c      failed")),
+            "{all}"
+        );
     }
 }
