@@ -153,7 +153,8 @@ mod tests {
         assert!(out.contains("in progress"));
         let all = render(&s, true);
         assert!(
-            all.lines().any(|l| l.starts_with("logs     c      failed")),
+            all.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["logs", "c", "failed"]),
             "{all}"
         );
     }
