@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub enum KubeError {
     #[error("cannot read the run config {path}: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error("no run config found: set SONOBUOY_CONFIG, or provide ./config.json or /etc/sonobuoy/config.json")]
+    #[error("no run config found for in-cluster mode: set SONOBUOY_CONFIG, or provide ./config.json or /etc/sonobuoy/config.json (for a standalone aggregator, give --expect PLUGIN=NODE[,NODE...])")]
     NoConfig,
     #[error(transparent)]
     Manifest(#[from] buoy_wire::manifest::ManifestError),
