@@ -168,6 +168,16 @@ impl Aggregator {
         f(&self.lock())
     }
 
+    /// Resolves once every one of `plugins` has all its results (delivered or errors).
+    pub async fn wait_plugins_done(&self, plugins: &[&str]) {
+        let mut rx = self.subscribe();
+        while !self.inspect(|s| plugins.iter().all(|p| s.plugin_done(p))) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     pub fn set_run_phase(&self, phase: RunPhase) {
         self.lock().set_run_phase(phase);
         self.notify();

@@ -83,23 +83,6 @@ pub fn expected_results(
     (keys, per_plugin)
 }
 
-/// Plugin indexes grouped by `order` ascending, by name within a group (v0.57).
-pub fn order_groups(plugins: &[Manifest]) -> Vec<Vec<usize>> {
-    let mut idx: Vec<usize> = (0..plugins.len()).collect();
-    idx.sort_by(|&a, &b| {
-        (plugins[a].config.order, plugins[a].name())
-            .cmp(&(plugins[b].config.order, plugins[b].name()))
-    });
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for i in idx {
-        match groups.last_mut() {
-            Some(g) if plugins[g[0]].config.order == plugins[i].config.order => g.push(i),
-            _ => groups.push(vec![i]),
-        }
-    }
-    groups
-}
-
 /// A launched plugin: what cleanup and `definition.json` need.
 struct Launched {
     index: usize,
@@ -218,7 +201,7 @@ pub async fn run(
         let (ctx, monitor_opts, timeout) =
             (ctx.clone(), opts.monitor.clone(), cfg.plugin_timeout());
         async move {
-            for group in order_groups(&plugins) {
+            for group in buoy_wire::manifest::order_groups(&plugins) {
                 for &i in &group {
                     let m = &plugins[i];
                     let sid = objects::session_id();
@@ -252,7 +235,8 @@ pub async fn run(
                         stop_rx.clone(),
                     ));
                 }
-                wait_for_group(&agg, &plugins, &group).await;
+                let names: Vec<&str> = group.iter().map(|&i| plugins[i].name()).collect();
+                agg.wait_plugins_done(&names).await;
             }
         }
     };
@@ -284,9 +268,12 @@ pub async fn run(
         }
         write_definition(&agg, m, &l.sid, &ctx, !m.config.skip_cleanup)?;
     }
-    // The publisher stopped with the monitors; completion gets its own final patch below.
-    let _ = publisher_task.await;
-    let mut publisher = Publisher::new(api.clone(), opts.publish.clone());
+    // The publisher stopped with the monitors; completion gets its own final patch below, from
+    // the same publisher, so an earlier fallback to the summary still holds.
+    let mut publisher = match publisher_task.await {
+        Ok(p) => p,
+        Err(_) => Publisher::new(api.clone(), opts.publish.clone()),
+    };
     let finish = handle.seal_and_serve(
         async {
             publisher.publish(&agg.status()).await;
@@ -299,15 +286,6 @@ pub async fn run(
     let finished = finish.await?;
     tracing::info!(tarball = %finished.tarball.display(), "Results available at {}", finished.tarball.display());
     Ok(finished)
-}
-
-async fn wait_for_group(agg: &Aggregator, plugins: &[Manifest], group: &[usize]) {
-    let mut rx = agg.subscribe();
-    while !agg.inspect(|s| group.iter().all(|&i| s.plugin_done(plugins[i].name()))) {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 fn write_definition(

@@ -123,12 +123,6 @@ pub fn find_config(env: &dyn Env) -> Result<(PathBuf, String), KubeError> {
     Err(KubeError::NoConfig)
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
 /// `<ip>:<port>` for IPv4 (v0.57.4), `[<ip>]:<port>` for IPv6.
 pub fn advertise_from_ip(ip: &str, port: u16) -> String {
     match ip.parse::<std::net::IpAddr>() {
@@ -162,7 +156,7 @@ impl ClusterConfig {
         if server.advertiseaddress.is_empty() {
             server.advertiseaddress = match env.var("SONOBUOY_ADVERTISE_IP") {
                 Some(ip) => advertise_from_ip(&ip, server.bindport),
-                None => format!("{}:{}", host_name(), server.bindport),
+                None => format!("{}:{}", buoy_wire::host_name(), server.bindport),
             };
         }
         let uuid = if t.uuid.is_empty() {

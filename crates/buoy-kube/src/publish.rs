@@ -106,17 +106,15 @@ impl Publisher {
     }
 
     /// Publishes `agg`'s status immediately, then every period while it changes, until the run
-    /// is complete (one last patch) or `stop` is set (one last attempt).
-    pub async fn run(mut self, agg: Arc<Aggregator>, mut stop: watch::Receiver<bool>) {
+    /// is complete (one last patch) or `stop` is set (one last attempt). Returns itself, so a
+    /// later publish remembers what was written and any fallback to the summary.
+    pub async fn run(mut self, agg: Arc<Aggregator>, mut stop: watch::Receiver<bool>) -> Self {
         loop {
             let status = agg.status();
             let complete = status.status == buoy_wire::status::COMPLETE;
             let ok = self.publish(&status).await;
-            if complete && ok {
-                return;
-            }
-            if *stop.borrow() {
-                return;
+            if (complete && ok) || *stop.borrow() {
+                return self;
             }
             let gap = self.gap();
             let mut changed = agg.subscribe();

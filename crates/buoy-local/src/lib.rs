@@ -70,14 +70,7 @@ impl LocalSummary {
 }
 
 /// This host's name, the default node of a local run.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "localhost".to_string())
-}
+pub use buoy_wire::host_name;
 
 fn check_runnable(m: &Manifest) -> Result<(), LocalError> {
     if m.container.command.is_empty() {
@@ -226,20 +219,12 @@ async fn launch_in_order(
     instances: Vec<Instance>,
     tasks: Launched,
 ) {
-    let mut orders: Vec<i64> = manifests.iter().map(|m| m.config.order).collect();
-    orders.sort();
-    orders.dedup();
     let mut pending = instances;
-    for order in orders {
-        let mut group: Vec<String> = manifests
-            .iter()
-            .filter(|m| m.config.order == order)
-            .map(|m| m.name().to_string())
-            .collect();
-        group.sort();
+    for group in manifest::order_groups(&manifests) {
+        let group: Vec<&str> = group.iter().map(|&i| manifests[i].name()).collect();
         let (now, later): (Vec<Instance>, Vec<Instance>) = pending
             .into_iter()
-            .partition(|i| group.contains(&i.key.plugin));
+            .partition(|i| group.contains(&i.key.plugin.as_str()));
         pending = later;
         for inst in now {
             tasks
@@ -247,12 +232,7 @@ async fn launch_in_order(
                 .expect("task list")
                 .push(tokio::spawn(inst.run(agg.clone())));
         }
-        let mut rx = agg.subscribe();
-        while !agg.inspect(|s| group.iter().all(|p| s.plugin_done(p))) {
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
+        agg.wait_plugins_done(&group).await;
     }
 }
 

@@ -45,3 +45,13 @@ pub fn error_body(message: &str, extra: Option<(&str, serde_json::Value)>) -> Ve
     }
     serde_json::to_vec(&map).expect("a map of JSON values always serialises")
 }
+
+/// This host's name: the kernel's, else `$HOSTNAME`, else `localhost`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".to_string())
+}

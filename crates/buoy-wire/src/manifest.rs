@@ -150,6 +150,24 @@ impl Manifest {
     }
 }
 
+/// Plugin indexes grouped for launch (v0.57 `getOrderedPlugins`): by `order` ascending, by
+/// name within a group.
+pub fn order_groups(plugins: &[Manifest]) -> Vec<Vec<usize>> {
+    let mut idx: Vec<usize> = (0..plugins.len()).collect();
+    idx.sort_by(|&a, &b| {
+        (plugins[a].config.order, plugins[a].name())
+            .cmp(&(plugins[b].config.order, plugins[b].name()))
+    });
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for i in idx {
+        match groups.last_mut() {
+            Some(g) if plugins[g[0]].config.order == plugins[i].config.order => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
 fn read_manifest(path: &Path) -> Result<Manifest, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
@@ -210,6 +228,21 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn order_groups_are_ascending_and_name_sorted_within() {
+        let m = |name: &str, order: i64| {
+            Manifest::parse(
+                Path::new("x.yaml"),
+                &format!("sonobuoy-config: {{driver: Job, plugin-name: {name}, order: {order}}}\n"),
+            )
+            .unwrap()
+        };
+        let ps = vec![m("zeta", 0), m("late", 2), m("alpha", 0), m("mid", 1)];
+        assert_eq!(order_groups(&ps), vec![vec![2, 0], vec![3], vec![1]]);
+        assert!(order_groups(&[]).is_empty());
+    }
+
     use super::*;
 
     const JOB: &str = r#"

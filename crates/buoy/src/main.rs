@@ -178,6 +178,17 @@ struct AggregatorArgs {
     compat: CompatFlags,
 }
 
+impl AggregatorArgs {
+    /// The aggregator tunables both modes take from the command line.
+    fn options(&self) -> Options {
+        Options {
+            retry_window: Duration::from_secs(self.retry_window),
+            max_concurrent_uploads: self.max_concurrent_uploads,
+            ..Options::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum WorkerMode {
     Global,
@@ -307,11 +318,7 @@ async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
     let opts = buoy_kube::cluster::ClusterOptions {
         output_dir: args.output.clone(),
         no_exit: args.no_exit,
-        aggregator: Options {
-            retry_window: Duration::from_secs(args.retry_window),
-            max_concurrent_uploads: args.max_concurrent_uploads,
-            ..Options::default()
-        },
+        aggregator: args.options(),
         ..Default::default()
     };
     let finished = buoy_kube::cluster::run(api, cfg, plugins, opts, shutdown_signal())
@@ -355,10 +362,8 @@ async fn aggregator(args: AggregatorArgs) -> Result<i32> {
     };
     let timeout = secs(args.timeout);
     let options = Options {
-        retry_window: Duration::from_secs(args.retry_window),
-        max_concurrent_uploads: args.max_concurrent_uploads,
         enforce_identity: tls.is_some(),
-        ..Options::default()
+        ..args.options()
     };
     let bound = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
