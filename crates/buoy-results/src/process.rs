@@ -1,0 +1,398 @@
+//! Post-processing one plugin's directory (`plugins/<p>/results` and `errors`) into its item
+//! tree (compat §6.9): file selection by result format and `result-files`, the Job and
+//! DaemonSet tree shapes, error items, then the roll-up. Nothing here fails: a file that cannot
+//! be read or parsed becomes an item with status `unknown` and the reason in `meta.error`.
+
+use std::fs::{self, File};
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use buoy_wire::manifest::{Driver, Manifest};
+
+use crate::item::{self, Item, TIMEOUT, TYPE_FILE, TYPE_NODE, TYPE_SUMMARY, UNKNOWN};
+
+/// The output file, beside `results/` and `errors/` in each plugin directory.
+pub const RESULTS_FILE: &str = "sonobuoy_results.yaml";
+const ERROR_FILE: &str = "error.json";
+
+/// What post-processing needs to know about a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSpec {
+    pub name: String,
+    pub driver: Driver,
+    /// `junit`, `e2e`, `raw`, `manual`, `gojson`; anything else is processed as `raw`.
+    pub result_format: String,
+    /// Base names of the files to process; empty means the format's default selection.
+    pub result_files: Vec<String>,
+}
+
+impl PluginSpec {
+    pub fn from_manifest(m: &Manifest) -> Self {
+        Self {
+            name: m.name().to_string(),
+            driver: m.driver,
+            result_format: m.config.result_format.clone(),
+            result_files: m.config.result_files.clone(),
+        }
+    }
+
+    /// A plugin known only by the results expected of it: `raw`, a Job if its only node is
+    /// `global`, else a DaemonSet.
+    pub fn raw(name: &str, nodes: &[&str]) -> Self {
+        let job = nodes.iter().all(|n| *n == buoy_wire::GLOBAL_NODE);
+        Self {
+            name: name.to_string(),
+            driver: if job { Driver::Job } else { Driver::DaemonSet },
+            result_format: "raw".into(),
+            result_files: vec![],
+        }
+    }
+
+    fn format(&self) -> Format {
+        match self.result_format.as_str() {
+            "junit" | "e2e" => Format::Junit,
+            "manual" => Format::Manual,
+            "gojson" => Format::GoJson,
+            _ => Format::Raw,
+        }
+    }
+
+    fn selects(&self, path: &Path) -> bool {
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !self.result_files.is_empty() {
+            return self.result_files.contains(&base);
+        }
+        match self.format() {
+            Format::Junit => base.ends_with(".xml"),
+            Format::GoJson => base.ends_with(".json"),
+            Format::Manual => base.ends_with(".yaml") || base.ends_with(".yml"),
+            Format::Raw => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Junit,
+    Raw,
+    Manual,
+    GoJson,
+}
+
+/// Files under `dir` in Go's `filepath.Walk` order (lexical per directory, depth first).
+/// A missing directory has no files.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    let mut entries: Vec<_> = rd.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(walk_files(&path)),
+            Ok(_) => out.push(path),
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut dirs: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn base_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn rel(plugin_dir: &Path, path: &Path) -> String {
+    path.strip_prefix(plugin_dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn unreadable(mut item: Item, reason: impl std::fmt::Display) -> Item {
+    item.status = UNKNOWN.into();
+    item.items.clear();
+    item.meta.insert("error".into(), reason.to_string());
+    item
+}
+
+fn file_item(plugin_dir: &Path, path: &Path, format: Format) -> Item {
+    let rel = rel(plugin_dir, path);
+    let name = base_name(path);
+    if format == Format::Raw {
+        let status = if fs::metadata(path).is_ok() {
+            item::PASSED
+        } else {
+            item::FAILED
+        };
+        return Item::new(name, status).with_meta("file", rel);
+    }
+    let item = Item::new(name, UNKNOWN)
+        .with_meta("file", rel)
+        .with_meta("type", TYPE_FILE);
+    let file = match File::open(path) {
+        Ok(f) => BufReader::new(f),
+        Err(e) => return unreadable(item, format!("cannot open: {e}")),
+    };
+    match format {
+        Format::Junit => match crate::junit::parse_suites(file) {
+            Ok(suites) => Item {
+                status: item::PASSED.into(),
+                items: suites,
+                ..item
+            },
+            Err(e) => unreadable(item, format!("not valid JUnit XML: {e}")),
+        },
+        Format::GoJson => match gojson(file) {
+            Ok(tests) => Item {
+                status: item::PASSED.into(),
+                items: tests,
+                ..item
+            },
+            Err(e) => unreadable(item, format!("not a `go test -json` stream: {e}")),
+        },
+        Format::Manual => match manual(file) {
+            Ok(m) => Item {
+                status: m.status,
+                details: m.details,
+                items: m.items,
+                ..item
+            },
+            Err(e) => unreadable(item, e),
+        },
+        Format::Raw => unreachable!("handled above"),
+    }
+}
+
+/// A manual results file must be exactly one item.
+fn manual(file: impl std::io::Read) -> Result<Item, String> {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_reader(file)
+        .map_err(|e| format!("not a single YAML results item: {e}"))?;
+    if !value.is_mapping() {
+        return Err("not a single YAML results item: expected a mapping".into());
+    }
+    serde_yaml_ng::from_value(value).map_err(|e| format!("not a valid results item: {e}"))
+}
+
+#[derive(serde::Deserialize)]
+struct TestEvent {
+    #[serde(rename = "Action", default)]
+    action: String,
+    #[serde(rename = "Test", default)]
+    test: String,
+}
+
+/// One item per finished test (`pass`, `fail`, `skip`; other final actions are `unknown`).
+fn gojson(file: impl std::io::Read) -> Result<Vec<Item>, String> {
+    let mut tests = Vec::new();
+    for ev in serde_json::Deserializer::from_reader(file).into_iter::<TestEvent>() {
+        let ev = ev.map_err(|e| e.to_string())?;
+        if ev.test.is_empty() || matches!(ev.action.as_str(), "run" | "pause" | "cont" | "output" | "bench") {
+            continue;
+        }
+        let status = match ev.action.as_str() {
+            "pass" => item::PASSED,
+            "fail" => item::FAILED,
+            "skip" => item::SKIPPED,
+            _ => UNKNOWN,
+        };
+        tests.push(Item::new(ev.test, status));
+    }
+    Ok(tests)
+}
+
+/// Go's `fmt.Sprint` of a decoded JSON value, as Sonobuoy stringifies error details.
+fn go_sprint(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "<nil>".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+            Some(f) => f.to_string(),
+            None => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(go_sprint).collect::<Vec<_>>().join(" ")
+        ),
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{k}:{}", go_sprint(&o[k])))
+                .collect();
+            format!("map[{}]", parts.join(" "))
+        }
+    }
+}
+
+/// An error the aggregator recorded (`errors/**/error.json`): named after its message,
+/// `timeout` if the message says so, else `failed`.
+fn error_item(plugin_dir: &Path, path: &Path) -> Item {
+    let item = Item::new(base_name(path), item::FAILED).with_meta("file", rel(plugin_dir, path));
+    let body = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return unreadable(item, format!("cannot open: {e}")),
+    };
+    let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(o) => o,
+        Err(e) => return unreadable(item, format!("not a JSON object: {e}")),
+    };
+    let mut item = item;
+    for (k, v) in &obj {
+        item.details.insert(k.clone(), go_sprint(v).into());
+    }
+    // Sonobuoy names an error without a message `<nil>`; the file name says more.
+    if let Some(msg) = obj.get("error") {
+        item.name = go_sprint(msg);
+        if item.name.contains("timeout") {
+            item.status = TIMEOUT.into();
+        }
+    }
+    item
+}
+
+fn items_in(plugin_dir: &Path, dir: &Path, spec: &PluginSpec) -> Vec<Item> {
+    walk_files(dir)
+        .into_iter()
+        .filter(|p| spec.selects(p))
+        .map(|p| file_item(plugin_dir, &p, spec.format()))
+        .collect()
+}
+
+fn errors_in(plugin_dir: &Path, dir: &Path) -> Vec<Item> {
+    walk_files(dir)
+        .into_iter()
+        .filter(|p| base_name(p) == ERROR_FILE)
+        .map(|p| error_item(plugin_dir, &p))
+        .collect()
+}
+
+fn node_item(dir: &Path, items: Vec<Item>) -> Item {
+    Item {
+        name: base_name(dir),
+        meta: [("type".to_string(), TYPE_NODE.to_string())].into(),
+        items,
+        ..Item::default()
+    }
+}
+
+/// The item tree of plugin `spec` from `run_dir/plugins/<name>`, rolled up.
+pub fn process_plugin(run_dir: &Path, spec: &PluginSpec) -> Item {
+    let plugin_dir = run_dir.join("plugins").join(&spec.name);
+    let results = plugin_dir.join("results");
+    let errors = plugin_dir.join("errors");
+    let mut root = Item::new(&spec.name, "").with_meta("type", TYPE_SUMMARY);
+    match spec.driver {
+        Driver::Job => {
+            root.items = items_in(&plugin_dir, &results, spec);
+            root.items.extend(errors_in(&plugin_dir, &errors));
+        }
+        Driver::DaemonSet => {
+            for dir in subdirs(&results) {
+                let items = items_in(&plugin_dir, &dir, spec);
+                root.items.push(node_item(&dir, items));
+            }
+            for dir in subdirs(&errors) {
+                let items = errors_in(&plugin_dir, &dir);
+                root.items.push(node_item(&dir, items));
+            }
+        }
+    }
+    item::roll_up(&mut root);
+    root
+}
+
+/// Processes plugin `spec` and writes its `sonobuoy_results.yaml` (through a temporary file,
+/// so a reader never sees half of it).
+pub fn write_plugin_results(run_dir: &Path, spec: &PluginSpec) -> std::io::Result<Item> {
+    let root = process_plugin(run_dir, spec);
+    let dir = run_dir.join("plugins").join(&spec.name);
+    fs::create_dir_all(&dir)?;
+    let yaml = serde_yaml_ng::to_string(&root).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!(".{RESULTS_FILE}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(yaml.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(RESULTS_FILE))?;
+    Ok(root)
+}
+
+/// `result-status` and `result-counts` for the status entry of `node` (compat §5.4): the root
+/// for `global`, else the node's items. A DaemonSet node listed under both `results/` and
+/// `errors/` counts both. `None` when the tree has no item for the node.
+pub fn entry_result(root: &Item, node: &str) -> Option<(String, std::collections::BTreeMap<String, i64>)> {
+    if node == buoy_wire::GLOBAL_NODE {
+        return Some((root.status.clone(), root.leaf_counts()));
+    }
+    let direct: Vec<&Item> = root.items.iter().filter(|i| i.name == node).collect();
+    match direct.as_slice() {
+        [] => root
+            .find(node)
+            .map(|i| (i.status.clone(), i.leaf_counts())),
+        [one] => Some((one.status.clone(), one.leaf_counts())),
+        several => {
+            let mut merged = Item {
+                name: node.to_string(),
+                items: several.iter().map(|i| (*i).clone()).collect(),
+                ..Item::default()
+            };
+            item::roll_up(&mut merged);
+            Some((merged.status.clone(), merged.leaf_counts()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_sprint_matches_fmt_sprint_of_decoded_json() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"b":[1,2.5,"x"],"a":{"z":null,"y":true},"n":1000000}"#)
+                .unwrap();
+        assert_eq!(go_sprint(&v), "map[a:map[y:true z:<nil>] b:[1 2.5 x] n:1000000]");
+    }
+
+    #[test]
+    fn selection_follows_format_and_result_files() {
+        let spec = |f: &str, files: &[&str]| PluginSpec {
+            name: "p".into(),
+            driver: Driver::Job,
+            result_format: f.into(),
+            result_files: files.iter().map(|s| s.to_string()).collect(),
+        };
+        let p = Path::new;
+        assert!(spec("junit", &[]).selects(p("r/a.xml")));
+        assert!(!spec("junit", &[]).selects(p("r/a.txt")));
+        assert!(spec("e2e", &["x.txt"]).selects(p("r/x.txt")));
+        assert!(!spec("e2e", &["x.txt"]).selects(p("r/a.xml")));
+        assert!(spec("manual", &[]).selects(p("r/m.yml")));
+        assert!(spec("gojson", &[]).selects(p("r/t.json")));
+        assert!(spec("", &[]).selects(p("r/anything")));
+        assert!(spec("weird", &[]).selects(p("r/anything")));
+    }
+}
