@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use buoy_results::{PluginReport, PluginSpec};
 use buoy_wire::{ProgressInput, ResultKey, Status, TarInfo};
 use futures_util::Stream;
 use tokio::sync::{watch, Semaphore};
@@ -440,28 +441,92 @@ impl Aggregator {
         }
     }
 
-    /// Writes `meta/config.json` and `meta/info.json`, seals the run directory into a tarball
-    /// beside it (status `post-processing` meanwhile) and sets the status to `complete`.
+    /// Post-processes every plugin into `plugins/<p>/sonobuoy_results.yaml` and gives each
+    /// status entry its `result-status` and `result-counts` (compat §5.4, every entry, even
+    /// after one whose node has no item). Returns each plugin's summary.
+    pub async fn post_process(&self, specs: Vec<PluginSpec>) -> Vec<PluginReport> {
+        let run_dir = self.store.run_dir().to_path_buf();
+        let trees = tokio::task::spawn_blocking(move || {
+            specs
+                .into_iter()
+                .map(|spec| {
+                    let tree = buoy_results::write_plugin_results(&run_dir, &spec)
+                        .unwrap_or_else(|e| {
+                            tracing::error!(plugin = %spec.name, error = %e, "cannot write the plugin's sonobuoy_results.yaml");
+                            buoy_results::process_plugin(&run_dir, &spec)
+                        });
+                    (spec.name, tree)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        {
+            let mut s = self.lock();
+            let keys: Vec<ResultKey> = s.keys().cloned().collect();
+            for key in keys {
+                let Some((_, tree)) = trees.iter().find(|(p, _)| *p == key.plugin) else {
+                    continue;
+                };
+                if let Some((status, counts)) = buoy_results::entry_result(tree, &key.node) {
+                    s.set_result(&key, status, counts);
+                }
+            }
+        }
+        self.notify();
+        trees
+            .iter()
+            .map(|(p, t)| PluginReport::from_item(p, t))
+            .collect()
+    }
+
+    /// Post-processes the results (status `post-processing` meanwhile), writes
+    /// `meta/config.json` and `meta/info.json`, seals the run directory into a tarball beside it
+    /// and only then sets the status to `complete`.
     pub async fn seal(
         &self,
         config: serde_json::Value,
         info: serde_json::Value,
         tarball_name: String,
-    ) -> Result<(PathBuf, TarInfo), AggError> {
+        specs: Vec<PluginSpec>,
+    ) -> Result<Sealed, AggError> {
         self.set_run_phase(RunPhase::PostProcessing);
+        let reports = self.post_process(specs).await;
         let run_dir = self.store.run_dir().to_path_buf();
         let dest = run_dir
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let sealed = blocking(move || {
+        let (tarball, tar_info) = blocking(move || {
             crate::seal::write_json_atomic(&run_dir.join("meta/config.json"), &config)?;
             crate::seal::write_json_atomic(&run_dir.join("meta/info.json"), &info)?;
             crate::seal::write_tarball(&run_dir, &dest, &tarball_name)
         })
         .await
         .map_err(AggError::io("cannot write the results tarball"))?;
-        self.set_run_phase(RunPhase::Complete(sealed.1.clone()));
-        Ok(sealed)
+        self.set_run_phase(RunPhase::Complete(tar_info.clone()));
+        Ok(Sealed {
+            tarball,
+            tar_info,
+            reports,
+        })
     }
+
+    /// The sealed tarball's path and tar-info, once the run is complete.
+    pub fn tarball(&self) -> Option<(PathBuf, TarInfo)> {
+        let info = self.inspect(|s| match s.run_phase() {
+            RunPhase::Complete(t) => Some(t.clone()),
+            _ => None,
+        })?;
+        let dir = self.store.run_dir().parent()?.to_path_buf();
+        Some((dir.join(&info.name), info))
+    }
+}
+
+/// A sealed run: its tarball and the post-processed summaries.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub tarball: PathBuf,
+    pub tar_info: TarInfo,
+    pub reports: Vec<PluginReport>,
 }

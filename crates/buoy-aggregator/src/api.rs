@@ -29,6 +29,8 @@ pub struct PeerIdentity(pub Option<Arc<Vec<String>>>);
 #[derive(Debug)]
 pub enum ApiError {
     NotFound,
+    /// The tarball is asked for before the run is sealed.
+    TarballNotReady(String),
     ProgressTooLarge,
     Agg(AggError),
 }
@@ -58,6 +60,12 @@ impl IntoResponse for ApiError {
         let e = match self {
             ApiError::NotFound => {
                 return text(StatusCode::NOT_FOUND, "404 page not found\n".into())
+            }
+            ApiError::TarballNotReady(status) => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("the tarball is not ready: the run is {status}\n"),
+                )
             }
             ApiError::ProgressTooLarge => {
                 return text(
@@ -176,6 +184,49 @@ async fn status(State(agg): State<Arc<Aggregator>>) -> Json<buoy_wire::Status> {
     Json(agg.status())
 }
 
+/// The sealed tarball, streamed from disk (constant memory whatever its size), with `Range`,
+/// `HEAD` and conditional requests; its SHA-256 travels in a header and as the `ETag`.
+async fn tarball(
+    State(agg): State<Arc<Aggregator>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
+    let Some((path, info)) = agg.tarball() else {
+        return Err(ApiError::TarballNotReady(agg.status().status));
+    };
+    let mut resp = match tower_http::services::ServeFile::new(&path)
+        .oneshot(req)
+        .await
+    {
+        Ok(r) => r.map(Body::new),
+        Err(never) => match never {},
+    };
+    if resp.status() == StatusCode::NOT_FOUND {
+        tracing::error!(path = %path.display(), "the sealed tarball is gone from disk");
+        return Err(ApiError::Agg(AggError::Io {
+            context: format!("the tarball {} is gone", path.display()),
+            source: std::io::ErrorKind::NotFound.into(),
+        }));
+    }
+    let h = resp.headers_mut();
+    let pairs = [
+        (
+            buoy_wire::routes::TARBALL_SHA256_HEADER,
+            info.sha256.clone(),
+        ),
+        ("etag", format!("\"{}\"", info.sha256)),
+        (
+            "content-disposition",
+            format!("attachment; filename=\"{}\"", info.name),
+        ),
+    ];
+    for (k, v) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    }
+    Ok(resp)
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound
 }
@@ -198,6 +249,7 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
             post(progress_global),
         )
         .route(STATUS, get(status))
+        .route(TARBALL, get(tarball))
         .fallback(not_found)
         .with_state(agg)
 }

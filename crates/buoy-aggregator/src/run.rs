@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use buoy_results::{PluginReport, PluginSpec};
 use buoy_wire::{ResultKey, Status, TarInfo};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -25,8 +26,8 @@ pub struct RunConfig {
     pub output_dir: PathBuf,
     pub uuid: String,
     pub expected: Vec<ResultKey>,
-    /// Plugin names in load order, for `meta/info.json`.
-    pub plugins: Vec<String>,
+    /// Plugins in load order: `meta/info.json` lists them, post-processing reads them.
+    pub plugins: Vec<PluginSpec>,
     /// Per-run timeout; `None` waits forever.
     pub timeout: Option<Duration>,
     pub options: Options,
@@ -42,6 +43,8 @@ pub struct Finished {
     pub tar_info: TarInfo,
     pub status: Status,
     pub run_dir: PathBuf,
+    /// Each plugin's post-processed summary, in load order.
+    pub reports: Vec<PluginReport>,
 }
 
 /// A run whose server is up.
@@ -190,9 +193,14 @@ impl RunHandle {
             obj.insert("Version".into(), buoy_wire::SONOBUOY_COMPAT_VERSION.into());
             obj.insert("BuoyVersion".into(), buoy_wire::BUOY_VERSION.into());
         }
-        let info = serde_json::json!({ "plugins": self.cfg.plugins });
+        let names: Vec<&str> = self.cfg.plugins.iter().map(|p| p.name.as_str()).collect();
+        let info = serde_json::json!({ "plugins": names });
         let name = crate::seal::tarball_name(self.started, &self.cfg.uuid);
-        let (tarball, tar_info) = self.agg.seal(config, info, name).await?;
+        let sealed = self
+            .agg
+            .seal(config, info, name, self.cfg.plugins.clone())
+            .await?;
+        let (tarball, tar_info) = (sealed.tarball, sealed.tar_info);
         let _ = std::fs::remove_dir_all(&self.staging);
         tracing::info!(tarball = %tarball.display(), sha256 = %tar_info.sha256, "results sealed");
         let status = self.agg.status();
@@ -207,6 +215,7 @@ impl RunHandle {
             tar_info,
             status,
             run_dir,
+            reports: sealed.reports,
         })
     }
 }

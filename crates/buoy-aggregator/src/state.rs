@@ -6,7 +6,7 @@
 //! The I/O of an upload happens between `begin` and `finish`, outside whatever lock guards
 //! this value, so uploads for different keys never wait for each other.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use buoy_wire::status::{self, PluginStatus, Status, TarInfo};
@@ -53,6 +53,8 @@ struct Entry {
     phase: Phase,
     progress: Option<ProgressUpdate>,
     attempts: u32,
+    /// `result-status` and `result-counts`, once post-processing has run.
+    result: Option<(String, BTreeMap<String, i64>)>,
 }
 
 /// Where the run as a whole stands.
@@ -95,6 +97,7 @@ impl RunState {
                 phase: Phase::Expected,
                 progress: None,
                 attempts: 0,
+                result: None,
             });
         }
         Self {
@@ -254,6 +257,17 @@ impl RunState {
             .all(|e| matches!(e.phase, Phase::Done(_)))
     }
 
+    pub fn run_phase(&self) -> &RunPhase {
+        &self.phase
+    }
+
+    /// Sets `result-status` and `result-counts` of `key`'s status entry.
+    pub fn set_result(&mut self, key: &ResultKey, status: String, counts: BTreeMap<String, i64>) {
+        if let Some(&i) = self.index.get(key) {
+            self.entries[i].result = Some((status, counts));
+        }
+    }
+
     pub fn set_run_phase(&mut self, phase: RunPhase) {
         self.phase = phase;
     }
@@ -285,8 +299,8 @@ impl RunState {
                     _ => status::RUNNING,
                 }
                 .to_string(),
-                result_status: String::new(),
-                result_counts: None,
+                result_status: e.result.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+                result_counts: e.result.as_ref().map(|r| r.1.clone()),
                 progress: e.progress.as_ref().map(ProgressUpdate::for_status),
             })
             .collect();

@@ -155,7 +155,10 @@ pub async fn run(
         output_dir: opts.output_dir.clone(),
         uuid: cfg.uuid.clone(),
         expected,
-        plugins: names.clone(),
+        plugins: plugins
+            .iter()
+            .map(buoy_results::PluginSpec::from_manifest)
+            .collect(),
         // Timeouts are per plugin, counted from its launch (compat §6.5); the monitors own them.
         timeout: None,
         options: aggregator,

@@ -146,7 +146,10 @@ pub async fn run(
         output_dir: output.clone(),
         uuid: uuid.clone(),
         expected: expected.clone(),
-        plugins: plugins.clone(),
+        plugins: manifests
+            .iter()
+            .map(buoy_results::PluginSpec::from_manifest)
+            .collect(),
         timeout: opts.timeout,
         options: buoy_aggregator::Options::default(),
         server: buoy_aggregator::ServerOptions::default(),

@@ -183,9 +183,10 @@ impl Archive {
     /// relative paths; files that are not there are skipped. Unsafe names are never written.
     pub fn extract_files(&self, wanted: &[String], dest: &Path) -> io::Result<()> {
         let safe = |p: &str| {
-            !p.starts_with('/') && Path::new(p).components().all(|c| {
-                matches!(c, std::path::Component::Normal(_))
-            })
+            !p.starts_with('/')
+                && Path::new(p)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
         };
         let wanted: Vec<&String> = wanted.iter().filter(|w| safe(w)).collect();
         let place = |rel: &str| -> io::Result<File> {

@@ -194,10 +194,7 @@ mod tests {
         let mut root = branch(
             "p",
             vec![
-                branch(
-                    "f1",
-                    vec![Item::new("a", PASSED), Item::new("b", SKIPPED)],
-                ),
+                branch("f1", vec![Item::new("a", PASSED), Item::new("b", SKIPPED)]),
                 branch("f2", vec![Item::new("c", ""), Item::new("d", PASSED)]),
                 branch("f3", vec![Item::new("e", TIMEOUT)]),
             ],

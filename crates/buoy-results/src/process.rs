@@ -48,6 +48,27 @@ impl PluginSpec {
         }
     }
 
+    /// One `raw` spec per plugin of `keys`, in first-seen order (see [`PluginSpec::raw`]).
+    pub fn raw_for_keys(keys: &[buoy_wire::ResultKey]) -> Vec<Self> {
+        let mut names: Vec<&str> = Vec::new();
+        for k in keys {
+            if !names.contains(&k.plugin.as_str()) {
+                names.push(&k.plugin);
+            }
+        }
+        names
+            .into_iter()
+            .map(|p| {
+                let nodes: Vec<&str> = keys
+                    .iter()
+                    .filter(|k| k.plugin == p)
+                    .map(|k| k.node.as_str())
+                    .collect();
+                Self::raw(p, &nodes)
+            })
+            .collect()
+    }
+
     fn format(&self) -> Format {
         match self.result_format.as_str() {
             "junit" | "e2e" => Format::Junit,
@@ -206,7 +227,12 @@ fn gojson(file: impl std::io::Read) -> Result<Vec<Item>, String> {
     let mut tests = Vec::new();
     for ev in serde_json::Deserializer::from_reader(file).into_iter::<TestEvent>() {
         let ev = ev.map_err(|e| e.to_string())?;
-        if ev.test.is_empty() || matches!(ev.action.as_str(), "run" | "pause" | "cont" | "output" | "bench") {
+        if ev.test.is_empty()
+            || matches!(
+                ev.action.as_str(),
+                "run" | "pause" | "cont" | "output" | "bench"
+            )
+        {
             continue;
         }
         let status = match ev.action.as_str() {
@@ -343,15 +369,16 @@ pub fn write_plugin_results(run_dir: &Path, spec: &PluginSpec) -> std::io::Resul
 /// `result-status` and `result-counts` for the status entry of `node` (compat §5.4): the root
 /// for `global`, else the node's items. A DaemonSet node listed under both `results/` and
 /// `errors/` counts both. `None` when the tree has no item for the node.
-pub fn entry_result(root: &Item, node: &str) -> Option<(String, std::collections::BTreeMap<String, i64>)> {
+pub fn entry_result(
+    root: &Item,
+    node: &str,
+) -> Option<(String, std::collections::BTreeMap<String, i64>)> {
     if node == buoy_wire::GLOBAL_NODE {
         return Some((root.status.clone(), root.leaf_counts()));
     }
     let direct: Vec<&Item> = root.items.iter().filter(|i| i.name == node).collect();
     match direct.as_slice() {
-        [] => root
-            .find(node)
-            .map(|i| (i.status.clone(), i.leaf_counts())),
+        [] => root.find(node).map(|i| (i.status.clone(), i.leaf_counts())),
         [one] => Some((one.status.clone(), one.leaf_counts())),
         several => {
             let mut merged = Item {
@@ -369,12 +396,42 @@ pub fn entry_result(root: &Item, node: &str) -> Option<(String, std::collections
 mod tests {
     use super::*;
 
+    fn node(name: &str, leaves: &[(&str, &str)]) -> Item {
+        let mut n = Item::new(name, "").with_meta("type", TYPE_NODE);
+        n.items = leaves.iter().map(|(l, st)| Item::new(*l, *st)).collect();
+        n
+    }
+
+    #[test]
+    fn status_entries_take_the_root_their_node_or_both_of_its_items() {
+        let mut root = Item::new("p", "").with_meta("type", TYPE_SUMMARY);
+        root.items = vec![
+            node("n1", &[("a", item::PASSED), ("b", item::SKIPPED)]),
+            node("n2", &[("a", item::PASSED)]),
+            node("n2", &[("plugin failed", item::FAILED)]),
+        ];
+        item::roll_up(&mut root);
+        let (st, counts) = entry_result(&root, "global").unwrap();
+        assert_eq!(st, item::FAILED);
+        assert_eq!(counts.values().sum::<i64>(), 4);
+        let (st, counts) = entry_result(&root, "n1").unwrap();
+        assert_eq!(st, item::PASSED);
+        assert_eq!(counts, [("passed".into(), 1), ("skipped".into(), 1)].into());
+        let (st, counts) = entry_result(&root, "n2").unwrap();
+        assert_eq!(st, item::FAILED);
+        assert_eq!(counts, [("failed".into(), 1), ("passed".into(), 1)].into());
+        assert!(entry_result(&root, "n3").is_none());
+    }
+
     #[test]
     fn go_sprint_matches_fmt_sprint_of_decoded_json() {
         let v: serde_json::Value =
             serde_json::from_str(r#"{"b":[1,2.5,"x"],"a":{"z":null,"y":true},"n":1000000}"#)
                 .unwrap();
-        assert_eq!(go_sprint(&v), "map[a:map[y:true z:<nil>] b:[1 2.5 x] n:1000000]");
+        assert_eq!(
+            go_sprint(&v),
+            "map[a:map[y:true z:<nil>] b:[1 2.5 x] n:1000000]"
+        );
     }
 
     #[test]

@@ -156,7 +156,11 @@ fn collect_failed(i: &Item, node: Option<&str>, out: &mut Vec<FailedTest>) {
 }
 
 /// Reports for items already in memory (the aggregator's own trees).
-pub fn write_reports(reports: &[PluginReport], format: Format, out: &mut impl Write) -> io::Result<()> {
+pub fn write_reports(
+    reports: &[PluginReport],
+    format: Format,
+    out: &mut impl Write,
+) -> io::Result<()> {
     match format {
         Format::Text => {
             for (i, r) in reports.iter().enumerate() {
@@ -233,7 +237,11 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
     Ok(all_passed)
 }
 
-fn dump(trees: &[(String, Result<Item, String>)], format: Format, out: &mut impl Write) -> io::Result<()> {
+fn dump(
+    trees: &[(String, Result<Item, String>)],
+    format: Format,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let ok: Vec<&Item> = trees.iter().filter_map(|(_, t)| t.as_ref().ok()).collect();
     for (_, t) in trees {
         if let Err(e) = t {

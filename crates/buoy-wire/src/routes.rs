@@ -5,6 +5,9 @@ pub const RESULTS_GLOBAL: &str = "/api/v1/results/global";
 pub const PROGRESS_BY_NODE: &str = "/api/v1/progress/by-node";
 pub const PROGRESS_GLOBAL: &str = "/api/v1/progress/global";
 pub const STATUS: &str = "/api/v1/status";
+/// The sealed tarball (Buoy only): `Range` requests, SHA-256 in [`TARBALL_SHA256_HEADER`].
+pub const TARBALL: &str = "/api/v1/tarball";
+pub const TARBALL_SHA256_HEADER: &str = "x-buoy-tarball-sha256";
 
 /// The content type that makes the aggregator extract a gzipped tarball (exact match).
 pub const GZIP_CONTENT_TYPE: &str = "application/gzip";

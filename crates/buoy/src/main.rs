@@ -371,8 +371,8 @@ async fn aggregator(args: AggregatorArgs) -> Result<i32> {
     let cfg = RunConfig {
         output_dir: args.output.clone(),
         uuid: uuid.clone(),
+        plugins: buoy_results::PluginSpec::raw_for_keys(&expected),
         expected,
-        plugins: plugins.clone(),
         timeout,
         options,
         server: ServerOptions::default(),

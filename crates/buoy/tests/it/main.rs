@@ -80,7 +80,7 @@ pub async fn spawn_aggregator_with(
         output_dir: dir.path().to_path_buf(),
         uuid: "11111111-2222-4333-8444-555555555555".into(),
         expected: keys(expected),
-        plugins: plugins.clone(),
+        plugins: buoy_results::PluginSpec::raw_for_keys(&keys(expected)),
         timeout,
         options,
         server,
