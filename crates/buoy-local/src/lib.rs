@@ -49,26 +49,6 @@ pub struct LocalOptions {
     pub live: bool,
 }
 
-/// One plugin's outcome, for the summary.
-#[derive(Debug, Clone)]
-pub struct PluginSummary {
-    pub plugin: String,
-    pub complete: Vec<String>,
-    pub failed: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct LocalSummary {
-    pub finished: Finished,
-    pub plugins: Vec<PluginSummary>,
-}
-
-impl LocalSummary {
-    pub fn all_complete(&self) -> bool {
-        self.plugins.iter().all(|p| p.failed.is_empty())
-    }
-}
-
 /// This host's name, the default node of a local run.
 pub use buoy_wire::host_name;
 
@@ -100,11 +80,12 @@ pub fn expected_keys(manifests: &[Manifest], nodes: &[String]) -> Vec<ResultKey>
     keys
 }
 
-/// Runs every plugin locally and returns when the tarball is sealed (or on `shutdown`).
+/// Runs every plugin locally and returns the sealed run, its summaries included (or an error
+/// on `shutdown`).
 pub async fn run(
     opts: LocalOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<LocalSummary, LocalError> {
+) -> Result<Finished, LocalError> {
     let manifests = manifest::load(&opts.manifests)?;
     for m in &manifests {
         check_runnable(m)?;
@@ -209,7 +190,7 @@ pub async fn run(
     if res.is_ok() {
         let _ = std::fs::remove_dir_all(&work);
     }
-    summarize(res?, &agg)
+    Ok(res?)
 }
 
 type Launched = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
@@ -237,37 +218,6 @@ async fn launch_in_order(
         }
         agg.wait_plugins_done(&group).await;
     }
-}
-
-fn summarize(finished: Finished, agg: &Aggregator) -> Result<LocalSummary, LocalError> {
-    let mut plugins: Vec<PluginSummary> = Vec::new();
-    agg.inspect(|s| {
-        for key in s.keys() {
-            let idx = match plugins.iter().position(|p| p.plugin == key.plugin) {
-                Some(i) => i,
-                None => {
-                    plugins.push(PluginSummary {
-                        plugin: key.plugin.clone(),
-                        complete: vec![],
-                        failed: vec![],
-                    });
-                    plugins.len() - 1
-                }
-            };
-            match s.phase_of(key) {
-                Some(buoy_aggregator::state::Phase::Done(
-                    buoy_aggregator::state::Outcome::Result,
-                )) => plugins[idx].complete.push(key.node.clone()),
-                Some(buoy_aggregator::state::Phase::Done(
-                    buoy_aggregator::state::Outcome::Error(e),
-                )) => plugins[idx].failed.push((key.node.clone(), e.clone())),
-                _ => plugins[idx]
-                    .failed
-                    .push((key.node.clone(), "no result".into())),
-            }
-        }
-    });
-    Ok(LocalSummary { finished, plugins })
 }
 
 /// Relative path of a plugin instance's log inside the run directory (Sonobuoy keeps pod logs

@@ -204,14 +204,21 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
     }
     let mut all_passed = true;
     let mut trees: Vec<(String, Result<Item, String>)> = Vec::new();
+    let node = query.node.as_deref().unwrap_or("");
     for p in &plugins {
-        let tree = archive.results(p).and_then(|root| {
-            let node = query.node.as_deref().unwrap_or("");
-            root.find(node)
-                .cloned()
-                .ok_or_else(|| format!("plugin {p}: no item named {node:?}"))
-        });
+        let tree = match archive.results(p) {
+            Ok(root) => match root.find(node) {
+                Some(i) => Ok(i.clone()),
+                // Asked for one node across every plugin: plugins without it are not shown.
+                None if query.plugin.is_none() => continue,
+                None => Err(format!("plugin {p}: no item named {node:?}")),
+            },
+            Err(e) => Err(e),
+        };
         trees.push((p.clone(), tree));
+    }
+    if trees.is_empty() {
+        return Err(io::Error::other(format!("no plugin has an item named {node:?}")));
     }
     for (p, t) in &trees {
         let r = match t {

@@ -57,6 +57,41 @@ enum Command {
     Splat(SplatArgs),
     /// Print the Kubernetes objects of a run, for `kubectl apply -f -`.
     Manifest(ManifestArgs),
+    /// Summarise a results tarball (Buoy's or Sonobuoy's, v0.15 and newer) or its directory;
+    /// exit 0 only if every plugin shown passed.
+    Results(ResultsArgs),
+}
+
+#[derive(Args)]
+struct ResultsArgs {
+    /// A results `.tar.gz`, or the directory it was extracted to (a run directory works too).
+    archive: PathBuf,
+    /// Only this plugin (default: every plugin the archive lists).
+    #[arg(short, long)]
+    plugin: Option<String>,
+    /// Start at the item with this name: a node, a file or a suite.
+    #[arg(short, long)]
+    node: Option<String>,
+    /// report: counts and failed tests; detailed: one line per test or file; dump: the trees.
+    #[arg(short, long, value_enum, default_value = "report")]
+    mode: ResultsMode,
+    /// Machine-readable output (report and dump modes).
+    #[arg(long, value_enum, default_value = "text")]
+    format: ResultsFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ResultsMode {
+    Report,
+    Detailed,
+    Dump,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ResultsFormat {
+    Text,
+    Json,
+    Yaml,
 }
 
 #[derive(Args)]
@@ -388,6 +423,7 @@ async fn aggregator(args: AggregatorArgs) -> Result<i32> {
         .finish(shutdown_signal(), args.no_exit)
         .await
         .context("the run did not finish")?;
+    print_reports(&finished.reports, &mut std::io::stderr().lock());
     println!("{}", finished.tarball.display());
     Ok(0)
 }
@@ -577,6 +613,33 @@ fn manifest(args: ManifestArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn results(args: ResultsArgs) -> Result<i32> {
+    use buoy_results::report::{Format, Mode};
+    let archive = buoy_results::Archive::open(&args.archive)?;
+    let query = buoy_results::Query {
+        plugin: args.plugin,
+        node: args.node,
+        mode: match args.mode {
+            ResultsMode::Report => Mode::Report,
+            ResultsMode::Detailed => Mode::Detailed,
+            ResultsMode::Dump => Mode::Dump,
+        },
+        format: match args.format {
+            ResultsFormat::Text => Format::Text,
+            ResultsFormat::Json => Format::Json,
+            ResultsFormat::Yaml => Format::Yaml,
+        },
+    };
+    let passed = buoy_results::report::show(&archive, &query, &mut std::io::stdout().lock())
+        .with_context(|| format!("cannot show the results of {}", args.archive.display()))?;
+    Ok(if passed { 0 } else { 1 })
+}
+
+/// The `buoy results` summary of a finished run.
+fn print_reports(reports: &[buoy_results::PluginReport], out: &mut impl std::io::Write) {
+    let _ = buoy_results::report::write_reports(reports, buoy_results::report::Format::Text, out);
+}
+
 async fn run_local(args: RunArgs) -> Result<i32> {
     let opts = buoy_local::LocalOptions {
         manifests: args.manifests,
@@ -586,29 +649,14 @@ async fn run_local(args: RunArgs) -> Result<i32> {
         buoy_bin: std::env::current_exe().ok(),
         live: std::io::stderr().is_terminal(),
     };
-    let summary = buoy_local::run(opts, shutdown_signal()).await?;
-    println!("Plugin results:");
-    for p in &summary.plugins {
-        let state = if p.failed.is_empty() {
-            "complete"
-        } else {
-            "failed"
-        };
-        println!(
-            "  {:<24} {:<9} {} complete, {} failed",
-            p.plugin,
-            state,
-            p.complete.len(),
-            p.failed.len()
-        );
-        for (node, err) in &p.failed {
-            println!("      {node}: {err}");
-        }
-    }
-    println!("Run directory: {}", summary.finished.run_dir.display());
-    println!("SHA-256: {}", summary.finished.tar_info.sha256);
-    println!("Tarball: {}", summary.finished.tarball.display());
-    Ok(if summary.all_complete() { 0 } else { 1 })
+    let finished = buoy_local::run(opts, shutdown_signal()).await?;
+    let reports = &finished.reports;
+    print_reports(reports, &mut std::io::stdout().lock());
+    println!();
+    println!("Run directory: {}", finished.run_dir.display());
+    println!("SHA-256: {}", finished.tar_info.sha256);
+    println!("Tarball: {}", finished.tarball.display());
+    Ok(if reports.iter().all(|r| r.passed()) { 0 } else { 1 })
 }
 
 fn main() {
@@ -616,7 +664,11 @@ fn main() {
     init_tracing(
         if matches!(
             cli.command,
-            Command::Run(_) | Command::Status(_) | Command::Splat(_) | Command::Manifest(_)
+            Command::Run(_)
+                | Command::Status(_)
+                | Command::Splat(_)
+                | Command::Manifest(_)
+                | Command::Results(_)
         ) {
             "warn"
         } else {
@@ -642,6 +694,7 @@ fn main() {
             Command::Status(a) => status(a).await,
             Command::Splat(a) => splat(a),
             Command::Manifest(a) => manifest(a),
+            Command::Results(a) => results(a),
         }
     });
     let code = match result {
