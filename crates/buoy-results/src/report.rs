@@ -218,7 +218,9 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
         trees.push((p.clone(), tree));
     }
     if trees.is_empty() {
-        return Err(io::Error::other(format!("no plugin has an item named {node:?}")));
+        return Err(io::Error::other(format!(
+            "no plugin has an item named {node:?}"
+        )));
     }
     for (p, t) in &trees {
         let r = match t {

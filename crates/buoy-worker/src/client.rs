@@ -50,6 +50,7 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -218,12 +219,17 @@ impl Client {
             }
         };
         let status = resp.status();
+        let headers = resp.headers().clone();
         let body = Limited::new(resp.into_body(), 64 * 1024)
             .collect()
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         conn_task.abort();
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 }

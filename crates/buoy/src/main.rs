@@ -656,7 +656,11 @@ async fn run_local(args: RunArgs) -> Result<i32> {
     println!("Run directory: {}", finished.run_dir.display());
     println!("SHA-256: {}", finished.tar_info.sha256);
     println!("Tarball: {}", finished.tarball.display());
-    Ok(if reports.iter().all(|r| r.passed()) { 0 } else { 1 })
+    Ok(if reports.iter().all(|r| r.passed()) {
+        0
+    } else {
+        1
+    })
 }
 
 fn main() {

@@ -53,8 +53,57 @@ async fn the_quickstart_runs_and_its_tarball_holds_every_result() {
         );
     }
     assert!(
-        stdout.contains("hello-e2e") && stdout.contains("2 complete, 0 failed"),
+        stdout.contains(
+            "Plugin: hello-e2e\nStatus: passed\nTotal: 5\nPassed: 4\nFailed: 0\nSkipped: 1\n"
+        ),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("Plugin: node-info\nStatus: passed\nTotal: 2\nPassed: 2\n"),
+        "{stdout}"
+    );
+    for e in [
+        "plugins/hello-e2e/sonobuoy_results.yaml",
+        "plugins/node-info/sonobuoy_results.yaml",
+    ] {
+        assert!(entries.contains(&e.to_string()), "{e} missing");
+    }
+
+    // `buoy results` reads the tarball with the expected counts and exits 0.
+    let o = within(
+        buoy()
+            .arg("results")
+            .arg(&tarball)
+            .args(["--format", "json"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let reports: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        reports,
+        serde_json::json!([
+            {"plugin": "hello-e2e", "status": "passed", "total": 5, "passed": 4, "failed": 0,
+             "skipped": 1, "counts": {"passed": 4, "skipped": 1}, "failed-tests": []},
+            {"plugin": "node-info", "status": "passed", "total": 2, "passed": 2, "failed": 0,
+             "skipped": 0, "counts": {"passed": 2}, "failed-tests": []},
+        ])
+    );
+    // What Sonobuoy's reader needs (compat §5.6): exact paths, a v0.15+ Version, the plugin list.
+    let config: serde_json::Value =
+        serde_json::from_slice(&tar_file(&tarball, "meta/config.json")).unwrap();
+    assert_eq!(config["Version"], "v0.57.5");
+    let info: serde_json::Value =
+        serde_json::from_slice(&tar_file(&tarball, "meta/info.json")).unwrap();
+    assert_eq!(
+        info["plugins"],
+        serde_json::json!(["hello-e2e", "node-info"])
     );
     // Nothing but the run directory and the tarball is left behind.
     let left: Vec<String> = std::fs::read_dir(out.path())
@@ -104,6 +153,32 @@ async fn a_plugin_that_fails_becomes_an_error_result() {
     assert!(v["log"].as_str().unwrap().contains("boom"), "{bad}");
     let silent = std::fs::read_to_string(run.join("plugins/silent/errors/n1/error.json")).unwrap();
     assert!(silent.contains("without writing"), "{silent}");
+
+    // The failures are results too: `buoy results` names them and exits 1.
+    let o = within(buoy().arg("results").arg(&tarball).output())
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{report}");
+    assert!(report.contains("Plugin: bad\nStatus: failed\n"), "{report}");
+    assert!(report.contains("Failed tests:\n"), "{report}");
+    assert!(report.contains("n1: "), "{report}");
+}
+
+/// One file's bytes from a `.tar.gz`.
+fn tar_file(tarball: &Path, name: &str) -> Vec<u8> {
+    use std::io::Read;
+    let f = std::fs::File::open(tarball).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(name) {
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            return b;
+        }
+    }
+    panic!("{name} not in {}", tarball.display());
 }
 
 #[tokio::test]

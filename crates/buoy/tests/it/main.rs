@@ -9,6 +9,7 @@ mod kube;
 mod local;
 mod real_cluster;
 mod replay;
+mod results;
 mod tls;
 mod worker;
 
