@@ -140,7 +140,9 @@ async fn worker_delivers_a_file_per_node_and_a_directory_globally() {
         [
             "e2e/results/global/junit_01.xml",
             "e2e/results/global/sub/raw.txt",
-            "p/results/n1/r.xml"
+            "e2e/sonobuoy_results.yaml",
+            "p/results/n1/r.xml",
+            "p/sonobuoy_results.yaml"
         ]
     );
 }
