@@ -601,6 +601,12 @@ mod tests {
         let rows = last.plugins.as_ref().unwrap();
         assert_eq!(rows.len(), 3);
         assert!(rows.iter().any(|r| r.node == "n2" && r.status == "failed"));
+        // Post-processing ran before `complete`: every row has its result (compat §5.4).
+        for r in rows {
+            let want = if r.node == "n2" { "failed" } else { "passed" };
+            assert_eq!(r.result_status, want, "{r:?}");
+            assert_eq!(r.result_counts, Some([(want.to_string(), 1)].into()), "{r:?}");
+        }
         // No two consecutive patches carry the same status.
         assert!(patches.windows(2).all(|w| w[0] != w[1]));
     }
