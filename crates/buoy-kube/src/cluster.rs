@@ -605,7 +605,11 @@ mod tests {
         for r in rows {
             let want = if r.node == "n2" { "failed" } else { "passed" };
             assert_eq!(r.result_status, want, "{r:?}");
-            assert_eq!(r.result_counts, Some([(want.to_string(), 1)].into()), "{r:?}");
+            assert_eq!(
+                r.result_counts,
+                Some([(want.to_string(), 1)].into()),
+                "{r:?}"
+            );
         }
         // No two consecutive patches carry the same status.
         assert!(patches.windows(2).all(|w| w[0] != w[1]));

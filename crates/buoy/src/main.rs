@@ -206,6 +206,10 @@ struct AggregatorArgs {
     /// Uploads processed at once; more wait their turn.
     #[arg(long, default_value_t = 256)]
     max_concurrent_uploads: usize,
+    /// With --expect: plugin manifests (files or directories) giving each plugin's
+    /// result-format and result-files for post-processing; plugins not found are `raw`.
+    #[arg(long = "plugins", value_name = "PATH", requires = "expect")]
+    plugin_manifests: Vec<PathBuf>,
     /// In-cluster mode (no --expect): the kubeconfig to use instead of the in-cluster config.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -325,6 +329,26 @@ fn parse_expect(specs: &[String]) -> Result<(Vec<String>, Vec<ResultKey>)> {
     Ok((plugins, keys))
 }
 
+/// How a standalone aggregator post-processes each expected plugin: as its manifest says, or
+/// `raw` when none is given.
+fn post_processing_specs(
+    manifests: &[PathBuf],
+    expected: &[ResultKey],
+) -> Result<Vec<buoy_results::PluginSpec>> {
+    let loaded = if manifests.is_empty() {
+        vec![]
+    } else {
+        buoy_wire::manifest::load(manifests)?
+    };
+    Ok(buoy_results::PluginSpec::raw_for_keys(expected)
+        .into_iter()
+        .map(|raw| match loaded.iter().find(|m| m.name() == raw.name) {
+            Some(m) => buoy_results::PluginSpec::from_manifest(m),
+            None => raw,
+        })
+        .collect())
+}
+
 fn default_advertise(bind: SocketAddr) -> String {
     if bind.ip().is_unspecified() {
         buoy_local::host_name()
@@ -406,7 +430,7 @@ async fn aggregator(args: AggregatorArgs) -> Result<i32> {
     let cfg = RunConfig {
         output_dir: args.output.clone(),
         uuid: uuid.clone(),
-        plugins: buoy_results::PluginSpec::raw_for_keys(&expected),
+        plugins: post_processing_specs(&args.plugin_manifests, &expected)?,
         expected,
         timeout,
         options,

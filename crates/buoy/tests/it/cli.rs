@@ -20,6 +20,15 @@ pub fn buoy() -> Command {
 
 /// Starts `buoy aggregator ARGS` and returns it with the address it listens on.
 async fn start_aggregator(args: &[&str]) -> (Child, SocketAddr) {
+    let (child, addr, _) = start_aggregator_logged(args).await;
+    (child, addr)
+}
+
+/// `start_aggregator`, also returning what the aggregator writes to stderr after it listens
+/// (the task ends when the aggregator closes stderr).
+async fn start_aggregator_logged(
+    args: &[&str],
+) -> (Child, SocketAddr, tokio::task::JoinHandle<String>) {
     let mut child = buoy()
         .arg("aggregator")
         .args(args)
@@ -47,8 +56,15 @@ async fn start_aggregator(args: &[&str]) -> (Child, SocketAddr) {
     })
     .await;
     // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    let log = tokio::spawn(async move {
+        let mut log = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            log.push_str(&l);
+            log.push('\n');
+        }
+        log
+    });
+    (child, addr, log)
 }
 
 async fn exit_and_stdout(mut child: Child) -> (i32, String) {
@@ -327,4 +343,63 @@ async fn bad_invocations_say_what_is_wrong() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+#[tokio::test]
+async fn a_standalone_aggregator_post_processes_by_its_manifests_and_prints_the_summary() {
+    let out = tempfile::tempdir().unwrap();
+    let manifests = out.path().join("plugins.d");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("e2e.yaml"),
+        "sonobuoy-config: {driver: Job, plugin-name: e2e, result-format: junit}\nspec: {command: [run]}\n",
+    )
+    .unwrap();
+    let (child, addr, log) = start_aggregator_logged(&[
+        "--insecure-http",
+        "--expect",
+        "e2e=global",
+        "--expect",
+        "logs=n1",
+        "--plugins",
+        manifests.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    let junit = r#"<testsuite name="s"><testcase name="ok"/><testcase name="bad"><failure message="no"/></testcase></testsuite>"#;
+    let cd = [("content-disposition", "attachment;filename=junit.xml")];
+    assert_eq!(
+        put(&c, "/api/v1/results/global/e2e", &cd, junit)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/logs", &[], "x")
+            .await
+            .status,
+        200
+    );
+    let (code, stdout) = exit_and_stdout(child).await;
+    assert_eq!(code, 0);
+    let log = within(log).await.unwrap();
+    assert!(
+        log.contains("Plugin: e2e\nStatus: failed\nTotal: 2\nPassed: 1\nFailed: 1\nSkipped: 0\n\nFailed tests:\nbad\n"),
+        "{log}"
+    );
+    assert!(log.contains("Plugin: logs\nStatus: passed\n"), "{log}");
+    let o = within(
+        buoy()
+            .arg("results")
+            .arg(stdout.trim())
+            .args(["-p", "e2e"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
 }
