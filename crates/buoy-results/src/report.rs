@@ -202,7 +202,6 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
     if plugins.is_empty() {
         return Err(io::Error::other("the archive lists no plugins"));
     }
-    let mut all_passed = true;
     let mut trees: Vec<(String, Result<Item, String>)> = Vec::new();
     let node = query.node.as_deref().unwrap_or("");
     for p in &plugins {
@@ -222,28 +221,19 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
             "no plugin has an item named {node:?}"
         )));
     }
-    for (p, t) in &trees {
-        let r = match t {
+    let reports: Vec<PluginReport> = trees
+        .iter()
+        .map(|(p, t)| match t {
             Ok(i) => PluginReport::from_item(p, i),
             Err(e) => PluginReport::unreadable(p, e.clone()),
-        };
-        all_passed &= r.passed();
-    }
+        })
+        .collect();
     match query.mode {
-        Mode::Report => {
-            let reports: Vec<PluginReport> = trees
-                .iter()
-                .map(|(p, t)| match t {
-                    Ok(i) => PluginReport::from_item(p, i),
-                    Err(e) => PluginReport::unreadable(p, e.clone()),
-                })
-                .collect();
-            write_reports(&reports, query.format, out)?;
-        }
+        Mode::Report => write_reports(&reports, query.format, out)?,
         Mode::Dump => dump(&trees, query.format, out)?,
         Mode::Detailed => detailed(archive, &trees, out)?,
     }
-    Ok(all_passed)
+    Ok(reports.iter().all(PluginReport::passed))
 }
 
 fn dump(

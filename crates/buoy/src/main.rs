@@ -383,6 +383,7 @@ async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
     let finished = buoy_kube::cluster::run(api, cfg, plugins, opts, shutdown_signal())
         .await
         .context("the run did not finish")?;
+    print_reports(&finished.reports, &mut std::io::stderr().lock());
     println!("{}", finished.tarball.display());
     Ok(0)
 }
