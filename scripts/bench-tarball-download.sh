@@ -22,7 +22,7 @@ t0=$(date +%s)
 until curl -sf "$URL/api/v1/status" | grep -q '"sha256":"[0-9a-f]\{64\}"'; do sleep 1; done
 echo "sealed in $(( $(date +%s) - t0 ))s"
 curl -sSI "$URL/api/v1/tarball" > head.txt
-SIZE=$(awk 'tolower($1)=="content-length:" {print $2+0}' head.txt)
+SIZE=$(awk 'tolower($1)=="content-length:" {print $2}' head.txt | tr -d '\r')
 SHA=$(awk 'tolower($1)=="x-buoy-tarball-sha256:" {print $2}' head.txt | tr -d '\r')
 echo "tarball: $SIZE bytes, advertised sha256 $SHA"
 echo "server RSS before download: $(rss) KiB"

@@ -460,7 +460,10 @@ impl Aggregator {
                 .collect::<Vec<_>>()
         })
         .await
-        .unwrap_or_default();
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "post-processing failed; the status carries no result-status");
+            Vec::new()
+        });
         {
             let mut s = self.lock();
             let keys: Vec<ResultKey> = s.keys().cloned().collect();
