@@ -79,10 +79,7 @@ impl PluginSpec {
     }
 
     fn selects(&self, path: &Path) -> bool {
-        let base = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let base = base_name(path);
         if !self.result_files.is_empty() {
             return self.result_files.contains(&base);
         }
@@ -174,33 +171,30 @@ fn file_item(plugin_dir: &Path, path: &Path, format: Format) -> Item {
         Ok(f) => BufReader::new(f),
         Err(e) => return unreadable(item, format!("cannot open: {e}")),
     };
-    match format {
-        Format::Junit => match crate::junit::parse_suites(file) {
-            Ok(suites) => Item {
-                status: item::PASSED.into(),
-                items: suites,
-                ..item
-            },
-            Err(e) => unreadable(item, format!("not valid JUnit XML: {e}")),
-        },
-        Format::GoJson => match gojson(file) {
-            Ok(tests) => Item {
-                status: item::PASSED.into(),
-                items: tests,
-                ..item
-            },
-            Err(e) => unreadable(item, format!("not a `go test -json` stream: {e}")),
-        },
-        Format::Manual => match manual(file) {
-            Ok(m) => Item {
-                status: m.status,
-                details: m.details,
-                items: m.items,
-                ..item
-            },
-            Err(e) => unreadable(item, e),
-        },
+    let passed = |items| Item {
+        status: item::PASSED.into(),
+        items,
+        ..Item::default()
+    };
+    // What the file holds; the file item takes its status, details and items.
+    let parsed = match format {
+        Format::Junit => crate::junit::parse_suites(file)
+            .map(passed)
+            .map_err(|e| format!("not valid JUnit XML: {e}")),
+        Format::GoJson => gojson(file)
+            .map(passed)
+            .map_err(|e| format!("not a `go test -json` stream: {e}")),
+        Format::Manual => manual(file),
         Format::Raw => unreachable!("handled above"),
+    };
+    match parsed {
+        Ok(p) => Item {
+            status: p.status,
+            details: p.details,
+            items: p.items,
+            ..item
+        },
+        Err(e) => unreadable(item, e),
     }
 }
 
@@ -373,13 +367,14 @@ pub fn entry_result(
     root: &Item,
     node: &str,
 ) -> Option<(String, std::collections::BTreeMap<String, i64>)> {
+    let result = |i: &Item| (i.status.clone(), i.leaf_counts());
     if node == buoy_wire::GLOBAL_NODE {
-        return Some((root.status.clone(), root.leaf_counts()));
+        return Some(result(root));
     }
     let direct: Vec<&Item> = root.items.iter().filter(|i| i.name == node).collect();
     match direct.as_slice() {
-        [] => root.find(node).map(|i| (i.status.clone(), i.leaf_counts())),
-        [one] => Some((one.status.clone(), one.leaf_counts())),
+        [] => root.find(node).map(result),
+        [one] => Some(result(one)),
         several => {
             let mut merged = Item {
                 name: node.to_string(),
@@ -387,7 +382,7 @@ pub fn entry_result(
                 ..Item::default()
             };
             item::roll_up(&mut merged);
-            Some((merged.status.clone(), merged.leaf_counts()))
+            Some(result(&merged))
         }
     }
 }
