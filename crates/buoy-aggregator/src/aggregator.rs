@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use buoy_results::{PluginReport, PluginSpec};
+use buoy_results::{Item, PluginReport, PluginSpec};
 use buoy_wire::{ProgressInput, ResultKey, Status, TarInfo};
 use futures_util::Stream;
 use tokio::sync::{watch, Semaphore};
@@ -446,8 +446,10 @@ impl Aggregator {
     /// after one whose node has no item). Returns each plugin's summary.
     pub async fn post_process(&self, specs: Vec<PluginSpec>) -> Vec<PluginReport> {
         let run_dir = self.store.run_dir().to_path_buf();
-        let trees = tokio::task::spawn_blocking(move || {
-            specs
+        let keys: Vec<ResultKey> = self.inspect(|s| s.keys().cloned().collect());
+        // Trees and per-entry results are computed off the lock; only setting them takes it.
+        let (trees, results) = tokio::task::spawn_blocking(move || {
+            let trees: Vec<(String, Item)> = specs
                 .into_iter()
                 .map(|spec| {
                     let tree = buoy_results::write_plugin_results(&run_dir, &spec)
@@ -457,23 +459,26 @@ impl Aggregator {
                         });
                     (spec.name, tree)
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            let results: Vec<_> = keys
+                .into_iter()
+                .filter_map(|key| {
+                    let (_, tree) = trees.iter().find(|(p, _)| *p == key.plugin)?;
+                    let (status, counts) = buoy_results::entry_result(tree, &key.node)?;
+                    Some((key, status, counts))
+                })
+                .collect();
+            (trees, results)
         })
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "post-processing failed; the status carries no result-status");
-            Vec::new()
+            Default::default()
         });
         {
             let mut s = self.lock();
-            let keys: Vec<ResultKey> = s.keys().cloned().collect();
-            for key in keys {
-                let Some((_, tree)) = trees.iter().find(|(p, _)| *p == key.plugin) else {
-                    continue;
-                };
-                if let Some((status, counts)) = buoy_results::entry_result(tree, &key.node) {
-                    s.set_result(&key, status, counts);
-                }
+            for (key, status, counts) in results {
+                s.set_result(&key, status, counts);
             }
         }
         self.notify();
@@ -496,10 +501,7 @@ impl Aggregator {
         self.set_run_phase(RunPhase::PostProcessing);
         let reports = self.post_process(specs).await;
         let run_dir = self.store.run_dir().to_path_buf();
-        let dest = run_dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let dest = self.output_dir();
         let (tarball, tar_info) = blocking(move || {
             crate::seal::write_json_atomic(&run_dir.join("meta/config.json"), &config)?;
             crate::seal::write_json_atomic(&run_dir.join("meta/info.json"), &info)?;
@@ -521,8 +523,16 @@ impl Aggregator {
             RunPhase::Complete(t) => Some(t.clone()),
             _ => None,
         })?;
-        let dir = self.store.run_dir().parent()?.to_path_buf();
-        Some((dir.join(&info.name), info))
+        Some((self.output_dir().join(&info.name), info))
+    }
+
+    /// Where the tarball is written: beside the run directory.
+    fn output_dir(&self) -> PathBuf {
+        self.store
+            .run_dir()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     }
 }
 
