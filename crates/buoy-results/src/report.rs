@@ -272,59 +272,48 @@ fn detailed(
     trees: &[(String, Result<Item, String>)],
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let mut files = Vec::new();
+    // Every leaf with its path and, for a leaf that stands for a file, the file's archive path.
+    let mut leaves: Vec<(String, &Item, Option<String>)> = Vec::new();
     for (p, t) in trees {
-        if let Ok(root) = t {
-            for_leaves(root, &mut vec![], &mut |_, leaf| {
-                if let Some(f) = leaf.meta.get("file") {
-                    files.push(format!("plugins/{p}/{}", f.replace('\\', "/")));
-                }
-            });
+        match t {
+            Ok(root) => for_leaves(root, &mut vec![], &mut |path, leaf| {
+                let file = leaf
+                    .meta
+                    .get("file")
+                    .map(|f| format!("plugins/{p}/{}", f.replace('\\', "/")));
+                leaves.push((path.join("|"), leaf, file));
+            }),
+            Err(e) => eprintln!("buoy: {e}"),
         }
     }
+    let files: Vec<String> = leaves.iter().filter_map(|l| l.2.clone()).collect();
     let tmp = tempfile::tempdir()?;
     if !files.is_empty() {
         archive.extract_files(&files, tmp.path())?;
     }
-    for (p, t) in trees {
-        let root = match t {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("buoy: {e}");
-                continue;
-            }
-        };
-        let mut result = Ok(());
-        for_leaves(root, &mut vec![], &mut |path, leaf| {
-            if result.is_err() {
-                return;
-            }
-            result = (|| match leaf.meta.get("file") {
-                Some(f) => {
-                    let rel = format!("plugins/{p}/{}", f.replace('\\', "/"));
-                    write!(out, "{}|{} ", path.join("|"), leaf.name)?;
-                    match std::fs::File::open(tmp.path().join(&rel)) {
-                        Ok(mut file) => {
-                            io::copy(&mut file, out)?;
-                            Ok(())
-                        }
-                        Err(_) => writeln!(out, "(file {rel} is not in the archive)"),
+    for (path, leaf, file) in leaves {
+        match file {
+            Some(rel) => {
+                write!(out, "{path}|{} ", leaf.name)?;
+                match std::fs::File::open(tmp.path().join(&rel)) {
+                    Ok(mut f) => {
+                        io::copy(&mut f, out)?;
                     }
+                    Err(_) => writeln!(out, "(file {rel} is not in the archive)")?,
                 }
-                None => {
-                    let mut l = leaf.clone();
-                    l.meta.insert("path".into(), path.join("|"));
-                    serde_json::to_writer(&mut *out, &l).map_err(io::Error::other)?;
-                    writeln!(out)
-                }
-            })();
-        });
-        result?;
+            }
+            None => {
+                let mut l = leaf.clone();
+                l.meta.insert("path".into(), path);
+                serde_json::to_writer(&mut *out, &l).map_err(io::Error::other)?;
+                writeln!(out)?;
+            }
+        }
     }
     Ok(())
 }
 
-fn for_leaves<'a>(i: &'a Item, path: &mut Vec<&'a str>, f: &mut impl FnMut(&[&str], &Item)) {
+fn for_leaves<'a>(i: &'a Item, path: &mut Vec<&'a str>, f: &mut impl FnMut(&[&str], &'a Item)) {
     if i.is_leaf() {
         f(path, i);
         return;
