@@ -41,6 +41,9 @@ pub struct Archive {
     results: BTreeMap<String, Result<Item, String>>,
 }
 
+const CONFIG_FILE: &str = "meta/config.json";
+const INFO_FILE: &str = "meta/info.json";
+
 fn clean(name: &str) -> &str {
     name.trim_start_matches("./")
 }
@@ -105,8 +108,8 @@ impl Archive {
         let mut results = BTreeMap::new();
         let source = if meta.is_dir() {
             let read = |rel: &str| fs::read(path.join(rel)).ok();
-            config = read("meta/config.json");
-            info = read("meta/info.json");
+            config = read(CONFIG_FILE);
+            info = read(INFO_FILE);
             if let Ok(rd) = fs::read_dir(path.join("plugins")) {
                 for e in rd.filter_map(Result::ok) {
                     let name = e.file_name().to_string_lossy().into_owned();
@@ -122,21 +125,19 @@ impl Archive {
                 let mut entry = entry.map_err(io_err)?;
                 let name = entry.path().map_err(io_err)?.to_string_lossy().into_owned();
                 let name = clean(&name);
-                let slot = if name == "meta/config.json" {
-                    &mut config
-                } else if name == "meta/info.json" {
-                    &mut info
-                } else if let Some(p) = results_plugin(name) {
-                    let mut b = Vec::new();
-                    entry.read_to_end(&mut b).map_err(io_err)?;
-                    results.insert(p.to_string(), parse_results(&b));
+                let plugin = results_plugin(name);
+                if name != CONFIG_FILE && name != INFO_FILE && plugin.is_none() {
                     continue;
-                } else {
-                    continue;
-                };
+                }
                 let mut b = Vec::new();
                 entry.read_to_end(&mut b).map_err(io_err)?;
-                *slot = Some(b);
+                match plugin {
+                    Some(p) => {
+                        results.insert(p.to_string(), parse_results(&b));
+                    }
+                    None if name == CONFIG_FILE => config = Some(b),
+                    None => info = Some(b),
+                }
             }
             Source::Tarball(path.to_path_buf())
         };
