@@ -5,6 +5,7 @@
 //! deadlock on, compat §2.9).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::body::{BodyFailure, GuardedBody};
+use crate::body::{BodyFailure, BodyGuards, GuardedBody};
+use crate::budget::{DiskBudget, FreeSpaceProbe};
 use crate::error::AggError;
 use crate::extract::{self, ExtractError, Limits};
 use crate::state::{Outcome, Refusal, RunPhase, RunState, Ticket};
@@ -24,15 +26,26 @@ use crate::store::Store;
 /// Tunables of one aggregator.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How long a key stays open for retries after a failed write (Sonobuoy: 120 s).
-    pub retry_window: Duration,
     pub limits: Limits,
+    /// Bytes of results the whole run may store (507 past it).
+    pub max_run_bytes: u64,
+    /// Free space kept on the run directory's file system: uploads are refused with 507 (and
+    /// their keys stay open) rather than fill the disk past it.
+    pub disk_reserve_bytes: u64,
+    /// How free space is read (statvfs; tests substitute their own).
+    pub free_space: FreeSpaceProbe,
     /// Longest pause between two chunks of an upload body.
     pub body_idle_timeout: Duration,
     /// Longest time one upload body may take.
     pub body_deadline: Duration,
     /// Uploads processed at once; more wait for a slot (back-pressure).
     pub max_concurrent_uploads: usize,
+    /// Longest wait for an upload slot before a 503 (the worker retries).
+    pub slot_wait: Duration,
+    /// While another upload waits for a slot, a body slower than this (bytes per second, over
+    /// `slow_window`) loses its slot with a 503.
+    pub min_upload_rate: u64,
+    pub slow_window: Duration,
     /// Refuse uploads whose client certificate was issued for another plugin.
     pub enforce_identity: bool,
 }
@@ -40,11 +53,16 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            retry_window: Duration::from_secs(120),
             limits: Limits::default(),
-            body_idle_timeout: Duration::from_secs(120),
-            body_deadline: Duration::from_secs(6 * 3600),
+            max_run_bytes: 64 << 30,
+            disk_reserve_bytes: 1 << 30,
+            free_space: FreeSpaceProbe::default(),
+            body_idle_timeout: Duration::from_secs(60),
+            body_deadline: Duration::from_secs(2 * 3600),
             max_concurrent_uploads: 256,
+            slot_wait: Duration::from_secs(10),
+            min_upload_rate: 16 << 10,
+            slow_window: Duration::from_secs(2),
             enforce_identity: true,
         }
     }
@@ -63,6 +81,25 @@ pub struct Aggregator {
     opts: Options,
     changed: watch::Sender<u64>,
     upload_slots: Semaphore,
+    /// Uploads waiting for a slot right now; while any do, slow bodies lose theirs.
+    slot_waiters: Arc<AtomicUsize>,
+    budget: Arc<DiskBudget>,
+}
+
+/// Counts one upload as waiting for a slot while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Marks the key failed if an upload ends without recording its outcome (the handler's future
@@ -115,7 +152,7 @@ impl Aggregator {
             "cannot open run directory {}",
             run_dir.display()
         )))?;
-        let mut state = RunState::new(keys, opts.retry_window);
+        let mut state = RunState::new(keys);
         let keys: Vec<ResultKey> = state.keys().cloned().collect();
         for k in &keys {
             if let Some(o) = store.recorded(k) {
@@ -124,10 +161,19 @@ impl Aggregator {
             }
         }
         let (changed, _) = watch::channel(0);
+        let budget = DiskBudget::new(
+            run_dir,
+            opts.max_run_bytes,
+            opts.disk_reserve_bytes,
+            crate::budget::bytes_under(&run_dir.join("plugins")),
+            opts.free_space.clone(),
+        );
         Ok(Arc::new(Self {
             state: Mutex::new(state),
             store,
             upload_slots: Semaphore::new(opts.max_concurrent_uploads.max(1)),
+            slot_waiters: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::new(budget),
             opts,
             changed,
         }))
@@ -210,12 +256,14 @@ impl Aggregator {
     }
 
     /// Receives one upload: gzip bodies (exactly `application/gzip`) are extracted safely,
-    /// others are stored under the sanitised `content-disposition` name.
+    /// others are stored under the sanitised `content-disposition` name. `content_length`, when
+    /// the client sent one, is checked against the body cap before anything is read.
     pub async fn upload<S, E>(
         &self,
         key: ResultKey,
         content_type: Option<&str>,
         disposition: Option<&str>,
+        content_length: Option<u64>,
         body: S,
     ) -> Result<UploadReport, AggError>
     where
@@ -225,11 +273,30 @@ impl Aggregator {
         self.lock()
             .check(&key)
             .map_err(|r| Self::refusal(&key, r))?;
-        let _slot = self
-            .upload_slots
-            .acquire()
-            .await
-            .map_err(|_| AggError::ShuttingDown)?;
+        let cap = self.opts.limits.max_upload_bytes;
+        if let Some(n) = content_length.filter(|n| *n > cap) {
+            return Err(AggError::TooLarge {
+                key,
+                reason: format!("content-length {n} exceeds the {cap}-byte cap"),
+            });
+        }
+        let _slot = {
+            let _waiting = Waiting::new(&self.slot_waiters);
+            match tokio::time::timeout(self.opts.slot_wait, self.upload_slots.acquire()).await {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) => return Err(AggError::ShuttingDown),
+                Err(_) => {
+                    return Err(AggError::Busy {
+                        key,
+                        reason: format!(
+                            "all {} upload slots stayed busy for {}s",
+                            self.opts.max_concurrent_uploads,
+                            self.opts.slot_wait.as_secs()
+                        ),
+                    })
+                }
+            }
+        };
         let ticket = self
             .lock()
             .begin(&key, false)
@@ -252,18 +319,24 @@ impl Aggregator {
         let filename = buoy_wire::disposition::stored_filename(disposition);
         let (guarded, failure) = GuardedBody::new(
             body,
-            self.opts.limits.max_upload_bytes,
-            self.opts.body_idle_timeout,
-            self.opts.body_deadline,
+            BodyGuards {
+                limit: cap,
+                idle: self.opts.body_idle_timeout,
+                total: self.opts.body_deadline,
+                min_rate: self.opts.min_upload_rate,
+                rate_window: self.opts.slow_window,
+                contention: self.slot_waiters.clone(),
+            },
         );
         let reader = SyncIoBridge::new(StreamReader::new(guarded));
         let limits = self.opts.limits;
         let dest = staged.clone();
+        let budget = self.budget.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             if gzip {
-                extract::extract_tar_gz(reader, &dest, &limits)
+                extract::extract_tar_gz(reader, &dest, &limits, &budget)
             } else {
-                extract::write_plain(reader, &dest, &filename)
+                extract::write_plain(reader, &dest, &filename, &budget)
             }
         })
         .await
@@ -291,6 +364,13 @@ impl Aggregator {
                         key: key.clone(),
                         reason: format!("body not complete within {}s", d.as_secs()),
                     },
+                    Some(BodyFailure::Slow { rate, min }) => AggError::Busy {
+                        key: key.clone(),
+                        reason: format!(
+                            "body arrived at {rate} bytes/s while other uploads waited for a slot \
+                             (at least {min} bytes/s needed then)"
+                        ),
+                    },
                     Some(BodyFailure::Read(r)) => AggError::Refused {
                         key: key.clone(),
                         reason: format!("error reading request body: {r}"),
@@ -301,6 +381,10 @@ impl Aggregator {
                             reason,
                         },
                         ExtractError::TooLarge(reason) => AggError::TooLarge {
+                            key: key.clone(),
+                            reason,
+                        },
+                        ExtractError::NoSpace(reason) => AggError::NoSpace {
                             key: key.clone(),
                             reason,
                         },
@@ -388,15 +472,16 @@ impl Aggregator {
         }
     }
 
-    /// Drives the run until every expected key is done: closes retry windows (an error result
-    /// for each key not retried in time) and, after `timeout`, gives every missing key a
-    /// timeout error result. Returns as soon as the run is complete; never sleeps needlessly.
+    /// Drives the run until every expected key is done: after `timeout`, gives every missing
+    /// key a timeout error result. Returns as soon as the run is complete; never sleeps
+    /// needlessly. A failed upload leaves its key open (only a result, a plugin failure or the
+    /// timeout closes a key).
     pub async fn drive(&self, timeout: Option<Duration>) {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut rx = self.subscribe();
         loop {
             let now = Instant::now();
-            let (due, next, complete) = {
+            let (due, complete) = {
                 let mut s = self.lock();
                 if let Some(d) = deadline {
                     if now >= d && !s.timed_out() {
@@ -404,11 +489,7 @@ impl Aggregator {
                         s.mark_timed_out();
                     }
                 }
-                (
-                    s.due_errors(now.into_std()),
-                    s.next_deadline(),
-                    s.is_complete(),
-                )
+                (s.due_errors(), s.is_complete())
             };
             if complete {
                 return;
@@ -429,11 +510,7 @@ impl Aggregator {
             if !due.is_empty() {
                 continue;
             }
-            let timeout_wake = deadline.filter(|_| !self.lock().timed_out());
-            let wake = [next.map(Instant::from_std), timeout_wake]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = deadline.filter(|_| !self.lock().timed_out());
             tokio::select! {
                 r = rx.changed() => { if r.is_err() { return; } }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
@@ -446,13 +523,14 @@ impl Aggregator {
     /// after one whose node has no item). Returns each plugin's summary.
     pub async fn post_process(&self, specs: Vec<PluginSpec>) -> Vec<PluginReport> {
         let run_dir = self.store.run_dir().to_path_buf();
+        let tmp_dir = self.store.staging_root().to_path_buf();
         let keys: Vec<ResultKey> = self.inspect(|s| s.keys().cloned().collect());
         // Trees and per-entry results are computed off the lock; only setting them takes it.
         let (trees, results) = tokio::task::spawn_blocking(move || {
             let trees: Vec<(String, Item)> = specs
                 .into_iter()
                 .map(|spec| {
-                    let tree = buoy_results::write_plugin_results(&run_dir, &spec)
+                    let tree = buoy_results::write_plugin_results(&run_dir, &spec, &tmp_dir)
                         .unwrap_or_else(|e| {
                             tracing::error!(plugin = %spec.name, error = %e, "cannot write the plugin's sonobuoy_results.yaml");
                             buoy_results::process_plugin(&run_dir, &spec)
@@ -501,10 +579,11 @@ impl Aggregator {
         self.set_run_phase(RunPhase::PostProcessing);
         let reports = self.post_process(specs).await;
         let run_dir = self.store.run_dir().to_path_buf();
+        let tmp_dir = self.store.staging_root().to_path_buf();
         let dest = self.output_dir();
         let (tarball, tar_info) = blocking(move || {
-            crate::seal::write_json_atomic(&run_dir.join("meta/config.json"), &config)?;
-            crate::seal::write_json_atomic(&run_dir.join("meta/info.json"), &info)?;
+            crate::seal::write_json_atomic(&run_dir.join("meta/config.json"), &config, &tmp_dir)?;
+            crate::seal::write_json_atomic(&run_dir.join("meta/info.json"), &info, &tmp_dir)?;
             crate::seal::write_tarball(&run_dir, &dest, &tarball_name)
         })
         .await

@@ -83,7 +83,10 @@ impl IntoResponse for ApiError {
             AggError::BadProgress(_) | AggError::Refused { .. } => StatusCode::BAD_REQUEST,
             AggError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AggError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            AggError::ShuttingDown | AggError::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
+            AggError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            AggError::Busy { .. } | AggError::ShuttingDown | AggError::Interrupted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AggError::Internal { .. } | AggError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -91,7 +94,12 @@ impl IntoResponse for ApiError {
         } else {
             tracing::warn!(status = status.as_u16(), error = %e, "request refused");
         }
-        text(status, format!("{e}\n"))
+        let mut r = text(status, format!("{e}\n"));
+        if matches!(e, AggError::Busy { .. } | AggError::NoSpace { .. }) {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
     }
 }
 
@@ -119,7 +127,9 @@ async fn put_result(
     agg.authorize(&key.plugin, ids.as_deref().map(Vec::as_slice))?;
     let ct = header_str(&headers, header::CONTENT_TYPE);
     let cd = header_str(&headers, header::CONTENT_DISPOSITION);
-    agg.upload(key, ct, cd, body.into_data_stream()).await?;
+    let len = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    agg.upload(key, ct, cd, len, body.into_data_stream())
+        .await?;
     Ok(StatusCode::OK)
 }
 

@@ -1,10 +1,14 @@
 //! A request body as a byte stream with the server's guards applied: a cap on total bytes, an
-//! idle timeout between chunks and an overall deadline (departure 8). When a guard trips, the
-//! stream fails and records why, so the caller can answer 413 or 408 instead of a generic error.
+//! idle timeout between chunks, an overall deadline (departure 8), and the minimum-rate rule:
+//! while another upload waits for a slot, a body that delivered less than `min_rate` bytes per
+//! second over the last `rate_window` gives its slot up. A slow client therefore delays others
+//! by at most about one window. When a guard trips, the stream fails and records why, so the
+//! caller can answer 413, 408 or 503 instead of a generic error.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,7 +23,24 @@ pub enum BodyFailure {
     TooLarge(u64),
     Idle(Duration),
     Deadline(Duration),
+    /// Too slow while others waited: the rate seen and the rate needed, in bytes per second.
+    Slow {
+        rate: u64,
+        min: u64,
+    },
     Read(String),
+}
+
+/// The guards applied to one body.
+#[derive(Debug, Clone)]
+pub struct BodyGuards {
+    pub limit: u64,
+    pub idle: Duration,
+    pub total: Duration,
+    pub min_rate: u64,
+    pub rate_window: Duration,
+    /// How many uploads wait for a slot now.
+    pub contention: Arc<AtomicUsize>,
 }
 
 pub type FailureSlot = Arc<Mutex<Option<BodyFailure>>>;
@@ -27,33 +48,57 @@ pub type FailureSlot = Arc<Mutex<Option<BodyFailure>>>;
 pub struct GuardedBody<S> {
     inner: S,
     seen: u64,
-    limit: u64,
-    idle: Duration,
+    guards: BodyGuards,
     idle_sleep: Pin<Box<Sleep>>,
-    total: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Fires at the end of each rate window.
+    rate_tick: Pin<Box<Sleep>>,
+    /// `seen` when the current rate window began.
+    window_start_seen: u64,
     failure: FailureSlot,
     done: bool,
 }
 
 impl<S> GuardedBody<S> {
-    pub fn new(inner: S, limit: u64, idle: Duration, total: Duration) -> (Self, FailureSlot) {
+    pub fn new(inner: S, guards: BodyGuards) -> (Self, FailureSlot) {
         let failure: FailureSlot = Arc::new(Mutex::new(None));
         let now = Instant::now();
         (
             Self {
                 inner,
                 seen: 0,
-                limit,
-                idle,
-                idle_sleep: Box::pin(tokio::time::sleep_until(now + idle)),
-                total,
-                deadline: Box::pin(tokio::time::sleep_until(now + total)),
+                idle_sleep: Box::pin(tokio::time::sleep_until(now + guards.idle)),
+                deadline: Box::pin(tokio::time::sleep_until(now + guards.total)),
+                rate_tick: Box::pin(tokio::time::sleep_until(now + guards.rate_window)),
+                window_start_seen: 0,
+                guards,
                 failure: failure.clone(),
                 done: false,
             },
             failure,
         )
+    }
+
+    /// At the end of a rate window: the rate over it, if it is too slow while others wait.
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> Option<BodyFailure> {
+        let window = self.guards.rate_window;
+        if window.is_zero() || self.guards.min_rate == 0 {
+            return None;
+        }
+        loop {
+            self.rate_tick.as_mut().poll(cx).is_ready().then_some(())?;
+            let got = self.seen - self.window_start_seen;
+            self.window_start_seen = self.seen;
+            let next = Instant::now() + window;
+            self.rate_tick.as_mut().reset(next);
+            let rate = (got as f64 / window.as_secs_f64()) as u64;
+            if rate < self.guards.min_rate && self.guards.contention.load(Ordering::SeqCst) > 0 {
+                return Some(BodyFailure::Slow {
+                    rate,
+                    min: self.guards.min_rate,
+                });
+            }
+        }
     }
 
     fn fail(&mut self, f: BodyFailure) -> Poll<Option<io::Result<Bytes>>> {
@@ -62,6 +107,9 @@ impl<S> GuardedBody<S> {
             BodyFailure::Idle(d) => format!("no request body data for {}s", d.as_secs()),
             BodyFailure::Deadline(d) => {
                 format!("request body not complete within {}s", d.as_secs())
+            }
+            BodyFailure::Slow { rate, .. } => {
+                format!("request body too slow ({rate} bytes/s) while others waited")
             }
             BodyFailure::Read(e) => format!("error reading request body: {e}"),
         };
@@ -85,11 +133,11 @@ where
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 self.seen += chunk.len() as u64;
-                if self.seen > self.limit {
-                    let limit = self.limit;
+                if self.seen > self.guards.limit {
+                    let limit = self.guards.limit;
                     return self.fail(BodyFailure::TooLarge(limit));
                 }
-                let next = Instant::now() + self.idle;
+                let next = Instant::now() + self.guards.idle;
                 self.idle_sleep.as_mut().reset(next);
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -100,12 +148,16 @@ where
             }
             Poll::Pending => {
                 if self.deadline.as_mut().poll(cx).is_ready() {
-                    let t = self.total;
+                    let t = self.guards.total;
                     return self.fail(BodyFailure::Deadline(t));
                 }
                 if self.idle_sleep.as_mut().poll(cx).is_ready() {
-                    let t = self.idle;
+                    let t = self.guards.idle;
                     return self.fail(BodyFailure::Idle(t));
+                }
+                // Only while waiting on the client: time we spend writing is not its fault.
+                if let Some(f) = self.too_slow(cx) {
+                    return self.fail(f);
                 }
                 Poll::Pending
             }

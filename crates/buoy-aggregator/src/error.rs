@@ -22,6 +22,12 @@ pub enum AggError {
     TooLarge { key: ResultKey, reason: String },
     #[error("result {key} not received: {reason}")]
     BodyTimeout { key: ResultKey, reason: String },
+    /// No room on our disk or in the run's budget (507); the key stays open.
+    #[error("result {key} not stored: {reason}")]
+    NoSpace { key: ResultKey, reason: String },
+    /// No upload slot in time, or a slow body gave its slot up (503); retry shortly.
+    #[error("result {key} not received, retry: {reason}")]
+    Busy { key: ResultKey, reason: String },
     #[error("error handling result {key}: {reason}")]
     Internal { key: ResultKey, reason: String },
     #[error("the aggregator is shutting down")]

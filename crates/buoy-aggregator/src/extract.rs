@@ -1,14 +1,20 @@
-//! Safe, streaming extraction of an uploaded `.tar.gz` (departure 5). Only regular files and
-//! directories are written; absolute names, `..`, links, devices and sparse files refuse the
-//! whole upload; entry count, per-file size and total size are capped; multi-member gzip is
-//! accepted. Runs on a blocking thread over a reader that streams the request body, so memory
-//! stays bounded whatever the upload size. The destination is a fresh staging directory that
-//! the caller deletes on any error, so a refused upload leaves nothing behind.
+//! Safe, streaming extraction of an uploaded `.tar.gz` (departure 5), and the verbatim write of
+//! a plain body. Only regular files and directories are written; absolute names, `..`, links,
+//! devices and sparse files refuse the whole upload. Everything a client controls is capped
+//! before it costs memory or disk: entry count, per-file and total size, GNU long-name and PAX
+//! header sizes (read whole only when under [`MAX_META_BYTES`]), name length, component length
+//! and depth; mtimes out of range are refused instead of overflowing. Directories are created
+//! one component at a time, never by recursion. Runs on a blocking thread over a reader that
+//! streams the request body, so memory stays bounded whatever the upload size. Every byte
+//! written is charged to the run's [`DiskBudget`]. The destination is a fresh staging
+//! directory that the caller deletes on any error, so a refused upload leaves nothing behind.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use crate::budget::{DiskBudget, Meter};
 
 /// Caps on what one upload may contain.
 #[derive(Debug, Clone, Copy)]
@@ -17,22 +23,35 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     /// Bytes written to disk by one extracted tarball.
     pub max_extracted_bytes: u64,
-    /// Entries in one tarball.
+    /// Entries in one tarball (metadata entries included).
     pub max_entries: u64,
     /// Bytes of one file inside a tarball.
     pub max_file_bytes: u64,
 }
 
 impl Default for Limits {
+    /// Sized to real results (a conformance run's tarball is tens of MB) with ample headroom.
     fn default() -> Self {
         Self {
-            max_upload_bytes: 16 << 30,
-            max_extracted_bytes: 64 << 30,
-            max_entries: 200_000,
-            max_file_bytes: 16 << 30,
+            max_upload_bytes: 4 << 30,
+            max_extracted_bytes: 8 << 30,
+            max_entries: 100_000,
+            max_file_bytes: 4 << 30,
         }
     }
 }
+
+/// Largest GNU long name, long link or PAX header accepted; these are read into memory.
+pub const MAX_META_BYTES: u64 = 64 << 10;
+/// Longest entry name, in bytes, relative to the result directory. Leaves room below Linux's
+/// PATH_MAX (4096) for the run directory the result is moved into.
+pub const MAX_NAME_BYTES: usize = 3072;
+/// Longest single path component (NAME_MAX).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Deepest nesting of an entry name, in components.
+pub const MAX_DEPTH: usize = 128;
+/// How much of a client-supplied name goes into a message or a log line.
+const SHOWN_BYTES: usize = 120;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -42,6 +61,9 @@ pub enum ExtractError {
     /// The archive exceeds a cap (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The disk reserve or the run's storage budget would be crossed (507); a retry may work.
+    #[error("{0}")]
+    NoSpace(String),
     /// Writing to our own disk failed (500).
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
@@ -52,6 +74,23 @@ fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> ExtractError 
     move |source| ExtractError::Io { context, source }
 }
 
+/// A client-supplied name as it may appear in a message: a short prefix, quoted, with the
+/// full length when it was cut.
+pub fn shown(name: &[u8]) -> String {
+    if name.len() <= SHOWN_BYTES {
+        return format!("{:?}", String::from_utf8_lossy(name));
+    }
+    let mut cut = SHOWN_BYTES;
+    while cut > 0 && (name[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    format!(
+        "{:?}... ({} bytes)",
+        String::from_utf8_lossy(&name[..cut]),
+        name.len()
+    )
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     pub files: u64,
@@ -59,28 +98,49 @@ pub struct Stats {
     pub bytes: u64,
 }
 
-/// Validates an entry name and turns it into a relative path of normal components.
-fn safe_relative(name: &Path) -> Result<PathBuf, ExtractError> {
-    let mut out = PathBuf::new();
-    for c in name.components() {
+/// Validates an entry name (raw bytes) and returns its normal components.
+fn safe_components(name: &[u8]) -> Result<Vec<&[u8]>, ExtractError> {
+    let refuse = |why: &str| {
+        Err(ExtractError::Refused(format!(
+            "tar entry {} {why}",
+            shown(name)
+        )))
+    };
+    if name.contains(&0) {
+        return refuse("contains a NUL byte");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return refuse(&format!("has a name longer than {MAX_NAME_BYTES} bytes"));
+    }
+    if name.first() == Some(&b'/') {
+        return refuse("has an absolute path");
+    }
+    let mut out = Vec::new();
+    for c in name.split(|b| *b == b'/') {
         match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(ExtractError::Refused(format!(
-                    "tar entry {:?} contains '..'",
-                    name.display().to_string()
-                )))
+            b"" | b"." => {}
+            b".." => return refuse("contains '..'"),
+            c if c.len() > MAX_COMPONENT_BYTES => {
+                return refuse(&format!(
+                    "has a path component longer than {MAX_COMPONENT_BYTES} bytes"
+                ))
             }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(ExtractError::Refused(format!(
-                    "tar entry {:?} has an absolute path",
-                    name.display().to_string()
-                )))
-            }
+            c => out.push(c),
+        }
+        if out.len() > MAX_DEPTH {
+            return refuse(&format!("is nested deeper than {MAX_DEPTH} levels"));
         }
     }
     Ok(out)
+}
+
+fn join(dest: &Path, comps: &[&[u8]]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut p = dest.to_path_buf();
+    for c in comps {
+        p.push(std::ffi::OsStr::from_bytes(c));
+    }
+    p
 }
 
 /// Reads a tar.gz stream and writes its files under `dest` (which must exist and be empty).
@@ -88,6 +148,7 @@ pub fn extract_tar_gz<R: Read>(
     reader: R,
     dest: &Path,
     limits: &Limits,
+    budget: &DiskBudget,
 ) -> Result<Stats, ExtractError> {
     let mut counted = CountingReader {
         inner: reader,
@@ -95,7 +156,12 @@ pub fn extract_tar_gz<R: Read>(
     };
     let stats = {
         let gz = flate2::read::MultiGzDecoder::new(&mut counted);
-        extract_tar(gz, dest, limits)
+        let mut meter = budget.meter()?;
+        let r = extract_tar(gz, dest, limits, &mut meter);
+        if r.is_ok() {
+            meter.keep();
+        }
+        r
     };
     match stats {
         // Go's gzip reader answers an empty body with EOF; say it plainly.
@@ -123,62 +189,196 @@ fn malformed(e: io::Error) -> ExtractError {
     ExtractError::Refused(format!("not a valid gzip-compressed tarball: {e}"))
 }
 
-fn extract_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats, ExtractError> {
+/// What GNU long-name and PAX headers said about the next entry.
+#[derive(Default)]
+struct Pending {
+    name: Option<Vec<u8>>,
+    size: Option<u64>,
+    mtime: Option<u64>,
+    long_name: bool,
+    pax: bool,
+}
+
+/// Reads a metadata entry's data, refusing one over [`MAX_META_BYTES`] before reading it.
+fn read_meta<R: Read>(entry: &mut tar::Entry<R>, what: &str) -> Result<Vec<u8>, ExtractError> {
+    let size = entry.header().entry_size().map_err(malformed)?;
+    if size > MAX_META_BYTES {
+        return Err(ExtractError::Refused(format!(
+            "tarball has a {what} of {size} bytes; at most {MAX_META_BYTES} are accepted"
+        )));
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    entry.read_to_end(&mut buf).map_err(malformed)?;
+    if buf.len() as u64 != size {
+        return Err(ExtractError::Refused(format!(
+            "tarball's {what} is truncated"
+        )));
+    }
+    Ok(buf)
+}
+
+fn parse_pax(data: &[u8], pending: &mut Pending) -> Result<(), ExtractError> {
+    let bad = |why: String| ExtractError::Refused(format!("tarball has a bad PAX header: {why}"));
+    for ext in tar::PaxExtensions::new(data) {
+        let ext = ext.map_err(|e| bad(e.to_string()))?;
+        let value = ext.value_bytes();
+        let number = || -> Result<u64, ExtractError> {
+            // PAX times may carry a fraction; whole seconds are enough here.
+            let whole = value.split(|b| *b == b'.').next().unwrap_or_default();
+            std::str::from_utf8(whole)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| bad(format!("{} is not a number", shown(ext.key_bytes()))))
+        };
+        match ext.key_bytes() {
+            b"path" => pending.name = Some(value.to_vec()),
+            b"size" => pending.size = Some(number()?),
+            b"mtime" => pending.mtime = Some(number()?),
+            k if k.starts_with(b"GNU.sparse.") => {
+                return Err(ExtractError::Refused(
+                    "tarball has a sparse file (PAX GNU.sparse); not accepted".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn extract_tar<R: Read>(
+    reader: R,
+    dest: &Path,
+    limits: &Limits,
+    meter: &mut Meter<'_>,
+) -> Result<Stats, ExtractError> {
     let mut archive = tar::Archive::new(reader);
     let mut stats = Stats::default();
-    let mut entries = archive.entries().map_err(malformed)?;
+    // Raw entries: GNU long names and PAX headers come to us as entries, so their size is
+    // checked before a byte of them is read into memory (the tar crate would read them whole).
+    let mut entries = archive.entries().map_err(malformed)?.raw(true);
+    let mut pending = Pending::default();
+    let mut seen = 0u64;
+    // The last directory known to exist, to spare a syscall per file of the same directory.
+    let mut last_dir: Option<PathBuf> = None;
     loop {
         let mut entry = match entries.next() {
             None => break,
             Some(Ok(e)) => e,
             Some(Err(e)) => return Err(malformed(e)),
         };
-        if stats.files + stats.dirs >= limits.max_entries {
+        seen += 1;
+        if seen > limits.max_entries {
             return Err(ExtractError::TooLarge(format!(
                 "tarball has more than {} entries",
                 limits.max_entries
             )));
         }
-        let kind = entry.header().entry_type();
-        let raw_name = entry.path().map_err(malformed)?.into_owned();
-        let shown = raw_name.display().to_string();
-        let rel = safe_relative(&raw_name)?;
         use tar::EntryType as T;
+        let kind = entry.header().entry_type();
         match kind {
-            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => continue,
+            T::GNULongName => {
+                if pending.long_name {
+                    return Err(ExtractError::Refused(
+                        "tarball has two long names for one entry".into(),
+                    ));
+                }
+                let mut name = read_meta(&mut entry, "GNU long name")?;
+                while name.last() == Some(&0) {
+                    name.pop();
+                }
+                pending.long_name = true;
+                // A PAX path, if any, wins (as in GNU tar and Go).
+                if !pending.pax || pending.name.is_none() {
+                    pending.name = Some(name);
+                }
+                continue;
+            }
+            T::XHeader => {
+                if pending.pax {
+                    return Err(ExtractError::Refused(
+                        "tarball has two PAX headers for one entry".into(),
+                    ));
+                }
+                let data = read_meta(&mut entry, "PAX header")?;
+                pending.pax = true;
+                parse_pax(&data, &mut pending)?;
+                continue;
+            }
+            T::GNULongLink | T::XGlobalHeader => {
+                // Link targets are never used (links are refused), and global PAX headers
+                // are ignored; both are still capped, and skipped without being read.
+                let size = entry.header().entry_size().map_err(malformed)?;
+                if size > MAX_META_BYTES {
+                    return Err(ExtractError::Refused(format!(
+                        "tarball has a {} entry of {size} bytes; at most {MAX_META_BYTES} are accepted",
+                        if kind == T::GNULongLink { "GNU long link" } else { "global PAX header" }
+                    )));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let meta = std::mem::take(&mut pending);
+        let name_bytes: Vec<u8> = match meta.name {
+            Some(n) => n,
+            None => entry.header().path_bytes().into_owned(),
+        };
+        let comps = safe_components(&name_bytes)?;
+        let shown_name = shown(&name_bytes);
+        match kind {
             T::Directory => {
-                if !rel.as_os_str().is_empty() {
-                    let p = dest.join(&rel);
-                    ensure_dir(dest, &p, &shown)?;
+                if !comps.is_empty() {
+                    ensure_dirs(dest, &comps, &shown_name)?;
                 }
                 stats.dirs += 1;
             }
             T::Regular | T::Continuous => {
-                if rel.as_os_str().is_empty() {
+                let Some((_, parents)) = comps.split_last() else {
                     return Err(ExtractError::Refused(format!(
-                        "tar entry {shown:?} is a file without a name"
+                        "tar entry {shown_name} is a file without a name"
                     )));
+                };
+                let size = entry.header().entry_size().map_err(malformed)?;
+                if let Some(pax_size) = meta.size {
+                    if pax_size > limits.max_file_bytes {
+                        return Err(too_big_file(&shown_name, pax_size, limits));
+                    }
+                    if pax_size != size {
+                        return Err(ExtractError::Refused(format!(
+                            "tar entry {shown_name}: its PAX size ({pax_size}) disagrees with its header ({size})"
+                        )));
+                    }
                 }
-                let size = entry.header().size().map_err(malformed)?;
                 if size > limits.max_file_bytes {
-                    return Err(ExtractError::TooLarge(format!(
-                        "tar entry {shown:?} is {size} bytes, over the per-file cap of {}",
-                        limits.max_file_bytes
-                    )));
+                    return Err(too_big_file(&shown_name, size, limits));
                 }
-                if stats.bytes + size > limits.max_extracted_bytes {
+                if stats.bytes.saturating_add(size) > limits.max_extracted_bytes {
                     return Err(ExtractError::TooLarge(format!(
                         "tarball expands to more than {} bytes",
                         limits.max_extracted_bytes
                     )));
                 }
-                let p = dest.join(&rel);
-                if let Some(parent) = p.parent() {
-                    ensure_dir(dest, parent, &shown)?;
+                let mtime = match meta.mtime {
+                    Some(m) => Some(m),
+                    None => entry.header().mtime().ok(),
+                };
+                let modified = match mtime {
+                    None => None,
+                    Some(m) => Some(mtime_of(m).ok_or_else(|| {
+                        ExtractError::Refused(format!(
+                            "tar entry {shown_name} has an mtime out of range ({m})"
+                        ))
+                    })?),
+                };
+                let parent = join(dest, parents);
+                if last_dir.as_deref() != Some(parent.as_path()) {
+                    ensure_dirs(dest, parents, &shown_name)?;
+                    last_dir = Some(parent);
                 }
-                if p.is_dir() {
+                let p = join(dest, &comps);
+                if fs::symlink_metadata(&p).is_ok() {
                     return Err(ExtractError::Refused(format!(
-                        "tar entry {shown:?} is a file where a directory was"
+                        "tar entry {shown_name} appears twice, or is a file where a directory was"
                     )));
                 }
                 let executable = entry
@@ -186,82 +386,119 @@ fn extract_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Stats
                     .mode()
                     .map(|m| m & 0o111 != 0)
                     .unwrap_or(false);
-                let mtime = entry.header().mtime().ok();
                 let mut f = open_new_file(&p, executable)
-                    .map_err(io_ctx(format!("cannot create {}", p.display())))?;
-                let written = copy_into(&mut entry, &mut f, &p, malformed)?;
+                    .map_err(|e| our_or_their(e, &shown_name, "cannot create"))?;
+                let written = copy_into(&mut entry, &mut f, meter, malformed)?;
                 if written != size {
                     return Err(ExtractError::Refused(format!(
-                        "tar entry {shown:?} is truncated"
+                        "tar entry {shown_name} is truncated"
                     )));
                 }
                 f.sync_all()
                     .map_err(io_ctx(format!("cannot sync {}", p.display())))?;
-                if let Some(m) = mtime {
-                    let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(m));
+                if let Some(t) = modified {
+                    let _ = f.set_modified(t);
                 }
                 stats.files += 1;
                 stats.bytes += written;
             }
             T::Symlink => {
                 return Err(ExtractError::Refused(format!(
-                    "tar entry {shown:?} is a symbolic link; links are not accepted"
+                    "tar entry {shown_name} is a symbolic link; links are not accepted"
                 )))
             }
             T::Link => {
                 return Err(ExtractError::Refused(format!(
-                    "tar entry {shown:?} is a hard link; links are not accepted"
+                    "tar entry {shown_name} is a hard link; links are not accepted"
                 )))
             }
             T::Char | T::Block | T::Fifo => {
                 return Err(ExtractError::Refused(format!(
-                "tar entry {shown:?} is a device or fifo; only files and directories are accepted"
-            )))
+                    "tar entry {shown_name} is a device or fifo; only files and directories are accepted"
+                )))
             }
             T::GNUSparse => {
                 return Err(ExtractError::Refused(format!(
-                    "tar entry {shown:?} is a sparse file; not accepted"
+                    "tar entry {shown_name} is a sparse file; not accepted"
                 )))
             }
             other => {
                 return Err(ExtractError::Refused(format!(
-                    "tar entry {shown:?} has unsupported type {:?}",
+                    "tar entry {shown_name} has unsupported type {:?}",
                     other.as_byte() as char
                 )))
             }
         }
     }
+    if pending.long_name || pending.pax {
+        return Err(ExtractError::Refused(
+            "tarball ends with a long name or PAX header that describes no entry".into(),
+        ));
+    }
     // An archive with no entries is accepted as an empty result directory, as in Go.
     Ok(stats)
 }
 
-fn ensure_dir(root: &Path, dir: &Path, shown: &str) -> Result<(), ExtractError> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(ExtractError::Refused(format!(
-            "tar entry {shown:?} needs a directory where a file was"
-        ))),
-        Err(_) => {
-            if let Some(parent) = dir.parent() {
-                if parent != root && parent.starts_with(root) {
-                    ensure_dir(root, parent, shown)?;
+fn too_big_file(shown_name: &str, size: u64, limits: &Limits) -> ExtractError {
+    ExtractError::TooLarge(format!(
+        "tar entry {shown_name} is {size} bytes, over the per-file cap of {}",
+        limits.max_file_bytes
+    ))
+}
+
+/// An mtime a file can carry; `None` past what `SystemTime` or a file system can represent.
+fn mtime_of(secs: u64) -> Option<SystemTime> {
+    if secs > i64::MAX as u64 {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// A file-system error caused by the shape of a client's name is theirs (400), not ours.
+fn our_or_their(e: io::Error, shown_name: &str, what: &str) -> ExtractError {
+    match e.raw_os_error() {
+        Some(code) if code == nix_enametoolong() => ExtractError::Refused(format!(
+            "tar entry {shown_name}: name too long for the file system"
+        )),
+        _ => ExtractError::Io {
+            context: format!("{what} {shown_name}"),
+            source: e,
+        },
+    }
+}
+
+fn nix_enametoolong() -> i32 {
+    nix::errno::Errno::ENAMETOOLONG as i32
+}
+
+/// Creates `dest/comps...` one component at a time (no recursion, whatever the depth).
+fn ensure_dirs(dest: &Path, comps: &[&[u8]], shown_name: &str) -> Result<(), ExtractError> {
+    let mut p = dest.to_path_buf();
+    for c in comps {
+        use std::os::unix::ffi::OsStrExt;
+        p.push(std::ffi::OsStr::from_bytes(c));
+        match fs::create_dir(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !fs::symlink_metadata(&p)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false)
+                {
+                    return Err(ExtractError::Refused(format!(
+                        "tar entry {shown_name} needs a directory where a file was"
+                    )));
                 }
             }
-            match fs::create_dir(dir) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-                Err(e) => Err(ExtractError::Io {
-                    context: format!("cannot create {}", dir.display()),
-                    source: e,
-                }),
-            }
+            Err(e) => return Err(our_or_their(e, shown_name, "cannot create a directory for")),
         }
     }
+    Ok(())
 }
 
 fn open_new_file(p: &Path, executable: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
-    o.write(true).create(true).truncate(true);
+    // create_new: a name that already exists (a duplicate entry) is never overwritten.
+    o.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -272,12 +509,12 @@ fn open_new_file(p: &Path, executable: bool) -> io::Result<File> {
     o.open(p)
 }
 
-/// Copies `src` into `dst` (the file at `p`), telling read errors (the client's: `on_read`)
-/// from write errors (ours: `Io`).
+/// Copies `src` into `dst`, charging every byte to `meter`, telling read errors (the
+/// client's: `on_read`) from write errors (ours: `Io`).
 fn copy_into<R: Read>(
     src: &mut R,
     dst: &mut File,
-    p: &Path,
+    meter: &mut Meter<'_>,
     on_read: fn(io::Error) -> ExtractError,
 ) -> Result<u64, ExtractError> {
     let mut buf = vec![0u8; 64 * 1024];
@@ -289,8 +526,17 @@ fn copy_into<R: Read>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(on_read(e)),
         };
+        meter.charge(n as u64)?;
         dst.write_all(&buf[..n])
-            .map_err(io_ctx(format!("cannot write {}", p.display())))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(c) if c == nix::errno::Errno::ENOSPC as i32 => {
+                    ExtractError::NoSpace("the aggregator's disk is full".into())
+                }
+                _ => ExtractError::Io {
+                    context: "cannot write a result file".into(),
+                    source: e,
+                },
+            })?;
         total += n as u64;
     }
 }
@@ -300,15 +546,18 @@ pub fn write_plain<R: Read>(
     mut reader: R,
     dest: &Path,
     filename: &str,
+    budget: &DiskBudget,
 ) -> Result<Stats, ExtractError> {
     let p = dest.join(filename);
+    let mut meter = budget.meter()?;
     let mut f =
         open_new_file(&p, false).map_err(io_ctx(format!("cannot create {}", p.display())))?;
-    let total = copy_into(&mut reader, &mut f, &p, |e| {
+    let total = copy_into(&mut reader, &mut f, &mut meter, |e| {
         ExtractError::Refused(format!("error reading request body: {e}"))
     })?;
     f.sync_all()
         .map_err(io_ctx(format!("cannot sync {}", p.display())))?;
+    meter.keep();
     Ok(Stats {
         files: 1,
         dirs: 0,
@@ -365,9 +614,13 @@ mod tests {
         b.append(&h, data).unwrap();
     }
 
+    fn unlimited() -> DiskBudget {
+        DiskBudget::new(Path::new("/"), u64::MAX, 0, 0, Default::default())
+    }
+
     fn extract(bytes: &[u8]) -> (tempfile::TempDir, Result<Stats, ExtractError>) {
         let dir = tempfile::tempdir().unwrap();
-        let r = extract_tar_gz(bytes, dir.path(), &Limits::default());
+        let r = extract_tar_gz(bytes, dir.path(), &Limits::default(), &unlimited());
         (dir, r)
     }
 
@@ -468,7 +721,7 @@ mod tests {
             ..Limits::default()
         };
         assert!(matches!(
-            extract_tar_gz(&gz(&t)[..], dir.path(), &small),
+            extract_tar_gz(&gz(&t)[..], dir.path(), &small, &unlimited()),
             Err(ExtractError::TooLarge(_))
         ));
         let dir = tempfile::tempdir().unwrap();
@@ -477,7 +730,7 @@ mod tests {
             ..Limits::default()
         };
         assert!(matches!(
-            extract_tar_gz(&gz(&t)[..], dir.path(), &few),
+            extract_tar_gz(&gz(&t)[..], dir.path(), &few, &unlimited()),
             Err(ExtractError::TooLarge(_))
         ));
         let dir = tempfile::tempdir().unwrap();
@@ -486,7 +739,7 @@ mod tests {
             ..Limits::default()
         };
         assert!(matches!(
-            extract_tar_gz(&gz(&t)[..], dir.path(), &total),
+            extract_tar_gz(&gz(&t)[..], dir.path(), &total, &unlimited()),
             Err(ExtractError::TooLarge(_))
         ));
     }
@@ -497,5 +750,156 @@ mod tests {
         let body = gz(&t[..1024]);
         let (_d, r) = extract(&body);
         assert!(matches!(r, Err(ExtractError::Refused(_))), "{r:?}");
+    }
+
+    /// A header of `kind` that claims `size` bytes, followed by `data` (which may be shorter).
+    fn lying(
+        b: &mut tar::Builder<Vec<u8>>,
+        name: &str,
+        kind: tar::EntryType,
+        size: u64,
+        data: &[u8],
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    fn refused_with(bytes: &[u8], needle: &str) {
+        let (dir, r) = extract(bytes);
+        match r {
+            Err(ExtractError::Refused(ref m)) => {
+                assert!(m.contains(needle), "{m}");
+                assert!(
+                    m.len() < 400,
+                    "the message echoes too much: {} bytes",
+                    m.len()
+                );
+            }
+            other => panic!("expected a refusal with {needle:?}, got {other:?}"),
+        }
+        drop(dir);
+    }
+
+    #[test]
+    fn a_name_five_thousand_levels_deep_is_refused_without_recursion() {
+        let deep = format!("{}f", "a/".repeat(5000));
+        let t = tar_with(|b| file(b, &deep, b"x"));
+        refused_with(&gz(&t), "longer than");
+        let deep = format!("{}f", "a/".repeat(MAX_DEPTH + 1));
+        let t = tar_with(|b| file(b, &deep, b"x"));
+        refused_with(&gz(&t), "deeper than");
+        let ok = format!("{}f", "a/".repeat(MAX_DEPTH - 1));
+        let t = tar_with(|b| file(b, &ok, b"x"));
+        let (_d, r) = extract(&gz(&t));
+        assert_eq!(r.unwrap().files, 1);
+    }
+
+    #[test]
+    fn bad_names_from_pax_and_long_name_entries_are_refused() {
+        let t = tar_with(|b| {
+            b.append_pax_extensions([("path", &b"a\0b"[..])]).unwrap();
+            file(b, "x", b"1");
+        });
+        refused_with(&gz(&t), "NUL");
+        let long_component = "c".repeat(300);
+        let t = tar_with(|b| file(b, &format!("d/{long_component}"), b"1"));
+        refused_with(&gz(&t), "component longer than 255");
+        let long_path = format!("{}/f", vec!["d".repeat(200); 20].join("/"));
+        let t = tar_with(|b| file(b, &long_path, b"1"));
+        refused_with(&gz(&t), "longer than 3072");
+        let t = tar_with(|b| {
+            b.append_pax_extensions([("path", &b"../up"[..])]).unwrap();
+            file(b, "innocent", b"1");
+        });
+        refused_with(&gz(&t), "'..'");
+    }
+
+    #[test]
+    fn mtimes_out_of_range_are_refused_not_panicked_on() {
+        for base256 in [
+            [
+                0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
+            [0x80, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 5],
+        ] {
+            let t = tar_with(|b| {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(1);
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::Regular);
+                h.as_gnu_mut().unwrap().mtime = base256;
+                h.set_cksum();
+                b.append_data(&mut h, "f", &b"1"[..]).unwrap();
+            });
+            refused_with(&gz(&t), "mtime out of range");
+        }
+    }
+
+    #[test]
+    fn oversized_metadata_entries_are_refused_before_they_are_read() {
+        for kind in [
+            tar::EntryType::XHeader,
+            tar::EntryType::GNULongName,
+            tar::EntryType::GNULongLink,
+            tar::EntryType::XGlobalHeader,
+        ] {
+            // The header claims 1 GiB; only a few bytes follow. Nothing is read or allocated.
+            let t = tar_with(|b| lying(b, "meta", kind, 1 << 30, b"10 path=x\n"));
+            refused_with(&gz(&t), "at most 65536");
+        }
+    }
+
+    #[test]
+    fn a_pax_size_that_disagrees_with_the_header_is_refused() {
+        let t = tar_with(|b| {
+            b.append_pax_extensions([("size", &b"5"[..])]).unwrap();
+            file(b, "f", b"1");
+        });
+        refused_with(&gz(&t), "disagrees");
+        let t = tar_with(|b| {
+            b.append_pax_extensions([("size", &b"99999999999999"[..])])
+                .unwrap();
+            file(b, "f", b"1");
+        });
+        let (_d, r) = extract(&gz(&t));
+        assert!(matches!(r, Err(ExtractError::TooLarge(_))), "{r:?}");
+    }
+
+    #[test]
+    fn long_names_and_pax_paths_within_the_caps_are_extracted() {
+        let name = format!("{}/file.txt", "n".repeat(200));
+        let t = tar_with(|b| {
+            file(b, &name, b"long");
+            b.append_pax_extensions([
+                ("path", "pax/é.txt".as_bytes()),
+                ("mtime", &b"1700000000.5"[..]),
+            ])
+            .unwrap();
+            file(b, "ignored", b"pax");
+        });
+        let (dir, r) = extract(&gz(&t));
+        assert_eq!(r.unwrap().files, 2);
+        assert_eq!(fs::read(dir.path().join(&name)).unwrap(), b"long");
+        assert_eq!(fs::read(dir.path().join("pax/é.txt")).unwrap(), b"pax");
+    }
+
+    #[test]
+    fn a_duplicate_entry_is_refused() {
+        let t = tar_with(|b| {
+            file(b, "f", b"1");
+            file(b, "f", b"2");
+        });
+        refused_with(&gz(&t), "appears twice");
+    }
+
+    #[test]
+    fn shown_names_are_cut_to_a_short_prefix() {
+        let s = shown("é".repeat(10_000).as_bytes());
+        assert!(s.len() < 200 && s.ends_with("(20000 bytes)"), "{s}");
     }
 }

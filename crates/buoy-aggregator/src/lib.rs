@@ -9,6 +9,7 @@
 pub mod aggregator;
 pub mod api;
 pub mod body;
+pub mod budget;
 pub mod error;
 pub mod extract;
 pub mod run;

@@ -24,12 +24,14 @@ pub fn tarball_name(started: OffsetDateTime, uuid: &str) -> String {
     )
 }
 
-/// Writes `value` as JSON to `path` through a temporary file.
-pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> io::Result<()> {
+/// Writes `value` as JSON to `path` through a temporary file in `tmp_dir` (same file system,
+/// outside the run directory, so no temporary name is ever seen beside the results).
+pub fn write_json_atomic(path: &Path, value: &serde_json::Value, tmp_dir: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
-    let tmp = path.with_extension("json.tmp");
+    let base = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = tmp_dir.join(format!("{base}.tmp"));
     let mut f = File::create(&tmp)?;
     serde_json::to_writer(&mut f, value)?;
     f.sync_all()?;

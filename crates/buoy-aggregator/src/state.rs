@@ -1,13 +1,15 @@
 //! The aggregator's state machine (compat §2 with departures 2-4), as plain data and functions:
 //! no I/O, no clock of its own (callers pass `now`), no locks. Per key the phase is Expected,
 //! Receiving (one upload or internal write holds a ticket), Done (a result or an error result is
-//! on disk) or Failed (a write failed; retries are accepted until the retry window closes).
+//! on disk) or Failed (the last write failed; the key is open for a retry, exactly as Expected).
+//! A failed upload never consumes a key: only a stored result, an internal error result (a
+//! plugin failure seen by monitoring) or the run's timeout closes it.
 //!
 //! The I/O of an upload happens between `begin` and `finish`, outside whatever lock guards
 //! this value, so uploads for different keys never wait for each other.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use buoy_wire::status::{self, PluginStatus, Status, TarInfo};
 use buoy_wire::{ProgressUpdate, ResultKey};
@@ -77,14 +79,13 @@ pub struct RunState {
     entries: Vec<Entry>,
     index: HashMap<ResultKey, usize>,
     next_ticket: u64,
-    retry_window: Duration,
     timed_out: bool,
     phase: RunPhase,
 }
 
 impl RunState {
     /// A run expecting `keys`, in this order (the status lists them in the same order).
-    pub fn new(keys: impl IntoIterator<Item = ResultKey>, retry_window: Duration) -> Self {
+    pub fn new(keys: impl IntoIterator<Item = ResultKey>) -> Self {
         let mut entries = Vec::new();
         let mut index = HashMap::new();
         for key in keys {
@@ -104,7 +105,6 @@ impl RunState {
             entries,
             index,
             next_ticket: 1,
-            retry_window,
             timed_out: false,
             phase: RunPhase::Running,
         }
@@ -197,49 +197,21 @@ impl RunState {
         self.timed_out
     }
 
-    /// Internal error results that are due at `now`: failed keys whose retry window has
-    /// closed, and after a timeout every key still without a result (a key being received is
-    /// left to its upload, and gets the timeout error only if that upload fails).
-    pub fn due_errors(&self, now: Instant) -> Vec<DueError> {
-        let mut out = Vec::new();
-        for e in &self.entries {
-            match &e.phase {
-                Phase::Expected if self.timed_out => out.push(DueError {
-                    key: e.key.clone(),
-                    message: buoy_wire::TIMEOUT_ERROR_MESSAGE.to_string(),
-                }),
-                Phase::Failed { at, reason } => {
-                    if self.timed_out {
-                        out.push(DueError {
-                            key: e.key.clone(),
-                            message: buoy_wire::TIMEOUT_ERROR_MESSAGE.to_string(),
-                        });
-                    } else if now.saturating_duration_since(*at) >= self.retry_window {
-                        out.push(DueError {
-                            key: e.key.clone(),
-                            message: format!(
-                                "upload of {} failed and was not retried within {}s: {reason}",
-                                e.key,
-                                self.retry_window.as_secs()
-                            ),
-                        });
-                    }
-                }
-                _ => {}
-            }
+    /// Internal error results that are due: after the timeout, every key still without a
+    /// result (a key being received is left to its upload, and gets the timeout error only if
+    /// that upload fails). A failed upload alone never makes an error result due.
+    pub fn due_errors(&self) -> Vec<DueError> {
+        if !self.timed_out {
+            return Vec::new();
         }
-        out
-    }
-
-    /// When the next retry window closes, if any key is waiting on one.
-    pub fn next_deadline(&self) -> Option<Instant> {
         self.entries
             .iter()
-            .filter_map(|e| match &e.phase {
-                Phase::Failed { at, .. } => Some(*at + self.retry_window),
-                _ => None,
+            .filter(|e| matches!(e.phase, Phase::Expected | Phase::Failed { .. }))
+            .map(|e| DueError {
+                key: e.key.clone(),
+                message: buoy_wire::TIMEOUT_ERROR_MESSAGE.to_string(),
             })
-            .min()
+            .collect()
     }
 
     /// Every expected key has a result or an error result on disk.
@@ -335,14 +307,11 @@ mod tests {
     }
 
     fn run() -> RunState {
-        RunState::new(
-            [
-                k("systemd_logs", "node1"),
-                k("systemd_logs", "node2"),
-                k("e2e", "global"),
-            ],
-            Duration::from_secs(120),
-        )
+        RunState::new([
+            k("systemd_logs", "node1"),
+            k("systemd_logs", "node2"),
+            k("e2e", "global"),
+        ])
     }
 
     #[test]
@@ -418,25 +387,13 @@ mod tests {
     }
 
     #[test]
-    fn failed_key_becomes_due_only_when_the_window_closes() {
+    fn a_failed_upload_never_makes_an_error_result_due() {
         let mut s = run();
-        let t0 = Instant::now();
         let t = s.begin(&k("e2e", "global"), false).unwrap();
-        s.finish(&t, Err("broken pipe".into()), t0);
-        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(120)));
-        assert!(s.due_errors(t0 + Duration::from_secs(119)).is_empty());
-        let due = s.due_errors(t0 + Duration::from_secs(120));
-        assert_eq!(due.len(), 1);
-        assert!(due[0].message.contains("broken pipe"), "{}", due[0].message);
-    }
-
-    #[test]
-    fn no_failure_means_no_deadline() {
-        let s = run();
-        assert_eq!(s.next_deadline(), None);
-        assert!(s
-            .due_errors(Instant::now() + Duration::from_secs(1000))
-            .is_empty());
+        s.finish(&t, Err("not gzip".into()), Instant::now());
+        assert!(s.due_errors().is_empty());
+        assert_eq!(s.check(&k("e2e", "global")), Ok(()));
+        assert!(run().due_errors().is_empty());
     }
 
     #[test]
@@ -448,15 +405,12 @@ mod tests {
         let _receiving = s.begin(&k("systemd_logs", "node2"), false).unwrap();
         s.mark_timed_out();
         let due: Vec<String> = s
-            .due_errors(now)
+            .due_errors()
             .into_iter()
             .map(|d| d.key.to_string())
             .collect();
         assert_eq!(due, vec!["systemd_logs/node1", "e2e/global"]);
-        assert!(s
-            .due_errors(now)
-            .iter()
-            .all(|d| d.message.contains("timeout")));
+        assert!(s.due_errors().iter().all(|d| d.message.contains("timeout")));
     }
 
     #[test]
@@ -472,7 +426,7 @@ mod tests {
         let t = s.begin(&k("e2e", "global"), true).unwrap();
         s.finish(&t, Ok(Outcome::Error("timeout".into())), Instant::now());
         assert!(s.is_complete());
-        assert!(RunState::new([], Duration::ZERO).is_complete());
+        assert!(RunState::new([]).is_complete());
     }
 
     #[test]

@@ -345,14 +345,19 @@ pub fn process_plugin(run_dir: &Path, spec: &PluginSpec) -> Item {
     root
 }
 
-/// Processes plugin `spec` and writes its `sonobuoy_results.yaml` (through a temporary file,
-/// so a reader never sees half of it).
-pub fn write_plugin_results(run_dir: &Path, spec: &PluginSpec) -> std::io::Result<Item> {
+/// Processes plugin `spec` and writes its `sonobuoy_results.yaml`. The file is written and
+/// synced in `tmp_dir` (on the same file system, outside the run directory) and renamed into
+/// place, so nothing half-written or temporary ever appears in the plugin's directory.
+pub fn write_plugin_results(
+    run_dir: &Path,
+    spec: &PluginSpec,
+    tmp_dir: &Path,
+) -> std::io::Result<Item> {
     let root = process_plugin(run_dir, spec);
     let dir = run_dir.join("plugins").join(&spec.name);
     fs::create_dir_all(&dir)?;
     let yaml = serde_yaml_ng::to_string(&root).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{RESULTS_FILE}.tmp"));
+    let tmp = tmp_dir.join(format!("{}.{RESULTS_FILE}", spec.name));
     let mut f = File::create(&tmp)?;
     f.write_all(yaml.as_bytes())?;
     f.sync_all()?;

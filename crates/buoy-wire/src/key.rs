@@ -30,9 +30,24 @@ impl ResultKey {
     }
 }
 
+/// Names longer than this are cut when a key is shown: a client's URL must not fill a log
+/// line or a response. Real names (a DNS node name is at most 253 bytes) are never cut.
+const SHOWN_NAME_BYTES: usize = 300;
+
+fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= SHOWN_NAME_BYTES {
+        return name.into();
+    }
+    let mut end = SHOWN_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...({} bytes)", &name[..end], name.len()).into()
+}
+
 impl fmt::Display for ResultKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.plugin, self.node)
+        write!(f, "{}/{}", shown(&self.plugin), shown(&self.node))
     }
 }
 
@@ -46,6 +61,13 @@ pub fn is_valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_name_is_cut_when_shown() {
+        let k = ResultKey::new("p", "n".repeat(100_000));
+        let s = k.to_string();
+        assert!(s.len() < 400 && s.ends_with("(100000 bytes)"), "{s}");
+    }
 
     #[test]
     fn empty_node_keys_as_global() {

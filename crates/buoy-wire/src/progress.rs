@@ -1,5 +1,7 @@
 //! Progress updates (compat §4.3): the JSON a plugin posts, how the server decodes it, and the
-//! v0.57 append rule that merges an appending update into the stored one.
+//! v0.57 append rule that merges an appending update into the stored one. What one key keeps is
+//! bounded (message length, item length, bytes of its lists) whatever clients send, with a note
+//! in the shown message when something was cut, and counters saturate instead of wrapping.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -23,6 +25,30 @@ pub struct ProgressUpdate {
     pub appendcompleted: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub appendfailing: Vec<String>,
+    /// List items not kept because of the bounds; said in the shown message.
+    #[serde(skip)]
+    pub dropped: u64,
+}
+
+/// Longest `msg` kept, in bytes.
+pub const MAX_MSG_BYTES: usize = 4 << 10;
+/// Longest single error or failure name kept, in bytes.
+pub const MAX_ITEM_BYTES: usize = 1 << 10;
+/// Bytes of errors, failures and pending appends one key keeps, together.
+pub const MAX_LIST_BYTES: usize = 64 << 10;
+
+/// Cuts `s` to at most `max` bytes on a character boundary, saying so.
+fn cut(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let full = s.len();
+    let mut end = max.saturating_sub(40);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(&format!("... [cut from {full} bytes]"));
 }
 
 fn is_false(b: &bool) -> bool {
@@ -96,6 +122,7 @@ impl ProgressInput {
             appendtotals: self.appendtotals,
             appendcompleted: self.appendcompleted,
             appendfailing: self.appendfailing,
+            dropped: 0,
         }
     }
 }
@@ -106,12 +133,46 @@ impl ProgressUpdate {
         self.appendtotals || !self.appendfailing.is_empty() || self.appendcompleted > 0
     }
 
-    /// Applies `next` to the stored update `prev` (compat §4.3) and returns the new stored value.
+    /// Applies `next` to the stored update `prev` (compat §4.3) and returns the new stored
+    /// value, within the bounds.
     pub fn merge(prev: Option<&ProgressUpdate>, next: ProgressUpdate) -> ProgressUpdate {
+        let mut out = Self::merge_unbounded(prev, next);
+        out.bound();
+        out
+    }
+
+    /// Keeps the update within the per-key bounds: a long message or item is cut, and list
+    /// items past [`MAX_LIST_BYTES`] are dropped and counted.
+    fn bound(&mut self) {
+        cut(&mut self.msg, MAX_MSG_BYTES);
+        let mut budget = MAX_LIST_BYTES;
+        let mut dropped = 0u64;
+        for list in [
+            &mut self.errors,
+            &mut self.failures,
+            &mut self.appendfailing,
+        ] {
+            let mut keep = 0;
+            for item in list.iter_mut() {
+                cut(item, MAX_ITEM_BYTES);
+                if item.len() > budget {
+                    break;
+                }
+                budget -= item.len();
+                keep += 1;
+            }
+            dropped += (list.len() - keep) as u64;
+            list.truncate(keep);
+        }
+        self.dropped = self.dropped.saturating_add(dropped);
+    }
+
+    fn merge_unbounded(prev: Option<&ProgressUpdate>, next: ProgressUpdate) -> ProgressUpdate {
         if !next.is_appending() {
             return next;
         }
         let base = prev.cloned().unwrap_or_default();
+        let dropped = base.dropped;
         let mut out = ProgressUpdate {
             name: next.name.clone(),
             node: next.node.clone(),
@@ -119,26 +180,41 @@ impl ProgressUpdate {
             msg: next.msg.clone(),
             ..base.clone()
         };
+        out.dropped = dropped;
         if !base.is_appending() {
-            out.completed += next.appendcompleted;
+            out.completed = out.completed.saturating_add(next.appendcompleted);
             if next.appendtotals {
-                out.total += next.appendcompleted + next.appendfailing.len() as i64;
+                let failing = i64::try_from(next.appendfailing.len()).unwrap_or(i64::MAX);
+                out.total = out
+                    .total
+                    .saturating_add(next.appendcompleted)
+                    .saturating_add(failing);
             }
             out.failures.extend(next.appendfailing);
         } else {
-            out.appendcompleted += next.appendcompleted;
+            out.appendcompleted = out.appendcompleted.saturating_add(next.appendcompleted);
             out.appendfailing.extend(next.appendfailing);
             out.appendtotals = next.appendtotals;
         }
         out
     }
 
-    /// The form shown in the status: the append fields are never copied there.
+    /// The form shown in the status: the append fields are never copied there, and items
+    /// dropped by the bounds are noted in the message.
     pub fn for_status(&self) -> ProgressUpdate {
+        let mut msg = self.msg.clone();
+        if self.dropped > 0 {
+            msg.push_str(&format!(
+                " [{} error/failure entries not kept: a progress key keeps at most {} bytes of them]",
+                self.dropped, MAX_LIST_BYTES
+            ));
+        }
         ProgressUpdate {
+            msg,
             appendtotals: false,
             appendcompleted: 0,
             appendfailing: Vec::new(),
+            dropped: 0,
             ..self.clone()
         }
     }
@@ -188,6 +264,32 @@ mod tests {
         );
         assert_eq!((plain.total, plain.completed), (14, 12));
         assert_eq!(plain.failures, vec!["foo", "bar"]);
+    }
+
+    #[test]
+    fn what_a_key_keeps_is_bounded_and_the_cut_is_noted() {
+        let big = "f".repeat(MAX_ITEM_BYTES * 3);
+        let body = serde_json::json!({"msg": "m".repeat(1 << 20), "appendfailing": vec![big; 100]});
+        let mut s = ProgressUpdate::merge(None, upd(r#"{"msg":"start"}"#));
+        for _ in 0..120 {
+            s = ProgressUpdate::merge(Some(&s), upd(&body.to_string()));
+        }
+        let kept: usize = s.failures.iter().map(String::len).sum();
+        assert!(kept <= MAX_LIST_BYTES, "{kept}");
+        assert!(s.msg.len() <= MAX_MSG_BYTES && s.msg.contains("[cut from 1048576 bytes]"));
+        assert!(s.failures.iter().all(|f| f.len() <= MAX_ITEM_BYTES));
+        assert_eq!(s.failures.len() as u64 + s.dropped, 120 * 100);
+        let shown = s.for_status();
+        assert!(shown.msg.contains("entries not kept"), "{}", shown.msg);
+    }
+
+    #[test]
+    fn counters_saturate() {
+        let mut s = ProgressUpdate::merge(None, upd(r#"{"msg":"x"}"#));
+        let max = format!(r#"{{"appendcompleted":{},"appendtotals":true}}"#, i64::MAX);
+        s = ProgressUpdate::merge(Some(&s), upd(&max));
+        s = ProgressUpdate::merge(Some(&s), upd(&max));
+        assert_eq!((s.completed, s.total), (i64::MAX, i64::MAX));
     }
 
     #[test]

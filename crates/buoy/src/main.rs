@@ -197,15 +197,14 @@ struct AggregatorArgs {
     /// Keep serving after the tarball is written, until SIGTERM/SIGINT.
     #[arg(long)]
     no_exit: bool,
-    /// Seconds a key stays open for a retry after a failed upload.
-    #[arg(long, default_value_t = 120)]
-    retry_window: u64,
     /// Run ID (UUID) to use; an existing run directory with this ID is resumed.
     #[arg(long, value_name = "UUID")]
     run_id: Option<String>,
     /// Uploads processed at once; more wait their turn.
     #[arg(long, default_value_t = 256)]
     max_concurrent_uploads: usize,
+    #[command(flatten)]
+    caps: CapFlags,
     /// With --expect: plugin manifests (files or directories) giving each plugin's
     /// result-format and result-files for post-processing; plugins not found are `raw`.
     #[arg(long = "plugins", value_name = "PATH", requires = "expect")]
@@ -220,12 +219,57 @@ struct AggregatorArgs {
 impl AggregatorArgs {
     /// The aggregator tunables both modes take from the command line.
     fn options(&self) -> Options {
+        let c = &self.caps;
         Options {
-            retry_window: Duration::from_secs(self.retry_window),
             max_concurrent_uploads: self.max_concurrent_uploads,
+            limits: buoy_aggregator::Limits {
+                max_upload_bytes: c.max_upload_bytes,
+                max_extracted_bytes: c.max_extracted_bytes,
+                max_entries: c.max_entries,
+                max_file_bytes: c.max_file_bytes,
+            },
+            max_run_bytes: c.max_run_bytes,
+            disk_reserve_bytes: c.disk_reserve_bytes,
+            slot_wait: Duration::from_secs(c.upload_slot_wait),
+            min_upload_rate: c.min_upload_rate,
+            body_idle_timeout: Duration::from_secs(c.body_idle_timeout),
             ..Options::default()
         }
     }
+}
+
+/// Caps on what clients may make the aggregator store or hold (defaults sized to real
+/// results: a conformance run's results are tens of MB).
+#[derive(Args)]
+struct CapFlags {
+    /// Bytes of request body accepted for one upload (413 past it).
+    #[arg(long, default_value_t = Options::default().limits.max_upload_bytes)]
+    max_upload_bytes: u64,
+    /// Bytes one uploaded tarball may expand to (413 past it).
+    #[arg(long, default_value_t = Options::default().limits.max_extracted_bytes)]
+    max_extracted_bytes: u64,
+    /// Bytes of one file inside an uploaded tarball (413 past it).
+    #[arg(long, default_value_t = Options::default().limits.max_file_bytes)]
+    max_file_bytes: u64,
+    /// Entries in one uploaded tarball (413 past it).
+    #[arg(long, default_value_t = Options::default().limits.max_entries)]
+    max_entries: u64,
+    /// Bytes of results the whole run may store (507 past it; the key stays open).
+    #[arg(long, default_value_t = Options::default().max_run_bytes)]
+    max_run_bytes: u64,
+    /// Free bytes to keep on the output file system: uploads get 507 instead of filling it,
+    /// and succeed again once space returns (0 = no reserve).
+    #[arg(long, default_value_t = Options::default().disk_reserve_bytes)]
+    disk_reserve_bytes: u64,
+    /// Seconds an upload may wait for a slot before a 503 (the worker retries).
+    #[arg(long, default_value_t = Options::default().slot_wait.as_secs())]
+    upload_slot_wait: u64,
+    /// While uploads wait for a slot, bodies slower than this many bytes/s give theirs up (503).
+    #[arg(long, default_value_t = Options::default().min_upload_rate)]
+    min_upload_rate: u64,
+    /// Seconds an upload body may pause between two chunks (408 past it).
+    #[arg(long, default_value_t = Options::default().body_idle_timeout.as_secs())]
+    body_idle_timeout: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
