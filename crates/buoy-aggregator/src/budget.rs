@@ -14,9 +14,12 @@ use crate::extract::ExtractError;
 /// How often (in bytes written) a running upload checks the free space again.
 const CHECK_EVERY: u64 = 4 << 20;
 
+/// Reads the free bytes on the file system holding a path.
+pub type FreeSpaceFn = dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync;
+
 /// Reads the free space available to us on the file system holding a path.
 #[derive(Clone)]
-pub struct FreeSpaceProbe(pub Arc<dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync>);
+pub struct FreeSpaceProbe(pub Arc<FreeSpaceFn>);
 
 impl std::fmt::Debug for FreeSpaceProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
