@@ -46,7 +46,7 @@ enum Command {
     /// Run every plugin of the given manifests as local processes and aggregate their results.
     Run(RunArgs),
     /// Serve the aggregation API, wait for the expected results, and seal them into a tarball.
-    Aggregator(AggregatorArgs),
+    Aggregator(Box<AggregatorArgs>),
     /// Wait for a plugin's done file and upload its result (Sonobuoy's worker contract).
     Worker(WorkerArgs),
     /// Post a progress update to the worker's relay (for plugin scripts).
@@ -761,7 +761,7 @@ fn main() {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run(a) => run_local(a).await,
-            Command::Aggregator(a) => aggregator(a).await,
+            Command::Aggregator(a) => aggregator(*a).await,
             Command::Worker(a) => worker(a).await,
             Command::Progress(a) => progress(a).await,
             Command::Status(a) => status(a).await,
