@@ -522,6 +522,20 @@ impl Aggregator {
     /// status entry its `result-status` and `result-counts` (compat §5.4, every entry, even
     /// after one whose node has no item). Returns each plugin's summary.
     pub async fn post_process(&self, specs: Vec<PluginSpec>) -> Vec<PluginReport> {
+        self.process_results(specs, true).await
+    }
+
+    /// Marks a run that an earlier aggregator already sealed as complete, without touching
+    /// its directory or its tarball: the per-entry results are read back from the run
+    /// directory, and the recorded tar-info (and so the SHA-256) is served as it was.
+    pub async fn restore_sealed(&self, specs: Vec<PluginSpec>, info: TarInfo) -> Vec<PluginReport> {
+        let reports = self.process_results(specs, false).await;
+        self.set_run_phase(RunPhase::Complete(info));
+        reports
+    }
+
+    /// Post-processing proper; `write` says whether `sonobuoy_results.yaml` files are written.
+    async fn process_results(&self, specs: Vec<PluginSpec>, write: bool) -> Vec<PluginReport> {
         let run_dir = self.store.run_dir().to_path_buf();
         let tmp_dir = self.store.staging_root().to_path_buf();
         let keys: Vec<ResultKey> = self.inspect(|s| s.keys().cloned().collect());
@@ -530,6 +544,10 @@ impl Aggregator {
             let trees: Vec<(String, Item)> = specs
                 .into_iter()
                 .map(|spec| {
+                    if !write {
+                        let tree = buoy_results::process_plugin(&run_dir, &spec);
+                        return (spec.name, tree);
+                    }
                     let tree = buoy_results::write_plugin_results(&run_dir, &spec, &tmp_dir)
                         .unwrap_or_else(|e| {
                             tracing::error!(plugin = %spec.name, error = %e, "cannot write the plugin's sonobuoy_results.yaml");

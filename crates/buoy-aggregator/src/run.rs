@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +56,42 @@ pub struct RunHandle {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     staging: PathBuf,
+    /// Set when an earlier aggregator already sealed this run: it is final.
+    sealed: Option<TarInfo>,
+}
+
+/// Where a sealed run's tar-info is recorded, beside its tarball, so that a restart serves the
+/// same tarball and SHA-256 instead of sealing again.
+fn sealed_record(output_dir: &Path, uuid: &str) -> PathBuf {
+    output_dir.join(format!(".buoy-sealed-{uuid}.json"))
+}
+
+/// Removes what a crash during sealing left (`.<name>.tar.gz.partial` of this run).
+fn remove_partial_tarballs(output_dir: &Path, uuid: &str) {
+    let suffix = format!("_sonobuoy_{uuid}.tar.gz.partial");
+    let Ok(rd) = std::fs::read_dir(output_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(&suffix) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::info!(file = %name, "removed a partial tarball left by a crash"),
+                Err(e) => {
+                    tracing::warn!(file = %name, error = %e, "cannot remove a partial tarball")
+                }
+            }
+        }
+    }
+}
+
+/// The tar-info of a run sealed earlier, if its record and its tarball are both there.
+fn read_sealed(output_dir: &Path, uuid: &str) -> Option<TarInfo> {
+    let bytes = std::fs::read(sealed_record(output_dir, uuid)).ok()?;
+    let info: TarInfo = serde_json::from_slice(&bytes).ok()?;
+    let on_disk = std::fs::metadata(output_dir.join(&info.name)).ok()?;
+    (on_disk.len() == info.size as u64).then_some(info)
 }
 
 /// A Sonobuoy-shaped `meta/config.json` for a run without a cluster config. `UUID`, `Version`
@@ -97,6 +133,8 @@ impl RunHandle {
         let started = OffsetDateTime::now_utc();
         let run_dir = cfg.output_dir.join(&cfg.uuid);
         let staging = cfg.output_dir.join(format!(".buoy-staging-{}", cfg.uuid));
+        remove_partial_tarballs(&cfg.output_dir, &cfg.uuid);
+        let sealed = read_sealed(&cfg.output_dir, &cfg.uuid);
         let agg = Aggregator::open(
             &run_dir,
             &staging,
@@ -116,6 +154,9 @@ impl RunHandle {
             .await
         });
         tracing::info!(addr = %local_addr, run_dir = %run_dir.display(), expected = cfg.expected.len(), "aggregator listening");
+        if let Some(info) = &sealed {
+            tracing::info!(tarball = %info.name, sha256 = %info.sha256, "this run was sealed before; serving its tarball as it is");
+        }
         Ok(Self {
             agg,
             cfg,
@@ -124,6 +165,7 @@ impl RunHandle {
             stop,
             server,
             staging,
+            sealed,
         })
     }
 
@@ -152,7 +194,7 @@ impl RunHandle {
         F: Future<Output = ()> + Send,
     {
         tokio::pin!(shutdown);
-        if !self.wait(shutdown.as_mut()).await {
+        if self.sealed.is_none() && !self.wait(shutdown.as_mut()).await {
             self.abort().await;
             return Err(AggError::Interrupted);
         }
@@ -196,17 +238,33 @@ impl RunHandle {
         let names: Vec<&str> = self.cfg.plugins.iter().map(|p| p.name.as_str()).collect();
         let info = serde_json::json!({ "plugins": names });
         let name = crate::seal::tarball_name(self.started, &self.cfg.uuid);
-        let sealed = self
-            .agg
-            .seal(config, info, name, self.cfg.plugins.clone())
-            .await?;
-        let (tarball, tar_info) = (sealed.tarball, sealed.tar_info);
+        let (tarball, tar_info, reports) = match self.sealed.clone() {
+            Some(info) => {
+                let reports = self
+                    .agg
+                    .restore_sealed(self.cfg.plugins.clone(), info.clone())
+                    .await;
+                (self.cfg.output_dir.join(&info.name), info, reports)
+            }
+            None => {
+                let sealed = self
+                    .agg
+                    .seal(config, info, name, self.cfg.plugins.clone())
+                    .await?;
+                let record = sealed_record(&self.cfg.output_dir, &self.cfg.uuid);
+                let value = serde_json::to_value(&sealed.tar_info).unwrap_or_default();
+                if let Err(e) = crate::seal::write_json_atomic(&record, &value, &self.staging) {
+                    tracing::warn!(error = %e, "cannot record the sealed tarball; a restart would seal again");
+                }
+                tracing::info!(tarball = %sealed.tarball.display(), sha256 = %sealed.tar_info.sha256, "results sealed");
+                (sealed.tarball, sealed.tar_info, sealed.reports)
+            }
+        };
         let _ = std::fs::remove_dir_all(&self.staging);
-        tracing::info!(tarball = %tarball.display(), sha256 = %tar_info.sha256, "results sealed");
         let status = self.agg.status();
         let run_dir = self.agg.run_dir().to_path_buf();
         if keep_serving {
-            tracing::info!("--no-exit: serving until shutdown");
+            tracing::info!("the run is sealed; serving until shutdown (--no-exit)");
             shutdown.await;
         }
         self.stop_server().await;
@@ -215,7 +273,7 @@ impl RunHandle {
             tar_info,
             status,
             run_dir,
-            reports: sealed.reports,
+            reports,
         })
     }
 }

@@ -277,16 +277,18 @@ pub async fn run(
         Ok(p) => p,
         Err(_) => Publisher::new(api.clone(), opts.publish.clone()),
     };
-    let finish = handle.seal_and_serve(
-        async {
+    // The final status is published once sealed; with --no-exit the server then keeps going.
+    let finished = if opts.no_exit {
+        let publish_then_wait = async {
             publisher.publish(&agg.status()).await;
-            if opts.no_exit {
-                shutdown.await;
-            }
-        },
-        true,
-    );
-    let finished = finish.await?;
+            shutdown.await;
+        };
+        handle.seal_and_serve(publish_then_wait, true).await?
+    } else {
+        let finished = handle.seal_and_serve(std::future::ready(()), false).await?;
+        publisher.publish(&agg.status()).await;
+        finished
+    };
     tracing::info!(tarball = %finished.tarball.display(), "Results available at {}", finished.tarball.display());
     Ok(finished)
 }

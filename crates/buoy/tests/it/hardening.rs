@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use std::net::SocketAddr;
+
+use http::{HeaderMap, Method};
+
 use crate::*;
 
 /// Server options whose header-read timeout (which also bounds an idle keep-alive wait) is short.
@@ -153,4 +157,116 @@ async fn an_idle_keep_alive_connection_is_closed() {
     // Then nothing: the server must not keep the connection forever.
     wait_closed(&mut s).await;
     a.stop().await;
+}
+
+/// A run configuration on `dir` with a fixed UUID, for restarts on the same directory.
+fn restartable(dir: &std::path::Path, expected: &[(&str, &str)], addr: SocketAddr) -> RunConfig {
+    RunConfig {
+        output_dir: dir.to_path_buf(),
+        uuid: RESTART_UUID.into(),
+        expected: keys(expected),
+        plugins: buoy_results::PluginSpec::raw_for_keys(&keys(expected)),
+        timeout: None,
+        options: insecure(),
+        server: ServerOptions::default(),
+        config_json: buoy_aggregator::run::standalone_config_json(
+            &["p".to_string()],
+            addr,
+            &addr.to_string(),
+            None,
+        ),
+    }
+}
+
+const RESTART_UUID: &str = "99999999-2222-4333-8444-555555555555";
+
+async fn start_on(dir: &std::path::Path, expected: &[(&str, &str)]) -> RunHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    RunHandle::start(listener, None, restartable(dir, expected, addr))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_partial_tarball_left_by_a_crash_is_removed_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join(format!(
+        ".202601010000_sonobuoy_{RESTART_UUID}.tar.gz.partial"
+    ));
+    let other = dir
+        .path()
+        .join(".202601010000_sonobuoy_other.tar.gz.partial");
+    std::fs::write(&partial, b"half a tarball").unwrap();
+    std::fs::write(&other, b"another run's").unwrap();
+    let h = start_on(dir.path(), &[("p", "n1")]).await;
+    assert!(!partial.exists(), "this run's partial tarball is gone");
+    assert!(other.exists(), "another run's file is left alone");
+    h.abort().await;
+}
+
+#[tokio::test]
+async fn a_sealed_run_restarted_serves_its_tarball_and_sha_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = [("p", "n1")];
+    let h = start_on(dir.path(), &expected).await;
+    let c = Client::new(&format!("http://{}", h.local_addr()), None).unwrap();
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/p", &[], "r")
+            .await
+            .status,
+        200
+    );
+    let first = within(h.finish(std::future::ready(()), false))
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(&first.tarball).unwrap();
+
+    // Restarted on the same directory: complete at once, nothing sealed again.
+    let h = start_on(dir.path(), &expected).await;
+    let c = Client::new(&format!("http://{}", h.local_addr()), None).unwrap();
+    let agg = h.aggregator().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(h.finish(
+        async move {
+            let _ = rx.await;
+        },
+        true,
+    ));
+    let mut changes = agg.subscribe();
+    within(async {
+        while agg.status().status != "complete" {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+    let st = status_json(&c).await;
+    assert_eq!(st["tar-info"]["sha256"], first.tar_info.sha256.as_str());
+    assert_eq!(st["tar-info"]["name"], first.tar_info.name.as_str());
+    assert_eq!(st["plugins"][0]["result-status"], "passed", "{st}");
+    let r = send(
+        &c,
+        Method::GET,
+        "/api/v1/tarball",
+        HeaderMap::new(),
+        buoy_worker::client::full(bytes::Bytes::new()),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&r.body)),
+        first.tar_info.sha256
+    );
+    let _ = tx.send(());
+    let second = within(running).await.unwrap().unwrap();
+    assert_eq!(second.tar_info, first.tar_info);
+    let after = std::fs::metadata(&second.tarball).unwrap();
+    assert_eq!(after.modified().unwrap(), meta.modified().unwrap());
+    let tarballs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.gz"))
+        .count();
+    assert_eq!(tarballs, 1, "no second tarball");
 }
