@@ -1,7 +1,8 @@
 //! Publishing the run's status as the aggregator pod's `sonobuoy.hept.io/status` annotation
 //! (compat §5.3, design departure 7): a merge patch every 5 s plus jitter, only when the status
-//! changed, never over 64 KiB, falling back to the summary when the API server answers 422, and
-//! a final patch once the run is complete.
+//! changed, never over 64 KiB, falling back to ever smaller forms when the API server answers
+//! 422 (the summary, then a quarter of it, and so on, down to the overall status and tar-info
+//! alone, which always fits), and a final patch once the run is complete.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,22 @@ pub struct Publisher {
     limit: usize,
 }
 
+/// Below this limit only the minimal status (overall status and tar-info) is published.
+const MINIMAL_BELOW: usize = 1024;
+
+fn encode(status: &Status, limit: usize, min_detail: Detail) -> (String, Detail) {
+    if limit < MINIMAL_BELOW {
+        let minimal = Status {
+            plugins: None,
+            status: status.status.clone(),
+            tar_info: status.tar_info.clone(),
+        };
+        let json = serde_json::to_string(&minimal).expect("a status always encodes");
+        return (json, Detail::Truncated);
+    }
+    status.to_bounded_json(limit, min_detail)
+}
+
 impl Publisher {
     pub fn new(api: KubeApi, opts: PublishOptions) -> Self {
         let limit = opts.limit;
@@ -58,7 +75,7 @@ impl Publisher {
     /// Writes `status` if it differs from the last one written. Errors are logged: a missed
     /// update is retried on the next tick, never fatal to the run.
     pub async fn publish(&mut self, status: &Status) -> bool {
-        let (json, detail) = status.to_bounded_json(self.limit, self.min_detail);
+        let (json, detail) = encode(status, self.limit, self.min_detail);
         if self.last.as_deref() == Some(json.as_str()) {
             return true;
         }
@@ -78,18 +95,32 @@ impl Publisher {
                 true
             }
             Err(PatchError::TooLong(msg)) => {
-                tracing::warn!(message = %msg, "the API server refused the status as too long; publishing the summary from now on");
+                tracing::warn!(message = %msg, "the API server refused the status as too long; publishing a smaller form from now on");
                 self.min_detail = Detail::Summary;
-                self.limit = self.opts.fallback_limit;
-                let (json, _) = status.to_bounded_json(self.limit, self.min_detail);
-                match self.api.patch_status(&pod, &json).await {
-                    Ok(()) => {
-                        self.last = Some(json);
-                        true
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = ?e, "cannot publish the status summary");
-                        false
+                loop {
+                    // The pod's other annotations may leave little room: keep shrinking until
+                    // the minimal form, which carries what `sonobuoy status` needs to finish.
+                    self.limit = if self.limit > self.opts.fallback_limit {
+                        self.opts.fallback_limit
+                    } else {
+                        self.limit / 4
+                    };
+                    let (json, _) = encode(status, self.limit, self.min_detail);
+                    match self.api.patch_status(&pod, &json).await {
+                        Ok(()) => {
+                            self.last = Some(json);
+                            return true;
+                        }
+                        Err(PatchError::TooLong(_)) if self.limit >= MINIMAL_BELOW => {
+                            tracing::warn!(
+                                limit = self.limit,
+                                "still too long; shrinking the status further"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = ?e, "cannot publish even the smaller status");
+                            return false;
+                        }
                     }
                 }
             }
@@ -225,5 +256,58 @@ mod tests {
         assert_eq!(s.plugins.unwrap().len(), 1);
         server.expect_silence(Duration::from_millis(200)).await;
         assert_eq!(within(task).await.unwrap(), (true, true, true));
+    }
+
+    /// The pod's other annotations left no room for even the 16 KiB summary: the final
+    /// `complete` used to be lost, so status readers said `running` for good.
+    #[tokio::test]
+    async fn the_final_status_shrinks_to_the_minimal_form_until_it_is_written() {
+        let (client, mut server) = pair();
+        let mut p = Publisher::new(KubeApi::new(client, "sonobuoy"), PublishOptions::default());
+        let mut done = big(400, "complete");
+        done.status = "complete".into();
+        done.tar_info.name = "202611250000_sonobuoy_x.tar.gz".into();
+        done.tar_info.sha256 = "ab".repeat(32);
+        let task = tokio::spawn(async move { p.publish(&done).await });
+        server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                list(
+                    "PodList",
+                    vec![json!({"metadata": {"name": "sonobuoy-agg"}})],
+                ),
+            )
+            .await;
+        let too_long = || {
+            api_error(
+                422,
+                "Invalid",
+                "metadata.annotations: Too long: must have at most 262144 bytes",
+            )
+        };
+        let patch = "/api/v1/namespaces/sonobuoy/pods/sonobuoy-agg";
+        // 64 KiB, the 16 KiB summary, 4 KiB, 1 KiB: each refused.
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            let c = server.expect("PATCH", patch, 422, too_long()).await;
+            let body = annotation(&c);
+            let s: Status = serde_json::from_str(&body).unwrap();
+            assert!(s.plugins.is_some());
+            sizes.push(body.len());
+        }
+        // Then the minimal form, which fits.
+        let ok = json!({"metadata": {"name": "sonobuoy-agg"}});
+        let c = server.expect("PATCH", patch, 200, ok).await;
+        let body = annotation(&c);
+        sizes.push(body.len());
+        let last: Status = serde_json::from_str(&body).unwrap();
+        assert!(last.plugins.is_none(), "{body}");
+        assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{sizes:?}");
+        assert!(sizes.len() >= 3, "{sizes:?}");
+        assert_eq!(last.status, "complete");
+        assert_eq!(last.tar_info.sha256, "ab".repeat(32));
+        assert!(within(task).await.unwrap());
     }
 }
