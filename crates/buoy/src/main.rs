@@ -732,6 +732,27 @@ async fn run_local(args: RunArgs) -> Result<i32> {
     })
 }
 
+/// The error and its causes, each said once: a cause whose text its parent already includes
+/// (as `cannot read X: <io error>` does) is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
     init_tracing(
@@ -772,8 +793,10 @@ fn main() {
     });
     let code = match result {
         Ok(c) => c,
+        // A reader that went away (`buoy results X | head`) ends the output, as with any tool.
+        Err(e) if is_broken_pipe(&e) => 141,
         Err(e) => {
-            eprintln!("buoy: error: {e:#}");
+            eprintln!("buoy: error: {}", error_chain(&e));
             1
         }
     };

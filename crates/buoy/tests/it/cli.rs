@@ -403,3 +403,37 @@ async fn a_standalone_aggregator_post_processes_by_its_manifests_and_prints_the_
     .unwrap();
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn a_cause_is_said_once_and_a_closed_stdout_is_quiet() {
+    let o = within(buoy().args(["run", "/nonexistent-buoy-manifest"]).output())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+
+    let mut a = spawn_aggregator(&[("p", "n1")], insecure(), None, None).await;
+    assert_eq!(
+        put(&a.client(), "/api/v1/results/by-node/n1/p", &[], "r")
+            .await
+            .status,
+        200
+    );
+    let fin = a.finished().await;
+    // A reader that has already gone: every write to stdout fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = buoy()
+        .args(["results", fin.tarball.to_str().unwrap(), "-m", "dump"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `output()` would capture stdout itself; wait_with_output keeps our closed pipe.
+    let o = within(child.wait_with_output()).await.unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("Broken pipe"), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(o.status.code(), Some(141));
+}
