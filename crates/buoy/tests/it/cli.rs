@@ -26,7 +26,7 @@ async fn start_aggregator(args: &[&str]) -> (Child, SocketAddr) {
 
 /// `start_aggregator`, also returning what the aggregator writes to stderr after it listens
 /// (the task ends when the aggregator closes stderr).
-async fn start_aggregator_logged(
+pub async fn start_aggregator_logged(
     args: &[&str],
 ) -> (Child, SocketAddr, tokio::task::JoinHandle<String>) {
     let mut child = buoy()
@@ -67,7 +67,7 @@ async fn start_aggregator_logged(
     (child, addr, log)
 }
 
-async fn exit_and_stdout(mut child: Child) -> (i32, String) {
+pub async fn exit_and_stdout(mut child: Child) -> (i32, String) {
     let mut out = String::new();
     let mut stdout = child.stdout.take().unwrap();
     let status = within(async {
@@ -78,7 +78,7 @@ async fn exit_and_stdout(mut child: Child) -> (i32, String) {
     (status.code().unwrap_or(-1), out)
 }
 
-fn sigterm(child: &Child) {
+pub fn sigterm(child: &Child) {
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])

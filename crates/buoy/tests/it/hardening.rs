@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 
 use http::{HeaderMap, Method};
 
+use buoy_wire::ResultKey;
+
 use crate::*;
 
 /// Server options whose header-read timeout (which also bounds an idle keep-alive wait) is short.
@@ -217,7 +219,7 @@ async fn a_sealed_run_restarted_serves_its_tarball_and_sha_unchanged() {
             .status,
         200
     );
-    let first = within(h.finish(std::future::ready(()), false))
+    let first = within(h.finish(std::future::pending(), false))
         .await
         .unwrap();
     let meta = std::fs::metadata(&first.tarball).unwrap();
@@ -269,4 +271,187 @@ async fn a_sealed_run_restarted_serves_its_tarball_and_sha_unchanged() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.gz"))
         .count();
     assert_eq!(tarballs, 1, "no second tarball");
+}
+
+/// Opens an upload of `len` bytes for `path` and sends one byte every `gap` until told to stop
+/// (or `len` is reached); returns the reply's status line.
+fn trickle(
+    addr: SocketAddr,
+    path: &'static str,
+    len: usize,
+    gap: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let writer = tokio::spawn(async move {
+            for _ in 0..len {
+                if stop.load(std::sync::atomic::Ordering::SeqCst)
+                    || wr.write_all(b"t").await.is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(gap).await;
+            }
+        });
+        let mut buf = vec![0u8; 1024];
+        let n = rd.read(&mut buf).await.unwrap_or(0);
+        writer.abort();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+}
+
+async fn until_receiving(a: &TestAgg, key: &ResultKey) {
+    let mut rx = a.agg.subscribe();
+    within(async {
+        while !matches!(
+            a.agg.inspect(|s| s.phase_of(key).cloned()),
+            Some(buoy_aggregator::state::Phase::Receiving { .. })
+        ) {
+            // Claiming a key announces nothing; poll the state briefly instead.
+            let _ = tokio::time::timeout(Duration::from_millis(10), rx.changed()).await;
+        }
+    })
+    .await;
+}
+
+/// With two upload slots, two clients that trickled their bodies made a third key wait until
+/// they finished. Now a body too slow while others wait gives its slot up (503, retry).
+#[tokio::test]
+async fn trickling_clients_lose_their_slots_to_a_waiting_upload() {
+    let opts = Options {
+        max_concurrent_uploads: 2,
+        min_upload_rate: 1024,
+        slow_window: Duration::from_millis(300),
+        ..insecure()
+    };
+    let a = spawn_aggregator(&[("p", "n1"), ("p", "n2"), ("p", "n3")], opts, None, None).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gap = Duration::from_millis(100);
+    let t1 = trickle(
+        a.addr,
+        "/api/v1/results/by-node/n1/p",
+        10_000,
+        gap,
+        stop.clone(),
+    );
+    let t2 = trickle(
+        a.addr,
+        "/api/v1/results/by-node/n2/p",
+        10_000,
+        gap,
+        stop.clone(),
+    );
+    until_receiving(&a, &ResultKey::new("p", "n1")).await;
+    until_receiving(&a, &ResultKey::new("p", "n2")).await;
+    // The tricklers would need 1,000 s to finish; the third upload gets its slot long before.
+    let r = put(&a.client(), "/api/v1/results/by-node/n3/p", &[], "fast").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for t in [t1, t2] {
+        let reply = within(t).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        assert!(reply.contains("retry"), "{reply}");
+        assert!(
+            reply.to_ascii_lowercase().contains("retry-after: 1"),
+            "{reply}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Their keys stay open: a retry at a normal pace is stored.
+    let r = put(&a.client(), "/api/v1/results/by-node/n1/p", &[], "again").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn waiting_for_a_slot_is_bounded_by_a_503() {
+    let opts = Options {
+        max_concurrent_uploads: 1,
+        min_upload_rate: 0,
+        slot_wait: Duration::from_millis(200),
+        ..insecure()
+    };
+    let a = spawn_aggregator(&[("p", "n1"), ("p", "n2")], opts, None, None).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = trickle(
+        a.addr,
+        "/api/v1/results/by-node/n1/p",
+        10_000,
+        Duration::from_millis(50),
+        stop.clone(),
+    );
+    until_receiving(&a, &ResultKey::new("p", "n1")).await;
+    let r = put(&a.client(), "/api/v1/results/by-node/n2/p", &[], "x").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("upload slots stayed busy"),
+        "{}",
+        r.text()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    holder.abort();
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn below_the_disk_reserve_uploads_get_507_and_succeed_once_space_returns() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let free = std::sync::Arc::new(AtomicU64::new(10));
+    let f2 = free.clone();
+    let opts = Options {
+        disk_reserve_bytes: 1 << 20,
+        free_space: buoy_aggregator::budget::FreeSpaceProbe(std::sync::Arc::new(move |_| {
+            Ok(f2.load(Ordering::SeqCst))
+        })),
+        ..insecure()
+    };
+    let a = spawn_aggregator(&[("p", "n1")], opts, None, None).await;
+    let c = a.client();
+    for body in [tar_gz(&[("f", b"1")]), b"plain".to_vec()] {
+        let gzip = body.starts_with(&[0x1f, 0x8b]);
+        let ct: &[(&str, &str)] = if gzip {
+            &[("content-type", "application/gzip")]
+        } else {
+            &[]
+        };
+        let r = put(&c, "/api/v1/results/by-node/n1/p", ct, body).await;
+        assert_eq!(r.status, 507, "{}", r.text());
+        assert!(r.text().contains("below its reserve"), "{}", r.text());
+        assert_eq!(r.headers.get("retry-after").unwrap(), "1");
+    }
+    assert!(files_under(&a.plugins_dir()).is_empty());
+    free.store(u64::MAX, Ordering::SeqCst);
+    let r = put(&c, "/api/v1/results/by-node/n1/p", &[], "now it fits").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn the_runs_storage_budget_is_shared_by_all_uploads() {
+    let opts = Options {
+        max_run_bytes: 100,
+        ..insecure()
+    };
+    let a = spawn_aggregator(&[("p", "n1"), ("p", "n2")], opts, None, None).await;
+    let c = a.client();
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/p", &[], vec![1u8; 80])
+            .await
+            .status,
+        200
+    );
+    let r = put(&c, "/api/v1/results/by-node/n2/p", &[], vec![2u8; 80]).await;
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert!(r.text().contains("storage budget"), "{}", r.text());
+    assert!(!a.plugins_dir().join("p/results/n2").exists());
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n2/p", &[], vec![2u8; 20])
+            .await
+            .status,
+        200
+    );
+    a.stop().await;
 }

@@ -2,6 +2,7 @@
 //! binary where the command line itself is under test. One module per area.
 
 mod api;
+mod catalogue;
 mod cli;
 mod concurrency;
 mod hardening;

@@ -1,0 +1,303 @@
+//! The hostile-input catalogue: every crafted upload and progress update that once crashed the
+//! aggregator, made it allocate gigabytes or poisoned a key, sent to a real `buoy aggregator`
+//! process. Each gets its 4xx (or 507) with a short reason and leaves nothing in the run
+//! directory; the server keeps serving, the run then completes, and the process's peak RSS
+//! (VmHWM) stays under a ceiling through all of it.
+
+use std::io::Write;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cli::{exit_and_stdout, sigterm, start_aggregator_logged};
+use crate::*;
+
+/// The peak RSS the aggregator may reach through the whole catalogue.
+const RSS_CEILING_KIB: u64 = 64 * 1024;
+
+fn header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    h
+}
+
+/// A gzip'd tar built by `f`, streamed through the encoder (large data never sits in memory).
+fn tgz(f: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>)) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    f(&mut b);
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// A metadata entry whose header claims `claimed` bytes, followed by `sent` zero bytes.
+fn huge_meta(kind: tar::EntryType, claimed: u64, sent: usize) -> Vec<u8> {
+    tgz(|b| {
+        let h = header("././@LongLink", kind, claimed);
+        b.append(&h, std::io::repeat(0).take(sent as u64)).unwrap();
+    })
+}
+
+use std::io::Read as _;
+
+fn file_entry(b: &mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, data).unwrap();
+}
+
+fn with_mtime(base256: [u8; 12]) -> Vec<u8> {
+    tgz(|b| {
+        let mut h = header("f", tar::EntryType::Regular, 1);
+        h.as_gnu_mut().unwrap().mtime = base256;
+        h.set_cksum();
+        b.append(&h, &b"1"[..]).unwrap();
+    })
+}
+
+/// Sends raw bytes on a new connection and returns the status line and the whole reply.
+async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let _ = within(s.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+/// `GET /api/v1/status` read whole (the test client keeps only 64 KiB of a reply).
+async fn whole_status(addr: SocketAddr) -> serde_json::Value {
+    let req = b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (code, reply) = raw(addr, req).await;
+    assert_eq!(code, 200, "{reply}");
+    let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
+    assert!(body.len() < 200 << 10, "status is {} bytes", body.len());
+    serde_json::from_str(body).unwrap()
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[tokio::test]
+async fn every_hostile_input_is_refused_and_the_run_still_completes_within_the_memory_ceiling() {
+    let out = tempfile::tempdir().unwrap();
+    let (child, addr, log) = start_aggregator_logged(&[
+        "--insecure-http",
+        "--expect",
+        "p=n1,n2",
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+        "--max-extracted-bytes",
+        "67108864",
+        "--max-upload-bytes",
+        "33554432",
+        "--no-exit",
+    ])
+    .await;
+    let pid = child.id().unwrap();
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    let gzip = [("content-type", "application/gzip")];
+    let target = "/api/v1/results/by-node/n1/p";
+
+    let deep = format!("{}f", "a/".repeat(5000));
+    let pax_nul = tgz(|b| {
+        b.append_pax_extensions([("path", &b"a\0b"[..])]).unwrap();
+        file_entry(b, "x", b"1");
+    });
+    let long_component = format!("d/{}", "c".repeat(300));
+    let long_path = format!("{}/f", vec!["d".repeat(200); 25].join("/"));
+    // A tarball of 8 MiB files that expands past the 64 MiB cap: disk use stops at the cap.
+    let bomb = tgz(|b| {
+        let zeros = vec![0u8; 8 << 20];
+        for i in 0..12 {
+            file_entry(b, &format!("zero-{i}"), &zeros);
+        }
+    });
+    assert!(bomb.len() < 1 << 20, "the bomb is small on the wire");
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a path 5,000 levels deep",
+            tgz(|b| file_entry(b, &deep, b"x")),
+            400,
+            "longer than",
+        ),
+        ("a PAX path with a NUL", pax_nul, 400, "NUL"),
+        (
+            "a component over 255 bytes",
+            tgz(|b| file_entry(b, &long_component, b"x")),
+            400,
+            "component longer",
+        ),
+        (
+            "a path over PATH_MAX",
+            tgz(|b| file_entry(b, &long_path, b"x")),
+            400,
+            "longer than",
+        ),
+        (
+            "mtime 2^64-1",
+            with_mtime([
+                0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ]),
+            400,
+            "mtime out of range",
+        ),
+        (
+            "mtime 2^63+5",
+            with_mtime([0x80, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 5]),
+            400,
+            "mtime out of range",
+        ),
+        (
+            "a 1 GiB PAX header",
+            huge_meta(tar::EntryType::XHeader, 1 << 30, 1 << 20),
+            400,
+            "PAX header",
+        ),
+        (
+            "a 2 GiB GNU long name",
+            huge_meta(tar::EntryType::GNULongName, 2 << 30, 2 << 20),
+            400,
+            "long name",
+        ),
+        (
+            "a 64 MiB GNU long name",
+            huge_meta(tar::EntryType::GNULongName, 64 << 20, 64 << 20),
+            400,
+            "long name",
+        ),
+        ("a gzip bomb", bomb, 413, "expands to more than"),
+        (
+            "not gzip at all",
+            b"{\"error\":\"oops\"}".to_vec(),
+            400,
+            "gzip",
+        ),
+    ];
+    for (what, body, code, reason) in cases {
+        let r = put(&c, target, &gzip, body).await;
+        let text = r.text();
+        assert_eq!(r.status, code, "{what}: {text}");
+        assert!(text.contains(reason), "{what}: {text}");
+        assert!(text.len() < 600, "{what}: a {}-byte reply", text.len());
+    }
+    // Past the upload cap by its Content-Length alone: 413 before a byte of body.
+    let (code, reply) = raw(
+        addr,
+        format!("PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(code, 413, "{reply}");
+    // A huge name in the URL: refused, and not echoed.
+    let long_node = "n".repeat(60_000);
+    let r = put(
+        &c,
+        &format!("/api/v1/results/by-node/{long_node}/p"),
+        &[],
+        "x",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().len() < 1000, "{} bytes", r.text().len());
+    // A huge content-disposition name is cut to a safe base name; the upload is fine.
+    let cd = format!("attachment;filename={}", "f".repeat(10_000));
+    let r = put(
+        &c,
+        "/api/v1/results/by-node/n2/p",
+        &[("content-disposition", cd.as_str())],
+        "n2",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Progress: appends of ~1 MB each, 120 times, and counters pushed to the top.
+    let failing: Vec<String> = (0..960)
+        .map(|i| format!("{i:04}{}", "x".repeat(996)))
+        .collect();
+    let body = serde_json::json!({ "appendfailing": failing }).to_string();
+    assert!(body.len() > 950_000);
+    post(&c, "/api/v1/progress/by-node/n1/p", r#"{"msg":"start"}"#).await;
+    for _ in 0..120 {
+        let r = post(&c, "/api/v1/progress/by-node/n1/p", &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let max = format!(r#"{{"appendcompleted":{},"appendtotals":true}}"#, i64::MAX);
+    for _ in 0..2 {
+        assert_eq!(
+            post(&c, "/api/v1/progress/by-node/n1/p", &max).await.status,
+            200
+        );
+    }
+    let st = whole_status(addr).await;
+    let n1 = &st["plugins"][0]["progress"];
+    assert_eq!(n1["completed"], i64::MAX, "{n1}");
+    assert!(
+        n1["msg"].as_str().unwrap().contains("not kept"),
+        "{}",
+        n1["msg"]
+    );
+    // Bad progress bodies.
+    assert_eq!(
+        post(&c, "/api/v1/progress/by-node/n1/p", "{not json")
+            .await
+            .status,
+        400
+    );
+    let r = post(&c, "/api/v1/progress/by-node/n1/p", &"x".repeat(2 << 20)).await;
+    assert_eq!(r.status, 413);
+
+    // Nothing of any refused upload is on disk; the key is still open.
+    let run_dirs: Vec<_> = std::fs::read_dir(out.path()).unwrap().flatten().collect();
+    let run_dir = run_dirs
+        .iter()
+        .find(|e| {
+            e.file_type().unwrap().is_dir() && !e.file_name().to_string_lossy().starts_with('.')
+        })
+        .unwrap()
+        .path();
+    assert!(!run_dir.join("plugins/p/results/n1").exists());
+    let stored = files_under(&run_dir.join("plugins"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(stored[0].starts_with("p/results/n2/fff"), "{stored:?}");
+
+    // The real result still gets in, and the run completes.
+    let r = put(&c, target, &gzip, tar_gz(&[("junit.xml", b"<testsuite/>")])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    within(async {
+        while whole_status(addr).await["status"] != "complete" {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let hwm = vm_hwm_kib(pid);
+    sigterm(&child);
+    let (code, stdout) = exit_and_stdout(child).await;
+    let log = log.await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    assert!(stdout.trim_end().ends_with(".tar.gz"), "{stdout}");
+    assert!(log.len() < 1 << 20, "the log is {} bytes", log.len());
+    assert!(
+        hwm < RSS_CEILING_KIB,
+        "peak RSS {hwm} KiB over the {RSS_CEILING_KIB} KiB ceiling"
+    );
+    let _ = std::io::stderr()
+        .write_all(format!("catalogue: aggregator peak RSS {hwm} KiB\n").as_bytes());
+}
