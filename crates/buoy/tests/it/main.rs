@@ -5,6 +5,7 @@ mod api;
 mod catalogue;
 mod cli;
 mod concurrency;
+mod fuzz_regressions;
 mod hardening;
 mod kube;
 mod local;
@@ -13,6 +14,10 @@ mod replay;
 mod results;
 mod tls;
 mod worker;
+
+/// The fuzz targets' invariant checks, replayed by `fuzz_regressions`.
+#[path = "../../../../fuzz/checks.rs"]
+mod fuzz_checks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
