@@ -105,12 +105,14 @@ async fn the_quickstart_runs_and_its_tarball_holds_every_result() {
         info["plugins"],
         serde_json::json!(["hello-e2e", "node-info"])
     );
-    // Nothing but the run directory and the tarball is left behind.
-    let left: Vec<String> = std::fs::read_dir(out.path())
+    // Nothing but the run directory, the tarball and its seal record is left behind.
+    let mut left: Vec<String> = std::fs::read_dir(out.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left.len(), 2, "{left:?}");
+    left.sort();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left[0].starts_with(".buoy-sealed-"), "{left:?}");
 }
 
 #[tokio::test]
