@@ -54,8 +54,8 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
-            max_run_bytes: 64 << 30,
-            disk_reserve_bytes: 1 << 30,
+            max_run_bytes: 256 << 30,
+            disk_reserve_bytes: 256 << 20,
             free_space: FreeSpaceProbe::default(),
             body_idle_timeout: Duration::from_secs(60),
             body_deadline: Duration::from_secs(2 * 3600),

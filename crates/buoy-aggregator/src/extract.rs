@@ -30,13 +30,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Sized to real results (a conformance run's tarball is tens of MB) with ample headroom.
+    /// Sized to real results (a conformance run's tarball is tens of MB, a node's logs rarely
+    /// more than hundreds) with headroom, while a gzip bomb stops at 2 GiB.
     fn default() -> Self {
         Self {
-            max_upload_bytes: 4 << 30,
-            max_extracted_bytes: 8 << 30,
+            max_upload_bytes: 2 << 30,
+            max_extracted_bytes: 2 << 30,
             max_entries: 100_000,
-            max_file_bytes: 4 << 30,
+            max_file_bytes: 2 << 30,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! One whole run of the aggregator, used by `buoy aggregator` and `buoy run` alike: open the
-//! run directory, serve the API, drive the run to completion (retry windows, timeouts), seal
+//! run directory, serve the API, drive the run to completion (timeouts), seal
 //! the tarball, then stop (or keep serving until shutdown with `--no-exit`).
 
 use std::future::Future;
