@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use buoy_wire::gojson::GoObject;
 use buoy_wire::manifest::{Driver, Manifest};
 
 use crate::item::{self, Item, TIMEOUT, TYPE_FILE, TYPE_NODE, TYPE_SUMMARY, UNKNOWN};
@@ -208,19 +209,39 @@ fn manual(file: impl std::io::Read) -> Result<Item, String> {
     serde_yaml_ng::from_value(value).map_err(|e| format!("not a valid results item: {e}"))
 }
 
-#[derive(serde::Deserialize)]
+/// One `go test -json` event, with the fields and types Sonobuoy decodes it into.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
 struct TestEvent {
-    #[serde(rename = "Action", default)]
+    #[serde(rename = "Time")]
+    time: Option<String>,
+    #[serde(rename = "Action")]
     action: String,
-    #[serde(rename = "Test", default)]
+    #[serde(rename = "Package")]
+    _package: String,
+    #[serde(rename = "Test")]
     test: String,
+    #[serde(rename = "Elapsed")]
+    _elapsed: f64,
+    #[serde(rename = "Output")]
+    _output: String,
 }
 
+const TEST_EVENT_FIELDS: &[&str] = &["Time", "Action", "Package", "Test", "Elapsed", "Output"];
+
 /// One item per finished test (`pass`, `fail`, `skip`; other final actions are `unknown`).
+/// Events decode as Go decodes them: keys match case-insensitively (`{"action":"fail"}` is a
+/// failure), and a field of the wrong type, or a `Time` that is not RFC 3339, spoils the file.
 fn gojson(file: impl std::io::Read) -> Result<Vec<Item>, String> {
     let mut tests = Vec::new();
-    for ev in serde_json::Deserializer::from_reader(file).into_iter::<TestEvent>() {
-        let ev = ev.map_err(|e| e.to_string())?;
+    for ev in serde_json::Deserializer::from_reader(file).into_iter::<GoObject>() {
+        let ev: TestEvent = ev
+            .and_then(|o| o.decode(TEST_EVENT_FIELDS))
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = &ev.time {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| format!("Time {t:?} is not RFC 3339: {e}"))?;
+        }
         if ev.test.is_empty()
             || matches!(
                 ev.action.as_str(),

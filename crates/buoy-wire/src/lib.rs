@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod disposition;
+pub mod gojson;
 pub mod key;
 pub mod manifest;
 pub mod progress;

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::gojson::GoObject;
+
 /// A progress update as stored and as shown in the status. `name`, `node` and `timestamp` are
 /// always set by the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,12 +98,25 @@ pub struct ProgressDecodeError(String);
 
 impl ProgressInput {
     /// Decodes the first JSON value of `body`, ignoring anything after it, as Go's streaming
-    /// decoder does. An empty body is an error (`EOF`).
+    /// decoder does, with Go's key matching (`{"MSG":"x"}` sets `msg`; see `gojson`). An empty
+    /// body is an error (`EOF`).
     pub fn decode(body: &[u8]) -> Result<Self, ProgressDecodeError> {
-        let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<ProgressInput>();
+        const FIELDS: &[&str] = &[
+            "msg",
+            "total",
+            "completed",
+            "errors",
+            "failures",
+            "appendtotals",
+            "appendcompleted",
+            "appendfailing",
+        ];
+        let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<GoObject>();
         match stream.next() {
             None => Err(ProgressDecodeError("EOF".into())),
-            Some(Ok(v)) => Ok(v),
+            Some(Ok(obj)) => obj
+                .decode(FIELDS)
+                .map_err(|e| ProgressDecodeError(e.to_string())),
             Some(Err(e)) if e.is_eof() => Err(ProgressDecodeError("EOF".into())),
             Some(Err(e)) => Err(ProgressDecodeError(e.to_string())),
         }
@@ -315,6 +330,11 @@ mod tests {
         assert!(err.contains("unable to decode body: EOF"), "{err}");
         assert!(ProgressInput::decode(b"{\"total\":\"x\"}").is_err());
         assert!(ProgressInput::decode(b"  ").is_err());
+        // Go matches keys case-insensitively, and a JSON null decodes as an empty update.
+        let u = upd(r#"{"MSG":"loud","Completed":3,"appendFailing":["a"]}"#);
+        assert_eq!((u.msg.as_str(), u.completed), ("loud", 3));
+        assert_eq!(u.appendfailing, ["a"]);
+        assert_eq!(upd("null").msg, "");
     }
 
     #[test]

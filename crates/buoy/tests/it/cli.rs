@@ -437,3 +437,43 @@ async fn a_cause_is_said_once_and_a_closed_stdout_is_quiet() {
     assert!(err.is_empty(), "{err}");
     assert_eq!(o.status.code(), Some(141));
 }
+
+/// `go test -json` written with lowercase keys: Go's decoder (and so Sonobuoy) reads
+/// `{"action":"fail","test":"t2"}` as a failed `t2`; Buoy used to report the file as passed.
+#[tokio::test]
+async fn a_gojson_failure_with_lowercase_keys_fails_the_plugin_end_to_end() {
+    let out = tempfile::tempdir().unwrap();
+    let manifest = out.path().join("g.yaml");
+    std::fs::write(
+        &manifest,
+        "sonobuoy-config:\n  driver: Job\n  plugin-name: g\n  result-format: gojson\nspec:\n  name: plugin\n  image: x\n",
+    )
+    .unwrap();
+    let (child, addr, log) = start_aggregator_logged(&[
+        "--insecure-http",
+        "--expect",
+        "g=global",
+        "--plugins",
+        manifest.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    let body = "{\"action\":\"run\",\"test\":\"t2\"}\n{\"action\":\"fail\",\"test\":\"t2\"}\n";
+    let cd = [("content-disposition", "attachment;filename=out.json")];
+    let r = put(&c, "/api/v1/results/global/g", &cd, body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (code, stdout) = exit_and_stdout(child).await;
+    let log = within(log).await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("Plugin: g\nStatus: failed\n"), "{log}");
+    let o = within(buoy().arg("results").arg(stdout.trim()).output())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("Failed tests:\nt2\n"), "{text}");
+}
