@@ -38,11 +38,16 @@ pub struct Archive {
     pub version: String,
     /// Plugins in load order.
     pub plugins: Vec<String>,
-    results: BTreeMap<String, Result<Item, String>>,
+    /// Each plugin's `sonobuoy_results.yaml` as stored, and its decoded tree.
+    results: BTreeMap<String, (Vec<u8>, Result<Item, String>)>,
+    /// `meta/clusterhealth.json` as stored, when the archive has one.
+    health: Option<Vec<u8>>,
 }
 
 const CONFIG_FILE: &str = "meta/config.json";
 const INFO_FILE: &str = "meta/info.json";
+/// Where Sonobuoy v0.57 keeps its cluster health summary.
+pub const HEALTH_FILE: &str = "meta/clusterhealth.json";
 
 fn clean(name: &str) -> &str {
     name.trim_start_matches("./")
@@ -105,16 +110,19 @@ impl Archive {
         let meta = fs::metadata(path).map_err(io_err)?;
         let mut config = None;
         let mut info = None;
+        let mut health = None;
         let mut results = BTreeMap::new();
         let source = if meta.is_dir() {
             let read = |rel: &str| fs::read(path.join(rel)).ok();
             config = read(CONFIG_FILE);
             info = read(INFO_FILE);
+            health = read(HEALTH_FILE);
             if let Ok(rd) = fs::read_dir(path.join("plugins")) {
                 for e in rd.filter_map(Result::ok) {
                     let name = e.file_name().to_string_lossy().into_owned();
                     if let Ok(b) = fs::read(e.path().join(RESULTS_FILE)) {
-                        results.insert(name, parse_results(&b));
+                        let tree = parse_results(&b);
+                        results.insert(name, (b, tree));
                     }
                 }
             }
@@ -126,17 +134,19 @@ impl Archive {
                 let name = entry.path().map_err(io_err)?.to_string_lossy().into_owned();
                 let name = clean(&name);
                 let plugin = results_plugin(name);
-                if name != CONFIG_FILE && name != INFO_FILE && plugin.is_none() {
+                if ![CONFIG_FILE, INFO_FILE, HEALTH_FILE].contains(&name) && plugin.is_none() {
                     continue;
                 }
                 let mut b = Vec::new();
                 entry.read_to_end(&mut b).map_err(io_err)?;
                 match plugin {
                     Some(p) => {
-                        results.insert(p.to_string(), parse_results(&b));
+                        let tree = parse_results(&b);
+                        results.insert(p.to_string(), (b, tree));
                     }
                     None if name == CONFIG_FILE => config = Some(b),
-                    None => info = Some(b),
+                    None if name == INFO_FILE => info = Some(b),
+                    None => health = Some(b),
                 }
             }
             Source::Tarball(path.to_path_buf())
@@ -166,12 +176,28 @@ impl Archive {
             version,
             plugins,
             results,
+            health,
         })
+    }
+
+    /// `plugin`'s `sonobuoy_results.yaml` byte for byte, as `sonobuoy results -m dump` prints it.
+    pub fn raw_results(&self, plugin: &str) -> Result<&[u8], String> {
+        match self.results.get(plugin) {
+            Some((raw, _)) => Ok(raw),
+            None => Err(format!(
+                "plugin {plugin}: no plugins/{plugin}/{RESULTS_FILE} in the archive"
+            )),
+        }
+    }
+
+    /// `meta/clusterhealth.json` as stored, if the archive has one.
+    pub fn cluster_health(&self) -> Option<&[u8]> {
+        self.health.as_deref()
     }
 
     /// The results tree of `plugin`, or why there is none.
     pub fn results(&self, plugin: &str) -> Result<&Item, String> {
-        match self.results.get(plugin) {
+        match self.results.get(plugin).map(|(_, t)| t) {
             Some(Ok(i)) => Ok(i),
             Some(Err(e)) => Err(format!("plugin {plugin}: {e}")),
             None => Err(format!(

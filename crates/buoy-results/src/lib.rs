@@ -4,6 +4,7 @@
 //! no async: plain files in, plain data out.
 
 pub mod archive;
+pub mod health;
 pub mod item;
 mod junit;
 pub mod process;

@@ -105,8 +105,9 @@ impl PluginReport {
     }
 
     /// The text block `sonobuoy results` prints for a plugin, with any custom statuses after
-    /// the built-in ones.
-    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+    /// the built-in ones and failed tests without Ginkgo's `[It]` prefix (as v0.57 prints
+    /// them). `by_node` names each failure's node (`node: test`), a Buoy extension.
+    pub fn write_text(&self, out: &mut impl Write, by_node: bool) -> io::Result<()> {
         writeln!(out, "Plugin: {}", self.plugin)?;
         if let Some(e) = &self.error {
             return writeln!(out, "Error: {e}");
@@ -124,9 +125,10 @@ impl PluginReport {
         if !self.failed_tests.is_empty() {
             writeln!(out, "\nFailed tests:")?;
             for t in &self.failed_tests {
+                let name = t.name.strip_prefix("[It]").unwrap_or(&t.name);
                 match &t.node {
-                    Some(n) => writeln!(out, "{n}: {}", t.name)?,
-                    None => writeln!(out, "{}", t.name)?,
+                    Some(n) if by_node => writeln!(out, "{n}: {name}")?,
+                    _ => writeln!(out, "{name}")?,
                 }
             }
         }
@@ -167,7 +169,7 @@ pub fn write_reports(
                 if i > 0 {
                     writeln!(out)?;
                 }
-                r.write_text(out)?;
+                r.write_text(out, true)?;
             }
             Ok(())
         }
@@ -185,16 +187,34 @@ pub fn write_reports(
 /// What to show from an archive.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
-    /// Only this plugin; default every plugin the archive lists.
+    /// Only this plugin; default every plugin the archive lists, then the cluster health.
     pub plugin: Option<String>,
     /// Start at the first item with this name (a node, a file, a suite).
     pub node: Option<String>,
     pub mode: Mode,
     pub format: Format,
+    /// Detailed mode: print a file's contents without its path prefix (`-s`).
+    pub skip_prefix: bool,
+    /// Report mode: name each failed test's node (a Buoy extension).
+    pub failed_by_node: bool,
 }
 
-/// Prints what `query` asks for and returns whether every plugin shown passed.
-pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Result<bool> {
+/// What `show` found.
+#[derive(Debug, Clone, Default)]
+pub struct Shown {
+    /// Every plugin shown has results and none failed, timed out or is unknown.
+    pub passed: bool,
+    /// What could not be shown (said on stderr by the caller; Sonobuoy exits 1 for these).
+    pub errors: Vec<String>,
+    /// Worth saying, but no failure: Buoy's archives have no cluster health file yet.
+    pub notes: Vec<String>,
+}
+
+/// Prints what `query` asks for. Text output is what `sonobuoy results` prints for the same
+/// query, byte for byte: a blank line between plugins, the cluster health section last when
+/// no plugin is named, dump mode copying each `sonobuoy_results.yaml` as stored. JSON and YAML
+/// are Buoy's own.
+pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Result<Shown> {
     let plugins: Vec<String> = match &query.plugin {
         Some(p) => vec![p.clone()],
         None => archive.plugins.clone(),
@@ -202,118 +222,173 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
     if plugins.is_empty() {
         return Err(io::Error::other("the archive lists no plugins"));
     }
-    let mut trees: Vec<(String, Result<Item, String>)> = Vec::new();
     let node = query.node.as_deref().unwrap_or("");
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    // Each plugin in order: its (sub)tree, or why it has none (`None`: left out).
+    let mut shown: Vec<(String, Option<Result<Item, String>>)> = Vec::new();
     for p in &plugins {
-        let tree = match archive.results(p) {
+        let entry = match archive.results(p) {
             Ok(root) => match root.find(node) {
-                Some(i) => Ok(i.clone()),
-                // Asked for one node across every plugin: plugins without it are not shown.
-                None if query.plugin.is_none() => continue,
-                None => Err(format!("plugin {p}: no item named {node:?}")),
+                Some(i) => Some(Ok(i.clone())),
+                None => {
+                    errors.push(format!("plugin {p}: node named {node:?} not found"));
+                    // With no plugin named, a plugin without the item is only left out.
+                    query.plugin.as_ref().map(|_| Err(String::new()))
+                }
             },
-            Err(e) => Err(e),
+            Err(e) => {
+                errors.push(e.clone());
+                Some(Err(e))
+            }
         };
-        trees.push((p.clone(), tree));
+        shown.push((p.clone(), entry));
     }
-    if trees.is_empty() {
-        return Err(io::Error::other(format!(
-            "no plugin has an item named {node:?}"
-        )));
-    }
-    let reports: Vec<PluginReport> = trees
+    let trees: Vec<(String, Item)> = shown
         .iter()
-        .map(|(p, t)| match t {
-            Ok(i) => PluginReport::from_item(p, i),
-            Err(e) => PluginReport::unreadable(p, e.clone()),
+        .filter_map(|(p, t)| Some((p.clone(), t.as_ref()?.as_ref().ok()?.clone())))
+        .collect();
+    let reports: Vec<PluginReport> = shown
+        .iter()
+        .filter_map(|(p, t)| match t.as_ref()? {
+            Ok(i) => Some(PluginReport::from_item(p, i)),
+            Err(e) => Some(PluginReport::unreadable(p, e.clone())),
         })
         .collect();
-    match query.mode {
-        Mode::Report => write_reports(&reports, query.format, out)?,
-        Mode::Dump => dump(&trees, query.format, out)?,
-        Mode::Detailed => detailed(archive, &trees, out)?,
-    }
-    Ok(reports.iter().all(PluginReport::passed))
-}
-
-fn dump(
-    trees: &[(String, Result<Item, String>)],
-    format: Format,
-    out: &mut impl Write,
-) -> io::Result<()> {
-    let ok: Vec<&Item> = trees.iter().filter_map(|(_, t)| t.as_ref().ok()).collect();
-    for (_, t) in trees {
-        if let Err(e) = t {
-            eprintln!("buoy: {e}");
-        }
-    }
-    match format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &ok).map_err(io::Error::other)?;
-            writeln!(out)
-        }
-        Format::Text | Format::Yaml => {
-            for (i, t) in ok.iter().enumerate() {
-                if i > 0 {
-                    writeln!(out, "---")?;
-                }
-                let y = serde_yaml_ng::to_string(t).map_err(io::Error::other)?;
-                out.write_all(y.as_bytes())?;
+    let passed = !reports.is_empty() && reports.iter().all(PluginReport::passed);
+    match (query.mode, query.format) {
+        (Mode::Report, Format::Json | Format::Yaml) => write_reports(&reports, query.format, out)?,
+        (Mode::Dump, Format::Json | Format::Yaml) => {
+            let items: Vec<&Item> = trees.iter().map(|(_, t)| t).collect();
+            if query.format == Format::Json {
+                serde_json::to_writer_pretty(&mut *out, &items).map_err(io::Error::other)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(
+                    serde_yaml_ng::to_string(&items)
+                        .map_err(io::Error::other)?
+                        .as_bytes(),
+                )?;
             }
-            Ok(())
+        }
+        _ => {
+            let with_health = query.plugin.is_none();
+            let sections = plugins.len() + usize::from(with_health);
+            for (i, p) in plugins.iter().enumerate() {
+                let tree = trees.iter().find(|(q, _)| q == p).map(|(_, t)| t);
+                match query.mode {
+                    // Sonobuoy copies the file as stored and ignores -n.
+                    Mode::Dump => match archive.raw_results(p) {
+                        Ok(raw) => out.write_all(raw)?,
+                        Err(e) => errors.push(e),
+                    },
+                    Mode::Report => {
+                        if let Some(t) = tree {
+                            PluginReport::from_item(&t.name, t)
+                                .write_text(out, query.failed_by_node)?;
+                        }
+                    }
+                    Mode::Detailed => {
+                        if let Some(t) = tree {
+                            if let Err(e) = detailed(archive, p, t, query.skip_prefix, out)? {
+                                errors.push(e);
+                            }
+                        }
+                    }
+                }
+                if i + 1 < sections {
+                    writeln!(out)?;
+                }
+            }
+            if with_health {
+                let raw = archive.cluster_health();
+                let summary = crate::health::ClusterSummary::from_json(raw);
+                match query.mode {
+                    Mode::Report => crate::health::write_text(&summary, out)?,
+                    Mode::Dump => crate::health::write_yaml(&summary, out)?,
+                    Mode::Detailed => match raw {
+                        Some(b) => out.write_all(b)?,
+                        None => notes.push(format!(
+                            "no {} in the archive; no cluster health to show",
+                            crate::archive::HEALTH_FILE
+                        )),
+                    },
+                }
+            }
         }
     }
+    Ok(Shown {
+        passed,
+        errors,
+        notes,
+    })
 }
 
-/// One line per leaf: a JSON object with `meta.path` (the names above it, `|`-joined), or,
-/// for a leaf that stands for a file, the path then the file's contents (as Sonobuoy does).
+/// JSON as Go's `encoding/json` writes it: `<`, `>`, `&`, U+2028 and U+2029 escaped.
+pub fn go_json<T: Serialize>(value: &T) -> serde_json::Result<String> {
+    let s = serde_json::to_string(value)?;
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// One plugin's leaves, one line each: a JSON object with `meta.path` (the names above it,
+/// `|`-joined), or, for a leaf that stands for a file, its path then the file's contents (only
+/// the contents with `skip_prefix`). A linked file missing from the archive stops the plugin
+/// there, as in Sonobuoy; the reason is returned.
 fn detailed(
     archive: &Archive,
-    trees: &[(String, Result<Item, String>)],
+    plugin: &str,
+    root: &Item,
+    skip_prefix: bool,
     out: &mut impl Write,
-) -> io::Result<()> {
-    // Every leaf with its path and, for a leaf that stands for a file, the file's archive path.
-    let mut leaves: Vec<(String, &Item, Option<String>)> = Vec::new();
-    for (p, t) in trees {
-        match t {
-            Ok(root) => for_leaves(root, &mut vec![], &mut |path, leaf| {
-                let file = leaf
-                    .meta
-                    .get("file")
-                    .map(|f| format!("plugins/{p}/{}", f.replace('\\', "/")));
-                leaves.push((path.join("|"), leaf, file));
-            }),
-            Err(e) => eprintln!("buoy: {e}"),
-        }
-    }
+) -> io::Result<Result<(), String>> {
+    let mut leaves: Vec<(Vec<&str>, &Item, Option<String>)> = Vec::new();
+    for_leaves(root, &mut vec![], &mut |path, leaf| {
+        let file = leaf
+            .meta
+            .get("file")
+            .filter(|f| !f.is_empty())
+            .map(|f| format!("plugins/{plugin}/{}", f.replace('\\', "/")));
+        leaves.push((path.to_vec(), leaf, file));
+    });
     let files: Vec<String> = leaves.iter().filter_map(|l| l.2.clone()).collect();
     let tmp = tempfile::tempdir()?;
     if !files.is_empty() {
         archive.extract_files(&files, tmp.path())?;
     }
-    for (path, leaf, file) in leaves {
+    for (mut path, leaf, file) in leaves {
         match file {
             Some(rel) => {
-                write!(out, "{path}|{} ", leaf.name)?;
-                match std::fs::File::open(tmp.path().join(&rel)) {
-                    Ok(mut f) => {
-                        io::copy(&mut f, out)?;
-                    }
-                    Err(_) => writeln!(out, "(file {rel} is not in the archive)")?,
+                let Ok(mut f) = std::fs::File::open(tmp.path().join(&rel)) else {
+                    return Ok(Err(format!("file {rel} is not in the archive")));
+                };
+                if !skip_prefix {
+                    path.push(&leaf.name);
+                    write!(out, "{} ", path.join("|"))?;
                 }
+                io::copy(&mut f, out)?;
             }
             None => {
                 let mut l = leaf.clone();
-                l.meta.insert("path".into(), path);
-                serde_json::to_writer(&mut *out, &l).map_err(io::Error::other)?;
-                writeln!(out)?;
+                l.meta.insert("path".into(), path.join("|"));
+                writeln!(out, "{}", go_json(&l).map_err(io::Error::other)?)?;
             }
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
-fn for_leaves<'a>(i: &'a Item, path: &mut Vec<&'a str>, f: &mut impl FnMut(&[&str], &'a Item)) {
+fn for_leaves<'a>(i: &'a Item, path: &mut Vec<&'a str>, f: &mut impl FnMut(&[&'a str], &'a Item)) {
     if i.is_leaf() {
         f(path, i);
         return;
@@ -346,7 +421,7 @@ mod tests {
     fn the_text_report_lists_counts_custom_statuses_and_failed_tests_by_node() {
         let r = PluginReport::from_item("ds", &tree());
         let mut out = Vec::new();
-        r.write_text(&mut out).unwrap();
+        r.write_text(&mut out, true).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Plugin: ds\nStatus: custom: 1, failed: 1, passed: 1, skipped: 1\nTotal: 4\nPassed: 1\nFailed: 1\nSkipped: 1\ncustom: 1\n\nFailed tests:\nn1: t2\n"

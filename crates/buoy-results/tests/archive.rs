@@ -74,7 +74,8 @@ fn report(archive: &Archive, query: Query) -> (bool, serde_json::Value) {
         },
         &mut out,
     )
-    .unwrap();
+    .unwrap()
+    .passed;
     (passed, serde_json::from_slice(&out).unwrap())
 }
 

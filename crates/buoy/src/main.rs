@@ -78,6 +78,12 @@ struct ResultsArgs {
     /// Machine-readable output (report and dump modes).
     #[arg(long, value_enum, default_value = "text")]
     format: ResultsFormat,
+    /// Detailed mode: print only the contents of result files, without their path prefix.
+    #[arg(short = 's', long)]
+    skip_prefix: bool,
+    /// Report mode: name the node of each failed test (`node: test`).
+    #[arg(long)]
+    failed_by_node: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -698,10 +704,22 @@ fn results(args: ResultsArgs) -> Result<i32> {
             ResultsFormat::Json => Format::Json,
             ResultsFormat::Yaml => Format::Yaml,
         },
+        skip_prefix: args.skip_prefix,
+        failed_by_node: args.failed_by_node,
     };
-    let passed = buoy_results::report::show(&archive, &query, &mut std::io::stdout().lock())
+    let shown = buoy_results::report::show(&archive, &query, &mut std::io::stdout().lock())
         .with_context(|| format!("cannot show the results of {}", args.archive.display()))?;
-    Ok(if passed { 0 } else { 1 })
+    for n in &shown.notes {
+        eprintln!("buoy: note: {n}");
+    }
+    for e in &shown.errors {
+        eprintln!("buoy: error: {e}");
+    }
+    Ok(if shown.passed && shown.errors.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
 /// The `buoy results` summary of a finished run.

@@ -164,6 +164,20 @@ async fn a_plugin_that_fails_becomes_an_error_result() {
     assert_eq!(o.status.code(), Some(1), "{report}");
     assert!(report.contains("Plugin: bad\nStatus: failed\n"), "{report}");
     assert!(report.contains("Failed tests:\n"), "{report}");
+    assert!(
+        !report.contains("n1: "),
+        "nodes are named only on request: {report}"
+    );
+    let o = within(
+        buoy()
+            .arg("results")
+            .arg(&tarball)
+            .arg("--failed-by-node")
+            .output(),
+    )
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
     assert!(report.contains("n1: "), "{report}");
 }
 
