@@ -155,17 +155,18 @@ pub fn worker_container(m: &Manifest, sid: &str, ctx: &DriverContext) -> Value {
             }
         }
     }
+    // Flags every Sonobuoy worker since v0.16 accepts (glog's); v0.57's `--level=trace` is left
+    // out because v0.16-v0.20 workers exit on it as an unknown flag.
     let (command, args): (Vec<&str>, Vec<&str>) = match m.driver {
         Driver::Job => (
             vec!["/sonobuoy"],
-            vec!["worker", "global", "--level=trace", "-v=6", "--logtostderr"],
+            vec!["worker", "global", "-v=6", "--logtostderr"],
         ),
         Driver::DaemonSet => (
             vec![
                 "/sonobuoy",
                 "worker",
                 "single-node",
-                "--level=trace",
                 "-v=6",
                 "--logtostderr",
                 "--sleep=-1",
@@ -386,7 +387,7 @@ pub(crate) mod tests {
         assert_eq!(w["command"], json!(["/sonobuoy"]));
         assert_eq!(
             w["args"],
-            json!(["worker", "global", "--level=trace", "-v=6", "--logtostderr"])
+            json!(["worker", "global", "-v=6", "--logtostderr"])
         );
         assert_eq!(w["volumeMounts"][0]["mountPath"], "/tmp/sonobuoy/results");
         let env: Vec<&str> = w["env"]
@@ -478,7 +479,6 @@ pub(crate) mod tests {
                 "/sonobuoy",
                 "worker",
                 "single-node",
-                "--level=trace",
                 "-v=6",
                 "--logtostderr",
                 "--sleep=-1"
