@@ -476,4 +476,16 @@ async fn a_gojson_failure_with_lowercase_keys_fails_the_plugin_end_to_end() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(text.contains("Failed tests:\nt2\n"), "{text}");
+    // Sonobuoy's -s/--skip-prefix is accepted (it used to be a usage error).
+    let o = within(
+        buoy()
+            .arg("results")
+            .arg(stdout.trim())
+            .args(["-p", "g", "-m", "detailed", "-s"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(r#""name":"t2","status":"failed""#), "{text}");
 }
