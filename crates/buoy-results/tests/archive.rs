@@ -2,10 +2,11 @@
 //! v0.15 archive that predates `info.json`, an extracted directory, and the versions refused.
 //! The archives are built here, entry by entry, the way Sonobuoy's tarball writer lays them out.
 
-use std::path::Path;
-
 use buoy_results::report::{show, Format, Mode};
 use buoy_results::{Archive, ArchiveError, Query};
+
+mod common;
+use common::{write_tarball, DS_RESULTS};
 
 /// The `sonobuoy_results.yaml` of an e2e run as Sonobuoy's YAML encoder writes it.
 const E2E_RESULTS: &str = r#"name: e2e
@@ -31,38 +32,6 @@ items:
     - name: '[sig-storage] CSI should mount'
       status: skipped
 "#;
-
-const DS_RESULTS: &str = r#"name: systemd-logs
-status: passed
-meta:
-  type: summary
-items:
-- name: node-1
-  status: passed
-  meta:
-    type: node
-  items:
-  - name: systemd_logs
-    status: passed
-    meta:
-      file: results/node-1/systemd_logs
-"#;
-
-fn write_tarball(path: &Path, files: &[(&str, &[u8])]) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        f,
-        flate2::Compression::fast(),
-    ));
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap();
-}
 
 fn report(archive: &Archive, query: Query) -> (bool, serde_json::Value) {
     let mut out = Vec::new();

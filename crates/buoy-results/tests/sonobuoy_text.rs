@@ -11,6 +11,9 @@ use std::path::Path;
 use buoy_results::report::{show, Mode, Shown};
 use buoy_results::{Archive, Query};
 
+mod common;
+use common::{write_tarball, DS_RESULTS as DS};
+
 /// A Job plugin whose directory (`e2eds`) differs from its name (`e2e`), with the legacy
 /// top-level `file:` key, an `[It]`-prefixed failure and characters Go escapes in JSON.
 const E2E: &str = r#"name: e2e
@@ -38,22 +41,6 @@ items:
       status: skipped
 "#;
 
-const DS: &str = r#"name: systemd-logs
-status: passed
-meta:
-  type: summary
-items:
-- name: node-1
-  status: passed
-  meta:
-    type: node
-  items:
-  - name: systemd_logs
-    status: passed
-    meta:
-      file: results/node-1/systemd_logs
-"#;
-
 const REVIEW: &str = r#"name: review
 status: 'needs-review: 1, passed: 1'
 meta:
@@ -76,11 +63,6 @@ const HEALTH_DUMP: &str = "node_health:\n  total_nodes: 0\n  healthy_nodes: 0\np
 
 fn archive(dir: &Path, extra: &[(&str, &str)]) -> Archive {
     let t = dir.join("r.tar.gz");
-    let f = std::fs::File::create(&t).unwrap();
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        f,
-        flate2::Compression::fast(),
-    ));
     let mut files = vec![
         ("meta/config.json", r#"{"Version":"v0.57.5"}"#),
         (
@@ -97,14 +79,8 @@ fn archive(dir: &Path, extra: &[(&str, &str)]) -> Archive {
         ("plugins/review/sonobuoy_results.yaml", REVIEW),
     ];
     files.extend_from_slice(extra);
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data.as_bytes()).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap();
+    let bytes: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_bytes())).collect();
+    write_tarball(&t, &bytes);
     Archive::open(&t).unwrap()
 }
 
@@ -230,23 +206,14 @@ fn a_missing_linked_file_stops_that_plugin_and_is_an_error() {
     let d = tempfile::tempdir().unwrap();
     let ds = DS.replace("results/node-1/systemd_logs", "results/node-1/gone");
     let t = d.path().join("m.tar.gz");
-    let f = std::fs::File::create(&t).unwrap();
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        f,
-        flate2::Compression::fast(),
-    ));
-    for (name, data) in [
-        ("meta/config.json", r#"{"Version":"v0.57.5"}"#),
-        ("meta/info.json", r#"{"plugins":["systemd-logs"]}"#),
-        ("plugins/systemd-logs/sonobuoy_results.yaml", ds.as_str()),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data.as_bytes()).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap();
+    write_tarball(
+        &t,
+        &[
+            ("meta/config.json", br#"{"Version":"v0.57.5"}"#),
+            ("meta/info.json", br#"{"plugins":["systemd-logs"]}"#),
+            ("plugins/systemd-logs/sonobuoy_results.yaml", ds.as_bytes()),
+        ],
+    );
     let a = Archive::open(&t).unwrap();
     let (out, shown) = text(&a, q(Some("systemd-logs"), None, Mode::Detailed));
     assert_eq!(out, "");
