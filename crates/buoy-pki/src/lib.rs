@@ -32,6 +32,15 @@ pub enum PkiError {
         path: String,
         source: std::io::Error,
     },
+    /// A certificate directory without the CA an operation needs.
+    #[error(
+        "no CA in {0} (ca.pem and ca.key.pem); run `buoy certs init {0} --advertise HOST` first"
+    )]
+    NoCa(String),
+    #[error("{0:?} cannot name a plugin's certificate: it must be non-empty, not `.` or `..`, and have no `/`")]
+    BadPluginName(String),
+    #[error("no certificate for plugin {plugin:?} in {dir}; run `buoy certs plugin {dir} {plugin}` first")]
+    NoClient { dir: String, plugin: String },
 }
 
 /// How far back `not_before` is set, so a worker whose clock lags a little still accepts.
@@ -325,6 +334,93 @@ fn read_opt(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
+/// The CA in `dir`, created (and written) if there is none.
+fn load_or_create_ca(dir: &Path) -> Result<Ca, PkiError> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    if let Some(ca) = load_ca(dir)? {
+        return Ok(ca);
+    }
+    let ca = Ca::generate()?;
+    write_file(&dir.join(CA_KEY_FILE), ca.key_pem(), true)?;
+    write_file(&dir.join(CA_CERT_FILE), ca.cert_pem(), false)?;
+    Ok(ca)
+}
+
+fn load_ca(dir: &Path) -> Result<Option<Ca>, PkiError> {
+    match (
+        read_opt(&dir.join(CA_CERT_FILE))?,
+        read_opt(&dir.join(CA_KEY_FILE))?,
+    ) {
+        (Some(c), Some(k)) => Ok(Some(Ca::from_pem(&c, &k)?)),
+        _ => Ok(None),
+    }
+}
+
+/// `plugin`'s client certificate in `dir` if it is there and the CA signed it, else a new one
+/// (written).
+fn load_or_issue_client(dir: &Path, ca: &Ca, plugin: &str) -> Result<Issued, PkiError> {
+    if plugin.is_empty() || plugin == "." || plugin == ".." || plugin.contains(['/', '\0']) {
+        return Err(PkiError::BadPluginName(plugin.to_string()));
+    }
+    let (cp, kp) = (
+        dir.join(client_cert_file(plugin)),
+        dir.join(client_key_file(plugin)),
+    );
+    match (read_opt(&cp)?, read_opt(&kp)?) {
+        (Some(c), Some(k)) if client_config(ca.cert_pem(), &c, &k).is_ok() => Ok(Issued {
+            cert_pem: c,
+            key_pem: k,
+        }),
+        _ => {
+            let i = ca.issue_client(plugin)?;
+            write_file(&kp, &i.key_pem, true)?;
+            write_file(&cp, &i.cert_pem, false)?;
+            Ok(i)
+        }
+    }
+}
+
+/// `buoy certs init`: the CA in `dir` (created if missing) and a new server certificate for
+/// `host` and `extra_hosts`, written as `buoy aggregator --certs DIR` reads them.
+pub fn init_dir(dir: &Path, host: &str, extra_hosts: &[String]) -> Result<(Ca, Issued), PkiError> {
+    let ca = load_or_create_ca(dir)?;
+    let server = ca.issue_server(host, extra_hosts)?;
+    write_file(&dir.join(SERVER_KEY_FILE), &server.key_pem, true)?;
+    write_file(&dir.join(SERVER_CERT_FILE), &server.cert_pem, false)?;
+    Ok((ca, server))
+}
+
+/// `buoy certs plugin`: a client certificate per plugin, signed by the CA already in `dir`;
+/// valid ones already there are kept, so certificates handed out stay good.
+pub fn issue_clients(dir: &Path, plugins: &[String]) -> Result<(), PkiError> {
+    let ca = load_ca(dir)?.ok_or_else(|| PkiError::NoCa(dir.display().to_string()))?;
+    for p in plugins {
+        load_or_issue_client(dir, &ca, p)?;
+    }
+    Ok(())
+}
+
+/// `buoy certs env`: the `CA_CERT`, `CLIENT_CERT` and `CLIENT_KEY` a worker for `plugin` needs,
+/// as `export NAME='PEM'` lines that a POSIX shell can `eval`.
+pub fn worker_env(dir: &Path, plugin: &str) -> Result<String, PkiError> {
+    let ca = read_opt(&dir.join(CA_CERT_FILE))?
+        .ok_or_else(|| PkiError::NoCa(dir.display().to_string()))?;
+    let missing = || PkiError::NoClient {
+        dir: dir.display().to_string(),
+        plugin: plugin.to_string(),
+    };
+    let cert = read_opt(&dir.join(client_cert_file(plugin)))?.ok_or_else(missing)?;
+    let key = read_opt(&dir.join(client_key_file(plugin)))?.ok_or_else(missing)?;
+    // PEM text never holds a single quote, so single quotes need no escaping here.
+    let line = |name: &str, pem: &str| format!("export {name}='{}'\n", pem.trim_end());
+    Ok([
+        line("CA_CERT", &ca),
+        line("CLIENT_CERT", &cert),
+        line("CLIENT_KEY", &key),
+    ]
+    .concat())
+}
+
 /// Everything a run's mTLS needs, held in memory.
 pub struct RunPki {
     pub ca: Ca,
@@ -361,39 +457,11 @@ impl RunPki {
         extra_hosts: &[String],
         plugins: &[String],
     ) -> Result<Self, PkiError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let ca = match (
-            read_opt(&dir.join(CA_CERT_FILE))?,
-            read_opt(&dir.join(CA_KEY_FILE))?,
-        ) {
-            (Some(c), Some(k)) => Ca::from_pem(&c, &k)?,
-            _ => {
-                let ca = Ca::generate()?;
-                write_file(&dir.join(CA_KEY_FILE), ca.key_pem(), true)?;
-                write_file(&dir.join(CA_CERT_FILE), ca.cert_pem(), false)?;
-                ca
-            }
-        };
-        let server = ca.issue_server(host, extra_hosts)?;
-        write_file(&dir.join(SERVER_KEY_FILE), &server.key_pem, true)?;
-        write_file(&dir.join(SERVER_CERT_FILE), &server.cert_pem, false)?;
-        let mut clients = Vec::new();
-        for p in plugins {
-            let (cp, kp) = (dir.join(client_cert_file(p)), dir.join(client_key_file(p)));
-            let issued = match (read_opt(&cp)?, read_opt(&kp)?) {
-                (Some(c), Some(k)) if client_config(ca.cert_pem(), &c, &k).is_ok() => Issued {
-                    cert_pem: c,
-                    key_pem: k,
-                },
-                _ => {
-                    let i = ca.issue_client(p)?;
-                    write_file(&kp, &i.key_pem, true)?;
-                    write_file(&cp, &i.cert_pem, false)?;
-                    i
-                }
-            };
-            clients.push((p.clone(), issued));
-        }
+        let (ca, server) = init_dir(dir, host, extra_hosts)?;
+        let clients = plugins
+            .iter()
+            .map(|p| Ok((p.clone(), load_or_issue_client(dir, &ca, p)?)))
+            .collect::<Result<_, PkiError>>()?;
         Ok(Self {
             ca,
             server,

@@ -60,6 +60,30 @@ enum Command {
     /// Summarise a results tarball (Buoy's or Sonobuoy's, v0.15 and newer) or its directory;
     /// exit 0 only if every plugin shown passed.
     Results(ResultsArgs),
+    /// Make the certificates of a multi-host run without Kubernetes (the layout
+    /// `buoy aggregator --certs DIR` reads).
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write the CA (kept if DIR has one) and the aggregator's server certificate.
+    Init {
+        dir: PathBuf,
+        /// Host name or IP address workers use to reach the aggregator; repeat for more.
+        #[arg(long, required = true)]
+        advertise: Vec<String>,
+    },
+    /// Write a client certificate for each plugin (valid ones already in DIR are kept).
+    Plugin {
+        dir: PathBuf,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print the CA_CERT, CLIENT_CERT and CLIENT_KEY a worker host for PLUGIN needs, as
+    /// `export` lines: `eval "$(buoy certs env DIR PLUGIN)"`.
+    Env { dir: PathBuf, plugin: String },
 }
 
 #[derive(Args)]
@@ -722,6 +746,39 @@ fn results(args: ResultsArgs) -> Result<i32> {
     })
 }
 
+fn certs(cmd: CertsCommand) -> Result<i32> {
+    match cmd {
+        CertsCommand::Init { dir, advertise } => {
+            let (host, extra) = advertise.split_first().expect("clap requires one");
+            buoy_pki::init_dir(&dir, host, extra)?;
+            eprintln!(
+                "buoy: wrote {} and {} in {} (the CA key stays in {}); next: buoy certs plugin {} NAME...",
+                buoy_pki::CA_CERT_FILE,
+                buoy_pki::SERVER_CERT_FILE,
+                dir.display(),
+                buoy_pki::CA_KEY_FILE,
+                dir.display()
+            );
+        }
+        CertsCommand::Plugin { dir, names } => {
+            buoy_pki::issue_clients(&dir, &names)?;
+            for n in &names {
+                eprintln!(
+                    "buoy: {} and {} in {}",
+                    buoy_pki::client_cert_file(n),
+                    buoy_pki::client_key_file(n),
+                    dir.display()
+                );
+            }
+        }
+        CertsCommand::Env { dir, plugin } => {
+            use std::io::Write;
+            std::io::stdout().write_all(buoy_pki::worker_env(&dir, &plugin)?.as_bytes())?;
+        }
+    }
+    Ok(0)
+}
+
 /// The `buoy results` summary of a finished run.
 fn print_reports(reports: &[buoy_results::PluginReport], out: &mut impl std::io::Write) {
     let _ = buoy_results::report::write_reports(reports, buoy_results::report::Format::Text, out);
@@ -807,6 +864,7 @@ fn main() {
             Command::Splat(a) => splat(a),
             Command::Manifest(a) => manifest(a),
             Command::Results(a) => results(a),
+            Command::Certs(c) => certs(c),
         }
     });
     let code = match result {

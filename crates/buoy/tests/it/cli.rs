@@ -489,3 +489,107 @@ async fn a_gojson_failure_with_lowercase_keys_fails_the_plugin_end_to_end() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains(r#""name":"t2","status":"failed""#), "{text}");
 }
+
+/// The README's multi-host recipe, on one host: `buoy certs` makes the certificates, the
+/// aggregator serves mTLS from that directory, and a worker whose environment comes from
+/// `eval "$(buoy certs env ...)"` delivers.
+#[tokio::test]
+async fn buoy_certs_and_a_worker_deliver_over_mtls() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    let certs_s = certs.to_str().unwrap();
+    let ok = |o: std::process::Output| {
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    };
+    ok(within(
+        buoy()
+            .args(["certs", "init", certs_s, "--advertise", "127.0.0.1"])
+            .output(),
+    )
+    .await
+    .unwrap());
+    ok(within(
+        buoy()
+            .args(["certs", "plugin", certs_s, "node-checks"])
+            .output(),
+    )
+    .await
+    .unwrap());
+    // Without a CA first, `plugin` says what to do.
+    let o = within(
+        buoy()
+            .args([
+                "certs",
+                "plugin",
+                d.path().join("none").to_str().unwrap(),
+                "x",
+            ])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("buoy certs init"));
+
+    let out = d.path().join("out");
+    let (child, addr, log) = start_aggregator_logged(&[
+        "--certs",
+        certs_s,
+        "--advertise",
+        "127.0.0.1",
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.to_str().unwrap(),
+        "--expect",
+        "node-checks=host-a",
+    ])
+    .await;
+    let results = d.path().join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    std::fs::write(results.join("checks.txt"), "all good\n").unwrap();
+    std::fs::write(
+        results.join("done"),
+        results.join("checks.txt").to_str().unwrap(),
+    )
+    .unwrap();
+    let script = format!(
+        "eval \"$('{bin}' certs env '{certs_s}' node-checks)\" && exec '{bin}' worker single-node --sleep=0",
+        bin = env!("CARGO_BIN_EXE_buoy"),
+    );
+    let worker = within(
+        Command::new("sh")
+            .args(["-c", &script])
+            .env(
+                "AGGREGATOR_URL",
+                format!("https://127.0.0.1:{}", addr.port()),
+            )
+            .env("NODE_NAME", "host-a")
+            .env("RESULT_TYPE", "node-checks")
+            .env("SONOBUOY_RESULTS_DIR", &results)
+            .env("SONOBUOY_PROGRESS_PORT", "0")
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        worker.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&worker.stderr)
+    );
+    let (code, stdout) = exit_and_stdout(child).await;
+    let log = within(log).await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    let tarball = stdout.trim();
+    assert!(tarball_entries(Path::new(tarball))
+        .iter()
+        .any(|e| e == "plugins/node-checks/results/host-a/checks.txt"));
+}
