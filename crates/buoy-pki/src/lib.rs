@@ -380,6 +380,42 @@ fn load_or_issue_client(dir: &Path, ca: &Ca, plugin: &str) -> Result<Issued, Pki
     }
 }
 
+/// Whether `cert_pem` was issued by `ca`, is valid for at least another day and names `host`
+/// (a DNS name or an IP address) among its subject alternative names.
+fn server_reusable(ca: &Ca, cert_pem: &str, host: &str) -> bool {
+    let der = |pem: &str| certs("certificate", pem).ok()?.into_iter().next();
+    let (Some(leaf), Some(root)) = (der(cert_pem), der(ca.cert_pem())) else {
+        return false;
+    };
+    let (Ok((_, x)), Ok((_, c))) = (
+        x509_parser::parse_x509_certificate(leaf.as_ref()),
+        x509_parser::parse_x509_certificate(root.as_ref()),
+    ) else {
+        return false;
+    };
+    let fresh = x
+        .validity()
+        .time_to_expiration()
+        .is_some_and(|left| left > time::Duration::days(1));
+    let ip: Option<std::net::IpAddr> = host.trim_matches(['[', ']']).parse().ok();
+    let names_host = x
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value.general_names.iter().any(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => d.eq_ignore_ascii_case(host),
+                x509_parser::extensions::GeneralName::IPAddress(b) => match ip {
+                    Some(std::net::IpAddr::V4(v4)) => *b == v4.octets().as_slice(),
+                    Some(std::net::IpAddr::V6(v6)) => *b == v6.octets().as_slice(),
+                    None => false,
+                },
+                _ => false,
+            })
+        });
+    x.issuer().as_raw() == c.subject().as_raw() && fresh && names_host
+}
+
 /// `buoy certs init`: the CA in `dir` (created if missing) and a new server certificate for
 /// `host` and `extra_hosts`, written as `buoy aggregator --certs DIR` reads them.
 pub fn init_dir(dir: &Path, host: &str, extra_hosts: &[String]) -> Result<(Ca, Issued), PkiError> {
@@ -457,7 +493,40 @@ impl RunPki {
         extra_hosts: &[String],
         plugins: &[String],
     ) -> Result<Self, PkiError> {
-        let (ca, server) = init_dir(dir, host, extra_hosts)?;
+        let ca = load_or_create_ca(dir)?;
+        // A server certificate `buoy certs init` wrote may name more hosts than `host`: keep
+        // it while it is ours, current and covers `host`, so workers dialling any of them work.
+        let kept = match (
+            read_opt(&dir.join(SERVER_CERT_FILE))?,
+            read_opt(&dir.join(SERVER_KEY_FILE))?,
+        ) {
+            (Some(c), Some(k))
+                if server_reusable(&ca, &c, host)
+                    && server_config(
+                        ca.cert_pem(),
+                        &Issued {
+                            cert_pem: c.clone(),
+                            key_pem: k.clone(),
+                        },
+                    )
+                    .is_ok() =>
+            {
+                Some(Issued {
+                    cert_pem: c,
+                    key_pem: k,
+                })
+            }
+            _ => None,
+        };
+        let server = match kept {
+            Some(s) => s,
+            None => {
+                let server = ca.issue_server(host, extra_hosts)?;
+                write_file(&dir.join(SERVER_KEY_FILE), &server.key_pem, true)?;
+                write_file(&dir.join(SERVER_CERT_FILE), &server.cert_pem, false)?;
+                server
+            }
+        };
         let clients = plugins
             .iter()
             .map(|p| Ok((p.clone(), load_or_issue_client(dir, &ca, p)?)))
@@ -564,5 +633,39 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_aggregator_keeps_a_server_certificate_that_covers_its_host() {
+        let d = tempfile::tempdir().unwrap();
+        init_dir(d.path(), "10.0.0.5", &["agg.example".to_string()]).unwrap();
+        let written = std::fs::read_to_string(d.path().join(SERVER_CERT_FILE)).unwrap();
+        // `--advertise agg.example` is covered: the certificate naming both hosts stays.
+        let pki = RunPki::load_or_create(d.path(), "agg.example", &[], &["p".into()]).unwrap();
+        assert_eq!(pki.server.cert_pem, written);
+        let pki = RunPki::load_or_create(d.path(), "10.0.0.5", &[], &[]).unwrap();
+        assert_eq!(pki.server.cert_pem, written);
+        // A host it does not name gets a new certificate.
+        let pki = RunPki::load_or_create(d.path(), "other.example", &[], &[]).unwrap();
+        assert_ne!(pki.server.cert_pem, written);
+        // `certs plugin` and `certs env` work on the same directory.
+        issue_clients(d.path(), &["node-checks".into()]).unwrap();
+        let env = worker_env(d.path(), "node-checks").unwrap();
+        assert!(
+            env.starts_with("export CA_CERT='-----BEGIN CERTIFICATE-----"),
+            "{env}"
+        );
+        assert!(
+            env.contains("export CLIENT_KEY='-----BEGIN EC PRIVATE KEY-----"),
+            "{env}"
+        );
+        assert!(matches!(
+            worker_env(d.path(), "nope"),
+            Err(PkiError::NoClient { .. })
+        ));
+        assert!(matches!(
+            issue_clients(d.path(), &["a/b".into()]),
+            Err(PkiError::BadPluginName(_))
+        ));
     }
 }
