@@ -25,6 +25,16 @@ mod status_view;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr look: `human` (default) or `json`, one object a line, for
+    /// clusters' log collectors. The level is set with `BUOY_LOG` (e.g. `BUOY_LOG=debug`).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Flags Sonobuoy's manifests pass to its binary; accepted and ignored (logging is set with
@@ -349,15 +359,17 @@ struct ProgressArgs {
 
 /// Logs go to stderr; `BUOY_LOG` overrides the level (`buoy run` shows its own progress, so it
 /// logs only warnings by default).
-fn init_tracing(default_level: &str) {
+fn init_tracing(default_level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUOY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Human => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -843,6 +855,7 @@ fn main() {
         } else {
             "info"
         },
+        cli.log_format,
     );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -593,3 +593,42 @@ async fn buoy_certs_and_a_worker_deliver_over_mtls() {
         .iter()
         .any(|e| e == "plugins/node-checks/results/host-a/checks.txt"));
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_log_line() {
+    let out = tempfile::tempdir().unwrap();
+    let (child, addr, log) = start_aggregator_logged(&[
+        "--log-format",
+        "json",
+        "--insecure-http",
+        "--expect",
+        "p=n1",
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/p", &[], "r")
+            .await
+            .status,
+        200
+    );
+    let (code, _) = exit_and_stdout(child).await;
+    let log = within(log).await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["level"] == "INFO" && e["fields"]["message"] == "result received"),
+        "{log}"
+    );
+    assert!(!log.contains(" INFO "), "a human-format line: {log}");
+}
