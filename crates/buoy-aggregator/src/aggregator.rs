@@ -189,9 +189,7 @@ impl Aggregator {
     }
 
     fn finish(&self, ticket: &Ticket, result: Result<Outcome, String>) {
-        let recorded = self
-            .lock()
-            .finish(ticket, result, std::time::Instant::now());
+        let recorded = self.lock().finish(ticket, result);
         if recorded {
             self.notify();
         }

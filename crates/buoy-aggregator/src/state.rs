@@ -1,7 +1,8 @@
 //! The aggregator's state machine (compat §2 with departures 2-4), as plain data and functions:
-//! no I/O, no clock of its own (callers pass `now`), no locks. Per key the phase is Expected,
-//! Receiving (one upload or internal write holds a ticket), Done (a result or an error result is
-//! on disk) or Failed (the last write failed; the key is open for a retry, exactly as Expected).
+//! no I/O, no clock (the driver says when the timeout has passed), no locks. Per key the phase
+//! is Expected, Receiving (one upload or internal write holds a ticket), Done (a result or an
+//! error result is on disk) or Failed (the last write failed; the key is open for a retry,
+//! exactly as Expected).
 //! A failed upload never consumes a key: only a stored result, an internal error result (a
 //! plugin failure seen by monitoring) or the run's timeout closes it.
 //!
@@ -9,7 +10,6 @@
 //! this value, so uploads for different keys never wait for each other.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
 
 use buoy_wire::status::{self, PluginStatus, Status, TarInfo};
 use buoy_wire::{ProgressUpdate, ResultKey};
@@ -28,7 +28,7 @@ pub enum Phase {
     Expected,
     Receiving { ticket: u64, internal: bool },
     Done(Outcome),
-    Failed { at: Instant, reason: String },
+    Failed { reason: String },
 }
 
 /// Why a submission was turned away before any byte was read.
@@ -149,12 +149,7 @@ impl RunState {
 
     /// Records how a write ended. A ticket that no longer holds its key is ignored (returns
     /// false).
-    pub fn finish(
-        &mut self,
-        ticket: &Ticket,
-        result: Result<Outcome, String>,
-        now: Instant,
-    ) -> bool {
+    pub fn finish(&mut self, ticket: &Ticket, result: Result<Outcome, String>) -> bool {
         let Some(&i) = self.index.get(&ticket.key) else {
             return false;
         };
@@ -164,7 +159,7 @@ impl RunState {
         }
         e.phase = match result {
             Ok(outcome) => Phase::Done(outcome),
-            Err(reason) => Phase::Failed { at: now, reason },
+            Err(reason) => Phase::Failed { reason },
         };
         true
     }
@@ -332,7 +327,7 @@ mod tests {
     fn duplicate_after_success_is_refused() {
         let mut s = run();
         let t = s.begin(&k("e2e", "global"), false).unwrap();
-        assert!(s.finish(&t, Ok(Outcome::Result), Instant::now()));
+        assert!(s.finish(&t, Ok(Outcome::Result)));
         assert_eq!(s.begin(&k("e2e", "global"), false), Err(Refusal::Duplicate));
     }
 
@@ -347,12 +342,11 @@ mod tests {
     #[test]
     fn retry_after_failed_write_is_accepted() {
         let mut s = run();
-        let now = Instant::now();
         let t = s.begin(&k("e2e", "global"), false).unwrap();
-        s.finish(&t, Err("disk full".into()), now);
+        s.finish(&t, Err("disk full".into()));
         assert!(!s.is_complete());
         let t2 = s.begin(&k("e2e", "global"), false).unwrap();
-        assert!(s.finish(&t2, Ok(Outcome::Result), now));
+        assert!(s.finish(&t2, Ok(Outcome::Result)));
         assert_eq!(
             s.phase_of(&k("e2e", "global")),
             Some(&Phase::Done(Outcome::Result))
@@ -363,17 +357,17 @@ mod tests {
     fn stale_ticket_is_ignored() {
         let mut s = run();
         let t = s.begin(&k("e2e", "global"), false).unwrap();
-        s.finish(&t, Err("x".into()), Instant::now());
+        s.finish(&t, Err("x".into()));
         let t2 = s.begin(&k("e2e", "global"), false).unwrap();
-        assert!(!s.finish(&t, Ok(Outcome::Result), Instant::now()));
-        assert!(s.finish(&t2, Ok(Outcome::Result), Instant::now()));
+        assert!(!s.finish(&t, Ok(Outcome::Result)));
+        assert!(s.finish(&t2, Ok(Outcome::Result)));
     }
 
     #[test]
     fn internal_error_first_makes_the_upload_a_duplicate() {
         let mut s = run();
         let t = s.begin(&k("e2e", "global"), true).unwrap();
-        s.finish(&t, Ok(Outcome::Error("foo".into())), Instant::now());
+        s.finish(&t, Ok(Outcome::Error("foo".into())));
         assert_eq!(s.begin(&k("e2e", "global"), false), Err(Refusal::Duplicate));
         assert_eq!(s.status().plugins.unwrap()[2].status, "failed");
     }
@@ -382,7 +376,7 @@ mod tests {
     fn upload_first_makes_the_internal_error_a_duplicate() {
         let mut s = run();
         let t = s.begin(&k("e2e", "global"), false).unwrap();
-        s.finish(&t, Ok(Outcome::Result), Instant::now());
+        s.finish(&t, Ok(Outcome::Result));
         assert_eq!(s.begin(&k("e2e", "global"), true), Err(Refusal::Duplicate));
     }
 
@@ -390,7 +384,7 @@ mod tests {
     fn a_failed_upload_never_makes_an_error_result_due() {
         let mut s = run();
         let t = s.begin(&k("e2e", "global"), false).unwrap();
-        s.finish(&t, Err("not gzip".into()), Instant::now());
+        s.finish(&t, Err("not gzip".into()));
         assert!(s.due_errors().is_empty());
         assert_eq!(s.check(&k("e2e", "global")), Ok(()));
         assert!(run().due_errors().is_empty());
@@ -399,9 +393,8 @@ mod tests {
     #[test]
     fn timeout_makes_missing_and_failed_keys_due_but_not_receiving_ones() {
         let mut s = run();
-        let now = Instant::now();
         let t = s.begin(&k("systemd_logs", "node1"), false).unwrap();
-        s.finish(&t, Err("x".into()), now);
+        s.finish(&t, Err("x".into()));
         let _receiving = s.begin(&k("systemd_logs", "node2"), false).unwrap();
         s.mark_timed_out();
         let due: Vec<String> = s
@@ -418,13 +411,13 @@ mod tests {
         let mut s = run();
         for key in [k("systemd_logs", "node1"), k("systemd_logs", "node2")] {
             let t = s.begin(&key, false).unwrap();
-            s.finish(&t, Ok(Outcome::Result), Instant::now());
+            s.finish(&t, Ok(Outcome::Result));
         }
         assert!(s.plugin_done("systemd_logs"));
         assert!(!s.plugin_done("e2e"));
         assert!(!s.is_complete());
         let t = s.begin(&k("e2e", "global"), true).unwrap();
-        s.finish(&t, Ok(Outcome::Error("timeout".into())), Instant::now());
+        s.finish(&t, Ok(Outcome::Error("timeout".into())));
         assert!(s.is_complete());
         assert!(RunState::new([]).is_complete());
     }
@@ -449,7 +442,7 @@ mod tests {
         upd.completed = 5;
         s.record_progress(&k("e2e", "global"), upd).unwrap();
         let t = s.begin(&k("e2e", "global"), false).unwrap();
-        s.finish(&t, Ok(Outcome::Result), Instant::now());
+        s.finish(&t, Ok(Outcome::Result));
         let st = s.status();
         let e2e = &st.plugins.as_ref().unwrap()[2];
         assert_eq!(
@@ -461,7 +454,7 @@ mod tests {
         );
         for key in [k("systemd_logs", "node1"), k("systemd_logs", "node2")] {
             let t = s.begin(&key, true).unwrap();
-            s.finish(&t, Ok(Outcome::Error("pod failed".into())), Instant::now());
+            s.finish(&t, Ok(Outcome::Error("pod failed".into())));
         }
         // v0.57: failed plugins never make the run `failed`; they keep it `running` until the
         // aggregator itself moves on to post-processing.
