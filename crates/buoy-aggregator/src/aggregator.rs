@@ -526,10 +526,15 @@ impl Aggregator {
     /// Marks a run that an earlier aggregator already sealed as complete, without touching
     /// its directory or its tarball: the per-entry results are read back from the run
     /// directory, and the recorded tar-info (and so the SHA-256) is served as it was.
-    pub async fn restore_sealed(&self, specs: Vec<PluginSpec>, info: TarInfo) -> Vec<PluginReport> {
+    pub async fn restore_sealed(&self, specs: Vec<PluginSpec>, info: TarInfo) -> Sealed {
         let reports = self.process_results(specs, false).await;
-        self.set_run_phase(RunPhase::Complete(info));
-        reports
+        let tarball = self.output_dir().join(&info.name);
+        self.set_run_phase(RunPhase::Complete(info.clone()));
+        Sealed {
+            tarball,
+            tar_info: info,
+            reports,
+        }
     }
 
     /// Post-processing proper; `write` says whether `sonobuoy_results.yaml` files are written.

@@ -238,13 +238,11 @@ impl RunHandle {
         let names: Vec<&str> = self.cfg.plugins.iter().map(|p| p.name.as_str()).collect();
         let info = serde_json::json!({ "plugins": names });
         let name = crate::seal::tarball_name(self.started, &self.cfg.uuid);
-        let (tarball, tar_info, reports) = match self.sealed.clone() {
+        let sealed = match self.sealed.clone() {
             Some(info) => {
-                let reports = self
-                    .agg
-                    .restore_sealed(self.cfg.plugins.clone(), info.clone())
-                    .await;
-                (self.cfg.output_dir.join(&info.name), info, reports)
+                self.agg
+                    .restore_sealed(self.cfg.plugins.clone(), info)
+                    .await
             }
             None => {
                 let sealed = self
@@ -257,7 +255,7 @@ impl RunHandle {
                     tracing::warn!(error = %e, "cannot record the sealed tarball; a restart would seal again");
                 }
                 tracing::info!(tarball = %sealed.tarball.display(), sha256 = %sealed.tar_info.sha256, "results sealed");
-                (sealed.tarball, sealed.tar_info, sealed.reports)
+                sealed
             }
         };
         let _ = std::fs::remove_dir_all(&self.staging);
@@ -269,11 +267,11 @@ impl RunHandle {
         }
         self.stop_server().await;
         Ok(Finished {
-            tarball,
-            tar_info,
+            tarball: sealed.tarball,
+            tar_info: sealed.tar_info,
             status,
             run_dir,
-            reports,
+            reports: sealed.reports,
         })
     }
 }
