@@ -377,18 +377,21 @@ fn extract_tar<R: Read>(
                     last_dir = Some(parent);
                 }
                 let p = join(dest, &comps);
-                if fs::symlink_metadata(&p).is_ok() {
-                    return Err(ExtractError::Refused(format!(
-                        "tar entry {shown_name} appears twice, or is a file where a directory was"
-                    )));
-                }
                 let executable = entry
                     .header()
                     .mode()
                     .map(|m| m & 0o111 != 0)
                     .unwrap_or(false);
-                let mut f = open_new_file(&p, executable)
-                    .map_err(|e| our_or_their(e, &shown_name, "cannot create"))?;
+                // The open creates only a new name, so an existing one is refused here.
+                let mut f = open_new_file(&p, executable).map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        ExtractError::Refused(format!(
+                            "tar entry {shown_name} appears twice, or is a file where a directory was"
+                        ))
+                    } else {
+                        our_or_their(e, &shown_name, "cannot create")
+                    }
+                })?;
                 let written = copy_into(&mut entry, &mut f, meter, malformed)?;
                 if written != size {
                     return Err(ExtractError::Refused(format!(
@@ -458,18 +461,14 @@ fn mtime_of(secs: u64) -> Option<SystemTime> {
 /// A file-system error caused by the shape of a client's name is theirs (400), not ours.
 fn our_or_their(e: io::Error, shown_name: &str, what: &str) -> ExtractError {
     match e.raw_os_error() {
-        Some(code) if code == nix_enametoolong() => ExtractError::Refused(format!(
-            "tar entry {shown_name}: name too long for the file system"
-        )),
+        Some(code) if code == nix::errno::Errno::ENAMETOOLONG as i32 => ExtractError::Refused(
+            format!("tar entry {shown_name}: name too long for the file system"),
+        ),
         _ => ExtractError::Io {
             context: format!("{what} {shown_name}"),
             source: e,
         },
     }
-}
-
-fn nix_enametoolong() -> i32 {
-    nix::errno::Errno::ENAMETOOLONG as i32
 }
 
 /// Creates `dest/comps...` one component at a time (no recursion, whatever the depth).
