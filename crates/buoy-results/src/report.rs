@@ -225,41 +225,45 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
     let node = query.node.as_deref().unwrap_or("");
     let mut errors = Vec::new();
     let mut notes = Vec::new();
-    // Each plugin in order: its (sub)tree, or why it has none (`None`: left out).
-    let mut shown: Vec<(String, Option<Result<Item, String>>)> = Vec::new();
+    // Each plugin in order: its (sub)tree, or why it has none.
+    let mut found: Vec<(String, Result<Item, String>)> = Vec::new();
     for p in &plugins {
-        let entry = match archive.results(p) {
+        match archive.results(p) {
             Ok(root) => match root.find(node) {
-                Some(i) => Some(Ok(i.clone())),
+                Some(i) => found.push((p.clone(), Ok(i.clone()))),
                 None => {
-                    errors.push(format!("plugin {p}: node named {node:?} not found"));
+                    let e = format!("plugin {p}: node named {node:?} not found");
+                    errors.push(e.clone());
                     // With no plugin named, a plugin without the item is only left out.
-                    query.plugin.as_ref().map(|_| Err(String::new()))
+                    if query.plugin.is_some() {
+                        found.push((p.clone(), Err(e)));
+                    }
                 }
             },
             Err(e) => {
                 errors.push(e.clone());
-                Some(Err(e))
+                found.push((p.clone(), Err(e)));
             }
-        };
-        shown.push((p.clone(), entry));
+        }
     }
-    let trees: Vec<(String, Item)> = shown
+    let tree_of = |p: &str| {
+        found
+            .iter()
+            .find(|(q, _)| q == p)
+            .and_then(|(_, t)| t.as_ref().ok())
+    };
+    let reports: Vec<PluginReport> = found
         .iter()
-        .filter_map(|(p, t)| Some((p.clone(), t.as_ref()?.as_ref().ok()?.clone())))
-        .collect();
-    let reports: Vec<PluginReport> = shown
-        .iter()
-        .filter_map(|(p, t)| match t.as_ref()? {
-            Ok(i) => Some(PluginReport::from_item(p, i)),
-            Err(e) => Some(PluginReport::unreadable(p, e.clone())),
+        .map(|(p, t)| match t {
+            Ok(i) => PluginReport::from_item(p, i),
+            Err(e) => PluginReport::unreadable(p, e.clone()),
         })
         .collect();
     let passed = !reports.is_empty() && reports.iter().all(PluginReport::passed);
     match (query.mode, query.format) {
         (Mode::Report, Format::Json | Format::Yaml) => write_reports(&reports, query.format, out)?,
         (Mode::Dump, Format::Json | Format::Yaml) => {
-            let items: Vec<&Item> = trees.iter().map(|(_, t)| t).collect();
+            let items: Vec<&Item> = found.iter().filter_map(|(_, t)| t.as_ref().ok()).collect();
             if query.format == Format::Json {
                 serde_json::to_writer_pretty(&mut *out, &items).map_err(io::Error::other)?;
                 writeln!(out)?;
@@ -275,7 +279,7 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
             let with_health = query.plugin.is_none();
             let sections = plugins.len() + usize::from(with_health);
             for (i, p) in plugins.iter().enumerate() {
-                let tree = trees.iter().find(|(q, _)| q == p).map(|(_, t)| t);
+                let tree = tree_of(p);
                 match query.mode {
                     // Sonobuoy copies the file as stored and ignores -n.
                     Mode::Dump => match archive.raw_results(p) {
