@@ -44,22 +44,6 @@ pub struct Publisher {
     limit: usize,
 }
 
-/// Below this limit only the minimal status (overall status and tar-info) is published.
-const MINIMAL_BELOW: usize = 1024;
-
-fn encode(status: &Status, limit: usize, min_detail: Detail) -> (String, Detail) {
-    if limit < MINIMAL_BELOW {
-        let minimal = Status {
-            plugins: None,
-            status: status.status.clone(),
-            tar_info: status.tar_info.clone(),
-        };
-        let json = serde_json::to_string(&minimal).expect("a status always encodes");
-        return (json, Detail::Truncated);
-    }
-    status.to_bounded_json(limit, min_detail)
-}
-
 impl Publisher {
     pub fn new(api: KubeApi, opts: PublishOptions) -> Self {
         let limit = opts.limit;
@@ -75,7 +59,7 @@ impl Publisher {
     /// Writes `status` if it differs from the last one written. Errors are logged: a missed
     /// update is retried on the next tick, never fatal to the run.
     pub async fn publish(&mut self, status: &Status) -> bool {
-        let (json, detail) = encode(status, self.limit, self.min_detail);
+        let (json, detail) = status.to_bounded_json(self.limit, self.min_detail);
         if self.last.as_deref() == Some(json.as_str()) {
             return true;
         }
@@ -97,6 +81,8 @@ impl Publisher {
             Err(PatchError::TooLong(msg)) => {
                 tracing::warn!(message = %msg, "the API server refused the status as too long; publishing a smaller form from now on");
                 self.min_detail = Detail::Summary;
+                // The smallest form there is: the overall status and tar-info alone.
+                let (minimal, _) = status.to_bounded_json(0, Detail::Summary);
                 loop {
                     // The pod's other annotations may leave little room: keep shrinking until
                     // the minimal form, which carries what `sonobuoy status` needs to finish.
@@ -105,13 +91,13 @@ impl Publisher {
                     } else {
                         self.limit / 4
                     };
-                    let (json, _) = encode(status, self.limit, self.min_detail);
+                    let (json, _) = status.to_bounded_json(self.limit, self.min_detail);
                     match self.api.patch_status(&pod, &json).await {
                         Ok(()) => {
                             self.last = Some(json);
                             return true;
                         }
-                        Err(PatchError::TooLong(_)) if self.limit >= MINIMAL_BELOW => {
+                        Err(PatchError::TooLong(_)) if json != minimal => {
                             tracing::warn!(
                                 limit = self.limit,
                                 "still too long; shrinking the status further"

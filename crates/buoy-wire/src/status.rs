@@ -205,8 +205,9 @@ impl Status {
             }
         }
         let rows: Vec<&PluginStatus> = self.plugins.iter().flatten().collect();
+        // No row left is the minimal form: the overall status and tar-info alone.
         let with_rows = |plugins: Vec<PluginStatus>| Status {
-            plugins: Some(plugins),
+            plugins: (!plugins.is_empty()).then_some(plugins),
             status: self.status.clone(),
             tar_info: self.tar_info.clone(),
         };
