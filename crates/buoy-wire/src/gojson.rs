@@ -56,11 +56,8 @@ impl GoObject {
     pub fn canonical(&self, fields: &[&str]) -> Map<String, Value> {
         let mut out = Map::new();
         for (k, v) in &self.0 {
-            let Some(field) = fields
-                .iter()
-                .find(|f| k == *f)
-                .or_else(|| fields.iter().find(|f| key_matches(k, f)))
-            else {
+            // Field names never fold to one another, so the first match is the only one.
+            let Some(field) = fields.iter().find(|f| key_matches(k, f)) else {
                 continue;
             };
             if !v.is_null() {
