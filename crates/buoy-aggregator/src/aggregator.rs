@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use buoy_results::{Item, PluginReport, PluginSpec};
+use buoy_wire::overview::{NodePage, Overview, ResultSummary, NAMED_ERRORS};
 use buoy_wire::{ProgressInput, ResultKey, Status, TarInfo};
 use futures_util::Stream;
 use tokio::sync::{watch, Semaphore};
@@ -20,6 +21,7 @@ use crate::body::{BodyFailure, BodyGuards, GuardedBody};
 use crate::budget::{DiskBudget, FreeSpaceProbe};
 use crate::error::AggError;
 use crate::extract::{self, ExtractError, Limits};
+use crate::metrics::Metrics;
 use crate::state::{Outcome, Refusal, RunPhase, RunState, Ticket};
 use crate::store::Store;
 
@@ -84,6 +86,9 @@ pub struct Aggregator {
     /// Uploads waiting for a slot right now; while any do, slow bodies lose theirs.
     slot_waiters: Arc<AtomicUsize>,
     budget: Arc<DiskBudget>,
+    metrics: Arc<Metrics>,
+    /// Each plugin's post-processed summary, once post-processing ran.
+    summaries: Mutex<Vec<(String, ResultSummary)>>,
 }
 
 /// Counts one upload as waiting for a slot while it lives.
@@ -174,6 +179,8 @@ impl Aggregator {
             upload_slots: Semaphore::new(opts.max_concurrent_uploads.max(1)),
             slot_waiters: Arc::new(AtomicUsize::new(0)),
             budget: Arc::new(budget),
+            metrics: Arc::new(Metrics::new()),
+            summaries: Mutex::new(Vec::new()),
             opts,
             changed,
         }))
@@ -206,6 +213,39 @@ impl Aggregator {
 
     pub fn status(&self) -> Status {
         self.lock().status()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The run at a glance: per-plugin counts, error reasons and, once post-processed, each
+    /// plugin's results summary.
+    pub fn overview(&self) -> Overview {
+        let (builder, (status, tarball)) = self.inspect(|s| (s.overview(), s.overall()));
+        let mut builder = builder;
+        let summaries = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
+        for (plugin, summary) in summaries.iter() {
+            builder.set_results(plugin, summary.clone());
+        }
+        builder.build(status, tarball)
+    }
+
+    /// One page of `plugin`'s nodes, optionally only those in `state`.
+    pub fn node_page(
+        &self,
+        plugin: &str,
+        state: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> NodePage {
+        self.inspect(|s| s.node_page(plugin, state, offset, limit))
+    }
+
+    /// The Prometheus exposition of this run's metrics.
+    pub fn metrics_text(&self) -> String {
+        let (builder, (status, _)) = self.inspect(|s| (s.overview(), s.overall()));
+        self.metrics.render(&builder.build(status, None))
     }
 
     /// Runs `f` on the state (read-only) under the lock.
@@ -435,6 +475,7 @@ impl Aggregator {
         self.lock()
             .record_progress(key, update)
             .map_err(|_| AggError::ProgressUnexpected(key.clone()))?;
+        self.metrics.progress_update(&key.plugin);
         self.notify();
         Ok(())
     }
@@ -580,11 +621,16 @@ impl Aggregator {
                 s.set_result(&key, status, counts);
             }
         }
-        self.notify();
-        trees
+        let reports: Vec<PluginReport> = trees
             .iter()
             .map(|(p, t)| PluginReport::from_item(p, t))
-            .collect()
+            .collect();
+        *self.summaries.lock().unwrap_or_else(|p| p.into_inner()) = reports
+            .iter()
+            .map(|r| (r.plugin.clone(), summary_of(r)))
+            .collect();
+        self.notify();
+        reports
     }
 
     /// Post-processes the results (status `post-processing` meanwhile), writes
@@ -633,6 +679,28 @@ impl Aggregator {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// A plugin's report as the overview carries it: counts and a bounded list of failed tests.
+fn summary_of(r: &PluginReport) -> ResultSummary {
+    ResultSummary {
+        status: r.status.clone(),
+        total: r.total,
+        passed: r.passed,
+        failed: r.failed,
+        skipped: r.skipped,
+        failed_tests: r
+            .failed_tests
+            .iter()
+            .take(NAMED_ERRORS)
+            .map(|t| match &t.node {
+                Some(n) => format!("{n}: {}", t.name),
+                None => t.name.clone(),
+            })
+            .collect(),
+        failed_tests_total: r.failed_tests.len() as u64,
+        error: r.error.clone(),
     }
 }
 

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use buoy_wire::key::is_valid_name;
+use buoy_wire::overview::{NodePage, Overview, MAX_NODE_PAGE};
 use buoy_wire::ResultKey;
+use futures_util::TryStreamExt;
 use tower::ServiceExt;
 
 use crate::aggregator::Aggregator;
@@ -55,39 +57,49 @@ fn text(status: StatusCode, body: String) -> Response {
     r
 }
 
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound | ApiError::TarballNotReady(_) => StatusCode::NOT_FOUND,
+            ApiError::ProgressTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Agg(e) => match e {
+                AggError::Unexpected(_)
+                | AggError::ProgressUnexpected(_)
+                | AggError::WrongIdentity { .. } => StatusCode::FORBIDDEN,
+                AggError::Duplicate(_) | AggError::InFlight(_) => StatusCode::CONFLICT,
+                AggError::BadProgress(_) | AggError::Refused { .. } => StatusCode::BAD_REQUEST,
+                AggError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                AggError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+                AggError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+                AggError::Busy { .. } | AggError::ShuttingDown | AggError::Interrupted => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                AggError::Internal { .. } | AggError::Io { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let e = match self {
-            ApiError::NotFound => {
-                return text(StatusCode::NOT_FOUND, "404 page not found\n".into())
-            }
-            ApiError::TarballNotReady(status) => {
+            ApiError::NotFound => return text(status, "404 page not found\n".into()),
+            ApiError::TarballNotReady(run) => {
                 return text(
-                    StatusCode::NOT_FOUND,
-                    format!("the tarball is not ready: the run is {status}\n"),
+                    status,
+                    format!("the tarball is not ready: the run is {run}\n"),
                 )
             }
             ApiError::ProgressTooLarge => {
                 return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+                    status,
                     format!("progress update exceeds {MAX_PROGRESS_BYTES} bytes\n"),
                 )
             }
             ApiError::Agg(e) => e,
-        };
-        let status = match &e {
-            AggError::Unexpected(_)
-            | AggError::ProgressUnexpected(_)
-            | AggError::WrongIdentity { .. } => StatusCode::FORBIDDEN,
-            AggError::Duplicate(_) | AggError::InFlight(_) => StatusCode::CONFLICT,
-            AggError::BadProgress(_) | AggError::Refused { .. } => StatusCode::BAD_REQUEST,
-            AggError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AggError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            AggError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            AggError::Busy { .. } | AggError::ShuttingDown | AggError::Interrupted => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            AggError::Internal { .. } | AggError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %e, "request failed");
@@ -123,14 +135,35 @@ async fn put_result(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    let started = std::time::Instant::now();
+    let answer = receive(&agg, peer, key, headers, body).await;
+    let code = match &answer {
+        Ok(()) => StatusCode::OK,
+        Err(e) => e.status(),
+    };
+    agg.metrics()
+        .upload_answered(code.as_u16(), started.elapsed().as_secs_f64());
+    answer.map(|()| StatusCode::OK)
+}
+
+async fn receive(
+    agg: &Arc<Aggregator>,
+    peer: Option<Extension<PeerIdentity>>,
+    key: ResultKey,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(), ApiError> {
     let ids = peer.as_ref().and_then(|Extension(p)| p.0.clone());
     agg.authorize(&key.plugin, ids.as_deref().map(Vec::as_slice))?;
     let ct = header_str(&headers, header::CONTENT_TYPE);
     let cd = header_str(&headers, header::CONTENT_DISPOSITION);
     let len = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    agg.upload(key, ct, cd, len, body.into_data_stream())
-        .await?;
-    Ok(StatusCode::OK)
+    let metrics = agg.metrics().clone();
+    let counted = body
+        .into_data_stream()
+        .inspect_ok(move |chunk| metrics.body_bytes(chunk.len() as u64));
+    agg.upload(key, ct, cd, len, counted).await?;
+    Ok(())
 }
 
 async fn put_by_node(
@@ -241,10 +274,56 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+async fn overview(State(agg): State<Arc<Aggregator>>) -> Json<Overview> {
+    Json(agg.overview())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct NodeQuery {
+    plugin: String,
+    state: Option<String>,
+    #[serde(default)]
+    offset: u64,
+    limit: Option<u64>,
+}
+
+async fn nodes(State(agg): State<Arc<Aggregator>>, Query(q): Query<NodeQuery>) -> Json<NodePage> {
+    let state = q.state.as_deref().filter(|s| !s.is_empty());
+    Json(agg.node_page(&q.plugin, state, q.offset, q.limit.unwrap_or(MAX_NODE_PAGE)))
+}
+
+async fn metrics(State(agg): State<Arc<Aggregator>>) -> Response {
+    let mut r = agg.metrics_text().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    r
+}
+
+/// What only reads the run: the status page and its assets, status, overview, node pages,
+/// metrics and the tarball. A view listener (`--view-bind`) serves these alone.
+fn read_routes() -> Router<Arc<Aggregator>> {
+    use buoy_wire::routes::*;
+    Router::new()
+        .route("/", get(crate::page::index))
+        .route(&format!("{PAGE_ASSETS}/{{file}}"), get(crate::page::asset))
+        .route(STATUS, get(status))
+        .route(OVERVIEW, get(overview))
+        .route(NODES, get(nodes))
+        .route(METRICS, get(metrics))
+        .route(TARBALL, get(tarball))
+}
+
+/// The read-only routes alone, for a listener that must never accept results.
+pub fn view_router(agg: Arc<Aggregator>) -> Router {
+    read_routes().fallback(not_found).with_state(agg)
+}
+
 /// The aggregator's routes.
 pub fn router(agg: Arc<Aggregator>) -> Router {
     use buoy_wire::routes::*;
-    Router::new()
+    read_routes()
         .route(
             &format!("{RESULTS_BY_NODE}/{{node}}/{{plugin}}"),
             put(put_by_node),
@@ -258,8 +337,6 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
             &format!("{PROGRESS_GLOBAL}/{{plugin}}"),
             post(progress_global),
         )
-        .route(STATUS, get(status))
-        .route(TARBALL, get(tarball))
         .fallback(not_found)
         .with_state(agg)
 }

@@ -12,6 +12,8 @@ pub mod body;
 pub mod budget;
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod page;
 pub mod run;
 pub mod seal;
 pub mod server;

@@ -11,6 +11,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use buoy_wire::overview::{
+    NodePage, NodeRow, OverviewBuilder, ProgressSummary, Row, MAX_NODE_PAGE,
+};
 use buoy_wire::status::{self, PluginStatus, Status, TarInfo};
 use buoy_wire::{ProgressUpdate, ResultKey};
 
@@ -252,6 +255,95 @@ impl RunState {
         c
     }
 
+    /// Per-plugin counts, newest progress and error reasons, without the per-node rows.
+    pub fn overview(&self) -> OverviewBuilder {
+        let mut b = OverviewBuilder::default();
+        for e in &self.entries {
+            b.add(Row {
+                plugin: &e.key.plugin,
+                node: &e.key.node,
+                status: Self::word(&e.phase),
+                weight: 1,
+                progress: e.progress.as_ref(),
+                error: Self::error_of(&e.phase),
+            });
+        }
+        b
+    }
+
+    /// The overall status word of the status document.
+    pub fn overall(&self) -> (String, Option<TarInfo>) {
+        match &self.phase {
+            RunPhase::Complete(t) => (status::COMPLETE.to_string(), Some(t.clone())),
+            RunPhase::PostProcessing => (status::POST_PROCESSING.to_string(), None),
+            RunPhase::Running => {
+                let words = self.entries.iter().map(|e| Self::word(&e.phase));
+                let word = status::overall_status(words).unwrap_or(status::RUNNING);
+                (word.to_string(), None)
+            }
+        }
+    }
+
+    /// An error result's text, or the reason the last upload of an open key failed (`true`).
+    fn error_of(phase: &Phase) -> Option<(&str, bool)> {
+        match phase {
+            Phase::Done(Outcome::Error(m)) => Some((m, false)),
+            Phase::Failed { reason } => Some((reason, true)),
+            _ => None,
+        }
+    }
+
+    /// A key's status-document word.
+    fn word(phase: &Phase) -> &'static str {
+        match phase {
+            Phase::Done(Outcome::Result) => status::COMPLETE,
+            Phase::Done(Outcome::Error(_)) => status::FAILED,
+            _ => status::RUNNING,
+        }
+    }
+
+    /// One page of `plugin`'s keys in status order, those in `state` only when it is given
+    /// (`running`, `complete` or `failed`).
+    pub fn node_page(
+        &self,
+        plugin: &str,
+        state: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> NodePage {
+        let mut page = NodePage {
+            plugin: plugin.to_string(),
+            offset,
+            ..Default::default()
+        };
+        let limit = limit.min(MAX_NODE_PAGE);
+        for e in self.entries.iter().filter(|e| e.key.plugin == plugin) {
+            let st = Self::word(&e.phase);
+            if state.is_some_and(|s| s != st) {
+                continue;
+            }
+            page.total += 1;
+            if page.total <= offset || page.nodes.len() as u64 >= limit {
+                continue;
+            }
+            page.nodes.push(NodeRow {
+                node: e.key.node.clone(),
+                status: st.to_string(),
+                result_status: e.result.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+                progress: e.progress.as_ref().map(|p| ProgressSummary {
+                    completed: p.completed,
+                    total: p.total,
+                    failures: p.failures.len() as u64,
+                    msg: p.msg.clone(),
+                    node: e.key.node.clone(),
+                    timestamp: p.timestamp.clone(),
+                }),
+                error: Self::error_of(&e.phase).map(|(m, _)| m.to_string()),
+            });
+        }
+        page
+    }
+
     /// The status document for the run as it stands.
     pub fn status(&self) -> Status {
         let plugins: Vec<PluginStatus> = self
@@ -260,27 +352,14 @@ impl RunState {
             .map(|e| PluginStatus {
                 plugin: e.key.plugin.clone(),
                 node: e.key.node.clone(),
-                status: match &e.phase {
-                    Phase::Done(Outcome::Result) => status::COMPLETE,
-                    Phase::Done(Outcome::Error(_)) => status::FAILED,
-                    _ => status::RUNNING,
-                }
-                .to_string(),
+                status: Self::word(&e.phase).to_string(),
                 result_status: e.result.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
                 result_counts: e.result.as_ref().map(|r| r.1.clone()),
                 progress: e.progress.as_ref().map(ProgressUpdate::for_status),
             })
             .collect();
-        let (overall, tar_info) = match &self.phase {
-            RunPhase::Complete(t) => (status::COMPLETE.to_string(), t.clone()),
-            RunPhase::PostProcessing => (status::POST_PROCESSING.to_string(), TarInfo::default()),
-            RunPhase::Running => (
-                status::overall_status(plugins.iter().map(|p| p.status.as_str()))
-                    .unwrap_or(status::RUNNING)
-                    .to_string(),
-                TarInfo::default(),
-            ),
-        };
+        let (overall, tar_info) = self.overall();
+        let tar_info = tar_info.unwrap_or_default();
         Status {
             plugins: if plugins.is_empty() {
                 None

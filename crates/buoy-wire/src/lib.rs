@@ -9,6 +9,7 @@ pub mod disposition;
 pub mod gojson;
 pub mod key;
 pub mod manifest;
+pub mod overview;
 pub mod progress;
 pub mod routes;
 pub mod status;

@@ -7,6 +7,13 @@ pub const PROGRESS_GLOBAL: &str = "/api/v1/progress/global";
 pub const STATUS: &str = "/api/v1/status";
 /// The sealed tarball (Buoy only): `Range` requests, SHA-256 in [`TARBALL_SHA256_HEADER`].
 pub const TARBALL: &str = "/api/v1/tarball";
+/// The run at a glance, and one page of a plugin's nodes (Buoy only; see `overview`).
+pub const OVERVIEW: &str = "/api/v1/overview";
+pub const NODES: &str = "/api/v1/nodes";
+/// Prometheus metrics (Buoy only).
+pub const METRICS: &str = "/metrics";
+/// The status page's scripts and styles (the page itself is `/`).
+pub const PAGE_ASSETS: &str = "/ui";
 pub const TARBALL_SHA256_HEADER: &str = "x-buoy-tarball-sha256";
 
 /// The content type that makes the aggregator extract a gzipped tarball (exact match).
