@@ -24,4 +24,4 @@ pub use aggregator::{Aggregator, Options};
 pub use error::AggError;
 pub use extract::Limits;
 pub use run::{Finished, RunConfig, RunHandle};
-pub use server::ServerOptions;
+pub use server::{ServerOptions, ViewServer};

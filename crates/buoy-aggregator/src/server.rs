@@ -145,3 +145,63 @@ where
     }
     Ok(())
 }
+
+/// A plain-HTTP listener that serves only what reads the run (the status page, status,
+/// overview, node pages, metrics, the tarball) and never accepts a result: for a browser on a
+/// host or behind `kubectl port-forward`, where the mTLS listener would ask for a client
+/// certificate. It may outlive the run's own server (`buoy run --serve-after`); dropped, it
+/// stops accepting and drains on its own.
+pub struct ViewServer {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl ViewServer {
+    pub fn start(
+        listener: TcpListener,
+        agg: Arc<crate::Aggregator>,
+        opts: ServerOptions,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let router = crate::api::view_router(agg);
+        let task = tokio::spawn(async move {
+            serve(listener, None, router, opts, async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await
+        });
+        tracing::info!(%addr, "status page listening");
+        Ok(Self {
+            addr,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The status page's address, for people.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Stops accepting and waits for open connections to drain.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            if let Ok(Err(e)) = task.await {
+                tracing::warn!(error = %e, "the status page server ended with an error");
+            }
+        }
+    }
+}
+
+impl Drop for ViewServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -28,6 +28,8 @@ pub struct ClusterOptions {
     pub no_exit: bool,
     /// A listener already bound (tests); otherwise the config's bind address is used.
     pub listener: Option<TcpListener>,
+    /// Where to serve the read-only status page over plain HTTP as well (`--status-page`).
+    pub view_listener: Option<TcpListener>,
     pub monitor: MonitorOptions,
     pub publish: PublishOptions,
     pub aggregator: Options,
@@ -40,6 +42,7 @@ impl Default for ClusterOptions {
             output_dir: PathBuf::from(objects::SONOBUOY_DIR),
             no_exit: false,
             listener: None,
+            view_listener: None,
             monitor: MonitorOptions::default(),
             publish: PublishOptions::default(),
             aggregator: Options::default(),
@@ -167,6 +170,19 @@ pub async fn run(
     };
     let handle = RunHandle::start(listener, Some(Arc::new(pki.server_config()?)), run_cfg).await?;
     let agg = handle.aggregator().clone();
+    // Dropped when the run returns, whichever way: the page stops with the run.
+    let _view = match opts.view_listener {
+        Some(l) => {
+            let v = buoy_aggregator::ViewServer::start(l, agg.clone(), opts.server.clone())
+                .map_err(|source| KubeError::Io {
+                    context: "cannot serve the status page".into(),
+                    source,
+                })?;
+            tracing::info!(url = %v.url(), "status page");
+            Some(v)
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let publisher_task = tokio::spawn(publisher.run(agg.clone(), stop_rx.clone()));
 

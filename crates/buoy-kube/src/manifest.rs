@@ -6,6 +6,10 @@
 
 use serde_json::{json, Value};
 
+/// The aggregator pod's plain-HTTP status page, on the pod's loopback only: reached with
+/// `kubectl -n sonobuoy port-forward pod/sonobuoy 8081`.
+pub const STATUS_PAGE_PORT: u16 = 8081;
+
 #[derive(Debug, Clone)]
 pub struct ManifestOptions {
     pub namespace: String,
@@ -102,7 +106,7 @@ pub fn objects(o: &ManifestOptions, plugin_names: &[String]) -> Vec<Value> {
                 "image": o.image,
                 "imagePullPolicy": o.image_pull_policy,
                 "command": ["/sonobuoy"],
-                "args": ["aggregator", "--no-exit", format!("--level={}", o.log_level), "-v=4", "--alsologtostderr"],
+                "args": ["aggregator", "--no-exit", format!("--status-page=127.0.0.1:{STATUS_PAGE_PORT}"), format!("--level={}", o.log_level), "-v=4", "--alsologtostderr"],
                 "env": [
                     {"name": "SONOBUOY_ADVERTISE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 ],

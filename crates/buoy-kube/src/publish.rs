@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use buoy_aggregator::metrics::Metrics;
 use buoy_aggregator::Aggregator;
 use buoy_wire::status::{Detail, ANNOTATION_LIMIT};
 use buoy_wire::Status;
@@ -42,6 +43,8 @@ pub struct Publisher {
     last: Option<String>,
     min_detail: Detail,
     limit: usize,
+    /// Where patches are counted (the aggregator's metrics, once `run` is given one).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Publisher {
@@ -53,6 +56,7 @@ impl Publisher {
             last: None,
             min_detail: Detail::Full,
             limit,
+            metrics: None,
         }
     }
 
@@ -73,7 +77,7 @@ impl Publisher {
                 return false;
             }
         };
-        match self.api.patch_status(&pod, &json).await {
+        match self.patch(&pod, &json).await {
             Ok(()) => {
                 self.last = Some(json);
                 true
@@ -92,7 +96,7 @@ impl Publisher {
                         self.limit / 4
                     };
                     let (json, _) = status.to_bounded_json(self.limit, self.min_detail);
-                    match self.api.patch_status(&pod, &json).await {
+                    match self.patch(&pod, &json).await {
                         Ok(()) => {
                             self.last = Some(json);
                             return true;
@@ -117,6 +121,21 @@ impl Publisher {
         }
     }
 
+    /// Counts this publisher's patches in `metrics` (by default, `run`'s aggregator's).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// One annotation patch, counted in the metrics.
+    async fn patch(&self, pod: &str, json: &str) -> Result<(), PatchError> {
+        let r = self.api.patch_status(pod, json).await;
+        if let Some(m) = &self.metrics {
+            m.status_patch(r.is_ok());
+        }
+        r
+    }
+
     fn gap(&self) -> Duration {
         let p = self.opts.period;
         p + p.mul_f64(rand::rng().random_range(0.0..1.2))
@@ -126,6 +145,9 @@ impl Publisher {
     /// is complete (one last patch) or `stop` is set (one last attempt). Returns itself, so a
     /// later publish remembers what was written and any fallback to the summary.
     pub async fn run(mut self, agg: Arc<Aggregator>, mut stop: watch::Receiver<bool>) -> Self {
+        if self.metrics.is_none() {
+            self.metrics = Some(agg.metrics().clone());
+        }
         loop {
             let status = agg.status();
             let complete = status.status == buoy_wire::status::COMPLETE;
@@ -181,7 +203,9 @@ mod tests {
     #[tokio::test]
     async fn a_too_long_refusal_falls_back_to_the_summary_and_updates_go_on() {
         let (client, mut server) = pair();
-        let mut p = Publisher::new(KubeApi::new(client, "sonobuoy"), PublishOptions::default());
+        let metrics = Arc::new(Metrics::new());
+        let mut p = Publisher::new(KubeApi::new(client, "sonobuoy"), PublishOptions::default())
+            .with_metrics(metrics.clone());
         let agg_pods = || {
             list(
                 "PodList",
@@ -242,6 +266,13 @@ mod tests {
         assert_eq!(s.plugins.unwrap().len(), 1);
         server.expect_silence(Duration::from_millis(200)).await;
         assert_eq!(within(task).await.unwrap(), (true, true, true));
+        let text = metrics.render(&Default::default());
+        for line in [
+            "buoy_status_patches_total{outcome=\"error\"} 1",
+            "buoy_status_patches_total{outcome=\"ok\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
     }
 
     /// The pod's other annotations left no room for even the 16 KiB summary: the final

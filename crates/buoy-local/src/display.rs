@@ -1,113 +1,169 @@
-//! Live progress of a local run: a line per plugin instance with its status and latest
-//! progress update, drawn as progress bars on a terminal or printed as plain lines otherwise.
+//! Live progress in the terminal, one bar per plugin (results received of expected, the
+//! plugin's test progress and its newest message), or a plain line per change when stderr is
+//! not a terminal or bars are turned off. `buoy run` and `buoy status --watch` both draw
+//! through [`PluginBars`] and [`plain_line`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use buoy_aggregator::Aggregator;
+use buoy_wire::overview::{Overview, PluginOverview};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-pub struct Display {
-    task: tokio::task::JoinHandle<()>,
-    bars: Option<(MultiProgress, Vec<ProgressBar>)>,
-}
-
-fn describe(p: &buoy_wire::PluginStatus) -> String {
-    let mut s = p.status.clone();
-    if let Some(pr) = &p.progress {
-        if pr.total > 0 {
-            s.push_str(&format!(" {}/{}", pr.completed, pr.total));
+/// What a plugin's bar or line says after its counts.
+fn describe(p: &PluginOverview) -> String {
+    let mut parts = Vec::new();
+    if p.remaining == 0 {
+        parts.push(if p.failed > 0 {
+            format!("✗ {} failed", p.failed)
+        } else {
+            "✓ complete".to_string()
+        });
+    } else if p.failed > 0 {
+        parts.push(format!("{} failed", p.failed));
+    }
+    if let Some(g) = &p.progress {
+        if g.total > 0 {
+            parts.push(format!("tests {}/{}", g.completed, g.total));
         }
-        if !pr.failures.is_empty() {
-            s.push_str(&format!(" ({} failing)", pr.failures.len()));
+        if g.failures > 0 {
+            parts.push(format!("{} failing", g.failures));
         }
-        if !pr.msg.is_empty() {
-            s.push_str(&format!(" {}", pr.msg));
+        if !g.msg.is_empty() {
+            parts.push(g.msg.clone());
         }
     }
-    s
+    parts.join(" · ")
+}
+
+/// One plain line for a plugin: `hello-e2e: 0/1 results · tests 2/4 · ran: x`.
+pub fn plain_line(p: &PluginOverview) -> String {
+    let d = describe(p);
+    let counts = format!(
+        "{}: {}/{} results",
+        p.plugin,
+        p.complete + p.failed,
+        p.expected
+    );
+    if d.is_empty() {
+        counts
+    } else {
+        format!("{counts} · {d}")
+    }
+}
+
+/// A bar per plugin on stderr, added as plugins first appear.
+pub struct PluginBars {
+    multi: MultiProgress,
+    style: ProgressStyle,
+    bars: Vec<(String, ProgressBar)>,
+}
+
+impl Default for PluginBars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PluginBars {
+    pub fn new() -> Self {
+        let style = ProgressStyle::with_template(
+            "{prefix:.bold} [{bar:24.green/blue}] {pos:>4}/{len:<4} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        Self {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            style,
+            bars: Vec::new(),
+        }
+    }
+
+    pub fn update(&mut self, o: &Overview) {
+        let width = o.plugins.iter().map(|p| p.plugin.len()).max().unwrap_or(0);
+        for p in &o.plugins {
+            let bar = match self.bars.iter().find(|(n, _)| *n == p.plugin) {
+                Some((_, b)) => b.clone(),
+                None => {
+                    let b = self.multi.add(ProgressBar::new(p.expected.max(1)));
+                    b.set_style(self.style.clone());
+                    self.bars.push((p.plugin.clone(), b.clone()));
+                    b
+                }
+            };
+            bar.set_prefix(format!("{:<width$}", p.plugin));
+            bar.set_length(p.expected.max(1));
+            bar.set_position(p.complete + p.failed);
+            bar.set_message(describe(p));
+        }
+    }
+
+    /// Leaves the bars drawn as they last were.
+    pub fn finish(&self) {
+        for (_, b) in &self.bars {
+            b.finish();
+        }
+    }
+}
+
+/// Prints, as `buoy: <line>`, each plugin whose line changed since the last call.
+#[derive(Default)]
+pub struct PlainLines {
+    last: HashMap<String, String>,
+}
+
+impl PlainLines {
+    pub fn update(&mut self, o: &Overview) {
+        for p in &o.plugins {
+            let line = plain_line(p);
+            if self.last.get(&p.plugin) != Some(&line) {
+                eprintln!("buoy: {line}");
+                self.last.insert(p.plugin.clone(), line);
+            }
+        }
+    }
+}
+
+/// Follows a local run's aggregator until stopped.
+pub struct Display {
+    task: tokio::task::JoinHandle<()>,
+    bars: Option<Arc<std::sync::Mutex<PluginBars>>>,
+    agg: Arc<Aggregator>,
 }
 
 impl Display {
     pub fn new(agg: &Arc<Aggregator>, live: bool) -> Self {
-        let status = agg.status();
-        let entries = status.plugins.unwrap_or_default();
         let mut rx = agg.subscribe();
-        let agg = agg.clone();
-        if live {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{prefix:.bold} [{bar:20.cyan/blue}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
-            let width = entries
-                .iter()
-                .map(|p| p.plugin.len() + p.node.len() + 1)
-                .max()
-                .unwrap_or(0);
-            let bars: Vec<ProgressBar> = entries
-                .iter()
-                .map(|p| {
-                    let b = multi.add(ProgressBar::new(1));
-                    b.set_style(style.clone());
-                    b.set_prefix(format!("{:<width$}", format!("{}/{}", p.plugin, p.node)));
-                    b.set_message("running");
-                    b
-                })
-                .collect();
-            let bars2 = bars.clone();
-            let task = tokio::spawn(async move {
-                loop {
-                    for (b, p) in bars2.iter().zip(agg.status().plugins.unwrap_or_default()) {
-                        let (done, total) = match &p.progress {
-                            Some(pr) if pr.total > 0 => {
-                                (pr.completed.max(0) as u64, pr.total as u64)
-                            }
-                            _ => (u64::from(p.status != "running"), 1),
-                        };
-                        b.set_length(total.max(1));
-                        b.set_position(if p.status == "running" {
-                            done
-                        } else {
-                            total.max(1)
-                        });
-                        b.set_message(describe(&p));
-                    }
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
+        let agg2 = agg.clone();
+        let bars = live.then(|| Arc::new(std::sync::Mutex::new(PluginBars::new())));
+        let bars2 = bars.clone();
+        let task = tokio::spawn(async move {
+            let mut lines = PlainLines::default();
+            loop {
+                let o = agg2.overview();
+                match &bars2 {
+                    Some(b) => b.lock().expect("bars").update(&o),
+                    None => lines.update(&o),
                 }
-            });
-            Self {
-                task,
-                bars: Some((multi, bars)),
+                if rx.changed().await.is_err() {
+                    return;
+                }
             }
-        } else {
-            let task = tokio::spawn(async move {
-                let mut last: HashMap<String, String> = HashMap::new();
-                loop {
-                    for p in agg.status().plugins.unwrap_or_default() {
-                        let key = format!("{}/{}", p.plugin, p.node);
-                        let line = describe(&p);
-                        if last.get(&key) != Some(&line) {
-                            eprintln!("buoy: {key}: {line}");
-                            last.insert(key, line);
-                        }
-                    }
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Self { task, bars: None }
+        });
+        Self {
+            task,
+            bars,
+            agg: agg.clone(),
         }
     }
 
+    /// Draws the final state once more and leaves it on screen.
     pub fn stop(self) {
         self.task.abort();
-        if let Some((_m, bars)) = self.bars {
-            for b in bars {
-                b.finish();
-            }
+        if let Some(b) = self.bars {
+            let mut b = b.lock().expect("bars");
+            b.update(&self.agg.overview());
+            b.finish();
         }
     }
 }

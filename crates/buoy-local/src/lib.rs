@@ -3,7 +3,7 @@
 //! plugin once per local node name), runs a real worker beside each one, and aggregates over
 //! real mTLS on 127.0.0.1 into a results tarball. No cluster, no images.
 
-mod display;
+pub mod display;
 mod instance;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +47,16 @@ pub struct LocalOptions {
     pub buoy_bin: Option<PathBuf>,
     /// Draw live progress bars (a terminal) or print a line per change.
     pub live: bool,
+    /// Serve the status page over plain HTTP here (loopback is the safe choice: it shows
+    /// the run to anyone who can connect, and offers the tarball).
+    pub view: Option<std::net::SocketAddr>,
+}
+
+/// A finished local run, and the status page's server if one was asked for: it is still
+/// serving, so a caller can keep it up after the run (`--serve-after`) and then stop it.
+pub struct LocalRun {
+    pub finished: Finished,
+    pub view: Option<buoy_aggregator::ViewServer>,
 }
 
 /// This host's name, the default node of a local run.
@@ -85,7 +95,7 @@ pub fn expected_keys(manifests: &[Manifest], nodes: &[String]) -> Vec<ResultKey>
 pub async fn run(
     opts: LocalOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<Finished, LocalError> {
+) -> Result<LocalRun, LocalError> {
     let manifests = manifest::load(&opts.manifests)?;
     for m in &manifests {
         check_runnable(m)?;
@@ -170,6 +180,20 @@ pub async fn run(
         }
     }
 
+    let view = match opts.view {
+        Some(addr) => {
+            let io = |source| LocalError::Io {
+                context: format!("cannot serve the status page on {addr}"),
+                source,
+            };
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+            let v = buoy_aggregator::ViewServer::start(l, agg.clone(), Default::default())
+                .map_err(io)?;
+            eprintln!("buoy: status page: {}", v.url());
+            Some(v)
+        }
+        None => None,
+    };
     let display = display::Display::new(&agg, opts.live);
     let tasks: Launched = Arc::new(std::sync::Mutex::new(Vec::new()));
     let launcher = launch_in_order(agg.clone(), manifests.clone(), instances, tasks.clone());
@@ -187,10 +211,18 @@ pub async fn run(
         let _ = t.await;
     }
     display.stop();
-    if res.is_ok() {
-        let _ = std::fs::remove_dir_all(&work);
+    match res {
+        Ok(finished) => {
+            let _ = std::fs::remove_dir_all(&work);
+            Ok(LocalRun { finished, view })
+        }
+        Err(e) => {
+            if let Some(v) = view {
+                v.stop().await;
+            }
+            Err(e.into())
+        }
     }
-    Ok(res?)
 }
 
 type Launched = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;

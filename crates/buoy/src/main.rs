@@ -145,9 +145,13 @@ struct StatusArgs {
     /// Print the status document as JSON.
     #[arg(long, conflicts_with = "show_all")]
     json: bool,
-    /// Refresh every few seconds until the run is complete.
+    /// Refresh every few seconds until the run is complete: a progress bar per plugin on a
+    /// terminal, the table again otherwise.
     #[arg(long)]
     watch: bool,
+    /// With --watch: no bars; print the table on each refresh, as when not on a terminal.
+    #[arg(short, long, requires = "watch")]
+    quiet: bool,
     /// Read `GET /api/v1/status` of a standalone aggregator instead of a cluster.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
@@ -207,6 +211,19 @@ struct RunArgs {
     /// Give up waiting after this many seconds (0 = never).
     #[arg(long, default_value_t = 3600)]
     timeout: u64,
+    /// Serve the live status page over plain HTTP on this address (port 0: any free port);
+    /// its URL is printed. Keep it on loopback: anyone who reaches it sees the run.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    status_page: SocketAddr,
+    /// Do not serve the status page.
+    #[arg(long, conflicts_with = "serve_after")]
+    no_status_page: bool,
+    /// After the run, keep serving the status page (and the tarball) until Ctrl-C.
+    #[arg(long)]
+    serve_after: bool,
+    /// No progress bars: print a plain line per change, as when stderr is not a terminal.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -237,6 +254,11 @@ struct AggregatorArgs {
     /// Keep serving after the tarball is written, until SIGTERM/SIGINT.
     #[arg(long)]
     no_exit: bool,
+    /// Also serve the status page and the read-only API (status, metrics, tarball) over plain
+    /// HTTP on this address, e.g. 127.0.0.1:8081 for `kubectl port-forward`; it never accepts
+    /// results. The mTLS listener serves the page too, to clients with a certificate.
+    #[arg(long, value_name = "ADDR")]
+    status_page: Option<SocketAddr>,
     /// Run ID (UUID) to use; an existing run directory with this ID is resumed.
     #[arg(long, value_name = "UUID")]
     run_id: Option<String>,
@@ -447,6 +469,19 @@ fn secs(s: u64) -> Option<Duration> {
     (s > 0).then(|| Duration::from_secs(s))
 }
 
+/// Serves the read-only status page on `addr` and says where.
+async fn start_view(
+    addr: SocketAddr,
+    agg: &Arc<buoy_aggregator::Aggregator>,
+) -> Result<buoy_aggregator::ViewServer> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve the status page on {addr}"))?;
+    let view = buoy_aggregator::ViewServer::start(listener, agg.clone(), ServerOptions::default())?;
+    eprintln!("buoy: status page: {}", view.url());
+    Ok(view)
+}
+
 async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
     use buoy_kube::config::{ClusterConfig, ProcessEnv};
     let cfg = ClusterConfig::load(&ProcessEnv)?;
@@ -460,9 +495,18 @@ async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
     );
     let client = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
     let api = buoy_kube::api::KubeApi::new(client, cfg.namespace.clone());
+    let view_listener = match args.status_page {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve the status page on {addr}"))?,
+        ),
+        None => None,
+    };
     let opts = buoy_kube::cluster::ClusterOptions {
         output_dir: args.output.clone(),
         no_exit: args.no_exit,
+        view_listener,
         aggregator: args.options(),
         ..Default::default()
     };
@@ -530,10 +574,15 @@ async fn aggregator(args: AggregatorArgs) -> Result<i32> {
         ),
     };
     let handle = RunHandle::start(listener, tls, cfg).await?;
-    let finished = handle
-        .finish(shutdown_signal(), args.no_exit)
-        .await
-        .context("the run did not finish")?;
+    let view = match args.status_page {
+        Some(addr) => Some(start_view(addr, handle.aggregator()).await?),
+        None => None,
+    };
+    let finished = handle.finish(shutdown_signal(), args.no_exit).await;
+    if let Some(v) = view {
+        v.stop().await;
+    }
+    let finished = finished.context("the run did not finish")?;
     print_reports(&finished.reports, &mut std::io::stderr().lock());
     println!("{}", finished.tarball.display());
     Ok(0)
@@ -644,7 +693,36 @@ async fn fetch_status(args: &StatusArgs) -> Result<buoy_wire::Status> {
     Ok(buoy_kube::status::read_status(&api).await?)
 }
 
+/// `buoy status --watch` on a terminal: a bar per plugin until the run is complete, then the
+/// final table.
+async fn watch_with_bars(args: &StatusArgs) -> Result<i32> {
+    let mut bars = buoy_local::display::PluginBars::new();
+    loop {
+        let s = fetch_status(args).await?;
+        bars.update(&buoy_wire::overview::Overview::from_status(&s));
+        let done = matches!(
+            s.status.as_str(),
+            buoy_wire::status::COMPLETE | buoy_wire::status::FAILED
+        );
+        if done {
+            bars.finish();
+            print!("{}", status_view::render(&s, args.show_all));
+            return Ok(i32::from(s.status == buoy_wire::status::FAILED));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown_signal() => {
+                bars.finish();
+                return Ok(0);
+            }
+        }
+    }
+}
+
 async fn status(args: StatusArgs) -> Result<i32> {
+    if args.watch && !args.json && !args.quiet && std::io::stderr().is_terminal() {
+        return watch_with_bars(&args).await;
+    }
     loop {
         let s = fetch_status(&args).await?;
         let text = if args.json {
@@ -803,15 +881,28 @@ async fn run_local(args: RunArgs) -> Result<i32> {
         output: args.output,
         timeout: secs(args.timeout),
         buoy_bin: std::env::current_exe().ok(),
-        live: std::io::stderr().is_terminal(),
+        live: std::io::stderr().is_terminal() && !args.quiet,
+        view: (!args.no_status_page).then_some(args.status_page),
     };
-    let finished = buoy_local::run(opts, shutdown_signal()).await?;
+    let buoy_local::LocalRun { finished, view } = buoy_local::run(opts, shutdown_signal()).await?;
     let reports = &finished.reports;
     print_reports(reports, &mut std::io::stdout().lock());
     println!();
     println!("Run directory: {}", finished.run_dir.display());
     println!("SHA-256: {}", finished.tar_info.sha256);
     println!("Tarball: {}", finished.tarball.display());
+    if let Some(view) = view {
+        if args.serve_after {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            eprintln!(
+                "buoy: the run is over; serving its status page at {} until Ctrl-C",
+                view.url()
+            );
+            shutdown_signal().await;
+        }
+        view.stop().await;
+    }
     Ok(if reports.iter().all(|r| r.passed()) {
         0
     } else {
