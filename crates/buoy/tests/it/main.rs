@@ -9,6 +9,7 @@ mod fuzz_regressions;
 mod hardening;
 mod kube;
 mod local;
+mod page;
 mod real_cluster;
 mod replay;
 mod results;
