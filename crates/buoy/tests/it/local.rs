@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use http::HeaderMap;
+
 use crate::cli::buoy;
 use crate::*;
 
@@ -36,6 +38,22 @@ async fn the_quickstart_runs_and_its_tarball_holds_every_result() {
         Some(0),
         "{stdout}\n{}",
         String::from_utf8_lossy(&o.stderr)
+    );
+    // Piped, progress is plain lines (no bars, no escape codes), ending with each plugin done,
+    // and the status page's URL is given.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains('\x1b'), "{stderr}");
+    assert!(
+        stderr.contains("buoy: status page: http://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("buoy: hello-e2e: 1/1 results · ✓ complete"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("buoy: node-info: 2/2 results · ✓ complete"),
+        "{stderr}"
     );
     let tarball = tarball_from(&stdout);
     assert!(tarball.starts_with(std::fs::canonicalize(out.path()).unwrap()));
@@ -277,4 +295,200 @@ fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
         .unwrap_or(true)
+}
+
+/// Runs `buoy ARGS` with stderr on a pseudo-terminal and returns (exit code, stdout, what the
+/// terminal showed).
+async fn in_a_terminal(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    let size = nix::pty::Winsize {
+        ws_row: 40,
+        ws_col: 140,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let mut child = buoy()
+        .args(args)
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env("BUOY_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(pty.slave))
+        .spawn()
+        .unwrap();
+    // Drain the terminal as it is written, or the child would block on a full pty.
+    let mut master = std::fs::File::from(pty.master);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once every writer is gone: the terminal has nothing more to show.
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = tx.send(seen);
+    });
+    let mut stdout = String::new();
+    let mut out = child.stdout.take().unwrap();
+    within(tokio::io::AsyncReadExt::read_to_string(
+        &mut out,
+        &mut stdout,
+    ))
+    .await
+    .unwrap();
+    let status = within(child.wait()).await.unwrap();
+    let seen = within(rx).await.unwrap();
+    (
+        status.code(),
+        stdout,
+        String::from_utf8_lossy(&seen).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn in_a_terminal_buoy_run_draws_a_bar_per_plugin() {
+    let out = tempfile::tempdir().unwrap();
+    let qs = quickstart();
+    let (code, stdout, term) = in_a_terminal(&[
+        "run".as_ref(),
+        qs.as_os_str(),
+        "--output".as_ref(),
+        out.path().as_os_str(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{term}");
+    // indicatif's redraws move the cursor and clear lines; the bars end full and say so.
+    assert!(term.contains("\x1b["), "no terminal control in {term:?}");
+    for plugin in ["hello-e2e", "node-info"] {
+        let bar = term
+            .lines()
+            .rev()
+            .find(|l| l.contains(plugin) && l.contains('['))
+            .unwrap_or_else(|| panic!("no bar for {plugin} in {term:?}"));
+        assert!(bar.contains("========"), "{bar:?}");
+        assert!(bar.contains("1/1") && bar.contains("✓ complete"), "{bar:?}");
+    }
+    assert!(
+        !term.contains("buoy: hello-e2e:"),
+        "plain lines on a terminal: {term:?}"
+    );
+    assert!(
+        stdout.contains("Plugin: hello-e2e\nStatus: passed"),
+        "{stdout}"
+    );
+
+    // --quiet keeps the terminal to plain lines.
+    let out = tempfile::tempdir().unwrap();
+    let (code, _, term) = in_a_terminal(&[
+        "run".as_ref(),
+        qs.as_os_str(),
+        "--quiet".as_ref(),
+        "--output".as_ref(),
+        out.path().as_os_str(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{term}");
+    assert!(
+        term.contains("buoy: hello-e2e: 1/1 results · ✓ complete"),
+        "{term:?}"
+    );
+    assert!(!term.contains("========"), "{term:?}");
+}
+
+#[tokio::test]
+async fn serve_after_keeps_the_page_and_tarball_up_until_interrupted() {
+    use tokio::io::AsyncBufReadExt;
+    let out = tempfile::tempdir().unwrap();
+    let mut child = buoy()
+        .arg("run")
+        .arg(quickstart())
+        .arg("--serve-after")
+        .arg("--output")
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = within(async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(rest) = l.strip_prefix("buoy: the run is over; serving its status page at ")
+            {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("buoy ended without serving its page");
+    })
+    .await;
+    let c = Client::new(url.trim_end_matches('/'), None).unwrap();
+    let get = |p: &'static str| {
+        send(
+            &c,
+            http::Method::GET,
+            p,
+            HeaderMap::new(),
+            full(bytes::Bytes::new()),
+        )
+    };
+    assert_eq!(get("/").await.status, 200);
+    let o: buoy_wire::overview::Overview =
+        serde_json::from_slice(&get("/api/v1/overview").await.body).unwrap();
+    assert_eq!(o.status, "complete");
+    let t = get("/api/v1/tarball").await;
+    assert_eq!(t.status, 200);
+    assert_eq!(
+        t.headers
+            .get(buoy_wire::routes::TARBALL_SHA256_HEADER)
+            .unwrap(),
+        o.tarball.unwrap().sha256.as_str()
+    );
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = within(child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn in_a_terminal_buoy_status_watch_draws_bars_then_the_table() {
+    let mut a = spawn_aggregator(
+        &[("p", "n1"), ("p", "n2"), ("e2e", "global")],
+        insecure(),
+        None,
+        None,
+    )
+    .await;
+    let c = a.client();
+    let cd = [("content-disposition", "attachment;filename=r.txt")];
+    for path in [
+        "/api/v1/results/by-node/n1/p",
+        "/api/v1/results/by-node/n2/p",
+        "/api/v1/results/global/e2e",
+    ] {
+        assert_eq!(put(&c, path, &cd, "x").await.status, 200);
+    }
+    a.complete().await;
+    let url = a.url();
+    let (code, stdout, term) = in_a_terminal(&[
+        "status".as_ref(),
+        "--watch".as_ref(),
+        "--url".as_ref(),
+        url.as_ref(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{term}");
+    for (plugin, n) in [("p", "2/2"), ("e2e", "1/1")] {
+        let bar = term
+            .lines()
+            .rev()
+            .find(|l| l.contains(plugin) && l.contains('['))
+            .unwrap_or_else(|| panic!("no bar for {plugin} in {term:?}"));
+        assert!(bar.contains(n) && bar.contains("✓ complete"), "{bar:?}");
+    }
+    assert!(stdout.contains("The run is complete"), "{stdout}");
+    a.finished().await;
 }

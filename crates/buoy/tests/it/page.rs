@@ -10,7 +10,14 @@ use http::{HeaderMap, Method};
 use crate::*;
 
 async fn get(c: &Client, path: &str) -> Reply {
-    send(c, Method::GET, path, HeaderMap::new(), full(bytes::Bytes::new())).await
+    send(
+        c,
+        Method::GET,
+        path,
+        HeaderMap::new(),
+        full(bytes::Bytes::new()),
+    )
+    .await
 }
 
 async fn overview(c: &Client) -> Overview {
@@ -29,10 +36,7 @@ async fn metrics(c: &Client) -> String {
 
 fn assert_lines(text: &str, lines: &[&str]) {
     for l in lines {
-        assert!(
-            text.lines().any(|t| t == *l),
-            "{l:?} missing from:\n{text}"
-        );
+        assert!(text.lines().any(|t| t == *l), "{l:?} missing from:\n{text}");
     }
 }
 
@@ -49,17 +53,43 @@ async fn metrics_match_what_a_client_uploaded() {
     let plain = vec![b'x'; 1000];
     let tarball = tar_gz(&[("out/a.txt", b"hello")]);
     let cd = [("content-disposition", "attachment;filename=r.txt")];
-    assert_eq!(put(&c, "/api/v1/results/by-node/n1/p", &cd, plain.clone()).await.status, 200);
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/p", &cd, plain.clone())
+            .await
+            .status,
+        200
+    );
     // Refused before a byte of the body is read: counted by code, not in the bytes.
-    assert_eq!(put(&c, "/api/v1/results/by-node/n1/p", &cd, plain.clone()).await.status, 409);
-    assert_eq!(put(&c, "/api/v1/results/by-node/n9/p", &cd, plain.clone()).await.status, 403);
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/p", &cd, plain.clone())
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n9/p", &cd, plain.clone())
+            .await
+            .status,
+        403
+    );
     let gz = [("content-type", "application/gzip")];
-    assert_eq!(put(&c, "/api/v1/results/by-node/n2/p", &gz, tarball.clone()).await.status, 200);
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n2/p", &gz, tarball.clone())
+            .await
+            .status,
+        200
+    );
     for i in 1..=3 {
         let body = format!(r#"{{"msg":"step {i}","total":3,"completed":{i}}}"#);
-        assert_eq!(post(&c, "/api/v1/progress/global/e2e", &body).await.status, 200);
+        assert_eq!(
+            post(&c, "/api/v1/progress/global/e2e", &body).await.status,
+            200
+        );
     }
-    let bytes = format!("buoy_upload_received_bytes_total {}", plain.len() + tarball.len());
+    let bytes = format!(
+        "buoy_upload_received_bytes_total {}",
+        plain.len() + tarball.len()
+    );
     assert_lines(
         &metrics(&c).await,
         &[
@@ -83,7 +113,12 @@ async fn metrics_match_what_a_client_uploaded() {
     assert_eq!((g.completed, g.total, g.msg.as_str()), (3, 3, "step 3"));
 
     // The rest arrive; the run seals, and the phase follows.
-    assert_eq!(put(&c, "/api/v1/results/by-node/n3/p", &cd, "x").await.status, 200);
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n3/p", &cd, "x")
+            .await
+            .status,
+        200
+    );
     a.agg
         .submit_error(&ResultKey::global("e2e"), "pod e2e failed", None)
         .await
@@ -119,19 +154,35 @@ async fn overview_stays_small_and_nodes_come_in_pages_at_5000_nodes() {
     let c = a.client();
     for n in &names[..30] {
         let key = ResultKey::new("logs", n.as_str());
-        a.agg.submit_error(&key, &format!("pod on {n} failed"), None).await.unwrap();
+        a.agg
+            .submit_error(&key, &format!("pod on {n} failed"), None)
+            .await
+            .unwrap();
     }
     let cd = [("content-disposition", "attachment;filename=r.txt")];
-    assert_eq!(put(&c, "/api/v1/results/by-node/n04999/logs", &cd, "x").await.status, 200);
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n04999/logs", &cd, "x")
+            .await
+            .status,
+        200
+    );
     // A failed upload leaves its key open, and says why.
     let gz = [("content-type", "application/gzip")];
-    assert_eq!(put(&c, "/api/v1/results/by-node/n04998/logs", &gz, "not gzip").await.status, 400);
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n04998/logs", &gz, "not gzip")
+            .await
+            .status,
+        400
+    );
 
     let r = get(&c, "/api/v1/overview").await;
     assert!(r.body.len() < 16 << 10, "{} bytes", r.body.len());
     let o: Overview = serde_json::from_slice(&r.body).unwrap();
     let p = &o.plugins[0];
-    assert_eq!((p.expected, p.complete, p.failed, p.remaining), (5000, 1, 30, 4969));
+    assert_eq!(
+        (p.expected, p.complete, p.failed, p.remaining),
+        (5000, 1, 30, 4969)
+    );
     assert_eq!(p.errors_total, 31);
     let retry = p.errors.iter().find(|e| e.node == "n04998").unwrap();
     assert!(retry.retrying, "{retry:?}");
@@ -148,7 +199,10 @@ async fn overview_stays_small_and_nodes_come_in_pages_at_5000_nodes() {
     let first = page("offset=0&limit=200").await;
     assert_eq!((first.total, first.nodes.len()), (5000, 200));
     assert_eq!(first.nodes[0].node, "n00000");
-    assert_eq!(first.nodes[0].error.as_deref(), Some("pod on n00000 failed"));
+    assert_eq!(
+        first.nodes[0].error.as_deref(),
+        Some("pod on n00000 failed")
+    );
     let last = page("offset=4900&limit=200").await;
     assert_eq!(last.nodes.len(), 100);
     assert_eq!(last.nodes[99].status, "complete");
@@ -219,10 +273,15 @@ async fn the_view_listener_serves_the_page_and_refuses_uploads() {
     let c = Client::new(&format!("http://{}", view.local_addr()), None).unwrap();
     assert_eq!(get(&c, "/").await.status, 200);
     assert_eq!(get(&c, "/api/v1/status").await.status, 200);
-    assert!(metrics(&c).await.contains("buoy_run_phase{phase=\"running\"} 1"));
+    assert!(metrics(&c)
+        .await
+        .contains("buoy_run_phase{phase=\"running\"} 1"));
     let r = put(&c, "/api/v1/results/by-node/n1/p", &[], "x").await;
     assert_eq!(r.status, 404, "{}", r.text());
-    assert_eq!(post(&c, "/api/v1/progress/by-node/n1/p", "{}").await.status, 404);
+    assert_eq!(
+        post(&c, "/api/v1/progress/by-node/n1/p", "{}").await.status,
+        404
+    );
     assert_eq!(a.agg.overview().plugins[0].complete, 0);
     view.stop().await;
     a.stop().await;
