@@ -2,6 +2,7 @@
 //! binary where the command line itself is under test. One module per area.
 
 mod api;
+mod browser;
 mod catalogue;
 mod cli;
 mod concurrency;
@@ -78,6 +79,19 @@ pub async fn spawn_aggregator_with(
     timeout: Option<Duration>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> TestAgg {
+    let specs = buoy_results::PluginSpec::raw_for_keys(&keys(expected));
+    spawn_run(expected, specs, options, server, timeout, tls).await
+}
+
+/// `spawn_aggregator_with`, post-processing each plugin as `specs` say.
+pub async fn spawn_run(
+    expected: &[(&str, &str)],
+    specs: Vec<buoy_results::PluginSpec>,
+    options: Options,
+    server: ServerOptions,
+    timeout: Option<Duration>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> TestAgg {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -88,7 +102,7 @@ pub async fn spawn_aggregator_with(
         output_dir: dir.path().to_path_buf(),
         uuid: "11111111-2222-4333-8444-555555555555".into(),
         expected: keys(expected),
-        plugins: buoy_results::PluginSpec::raw_for_keys(&keys(expected)),
+        plugins: specs,
         timeout,
         options,
         server,
