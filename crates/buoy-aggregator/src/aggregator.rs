@@ -25,6 +25,10 @@ use crate::metrics::Metrics;
 use crate::state::{Outcome, Refusal, RunPhase, RunState, Ticket};
 use crate::store::Store;
 
+/// Plain bodies up to this size (by `Content-Length`) are read into memory and written by the
+/// committer directly; at most `max_concurrent_uploads` of them are held at once.
+const SMALL_BODY: u64 = 64 << 10;
+
 /// Tunables of one aggregator.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -344,17 +348,22 @@ impl Aggregator {
             ticket: Some(ticket.clone()),
             staged: None,
         };
-        let staged = self
-            .store
-            .stage(ticket.id)
-            .map_err(|e| AggError::Internal {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
-        guard.staged = Some(staged.clone());
-
         let gzip = content_type == Some(buoy_wire::routes::GZIP_CONTENT_TYPE);
         let filename = buoy_wire::disposition::stored_filename(disposition);
+        // A small plain body is read into memory and written by the committer itself: no
+        // staging directory made here and no trip through the blocking pool.
+        let small = !gzip && content_length.is_some_and(|n| n <= SMALL_BODY);
+        let staged = if small {
+            self.store.staged_path(ticket.id)
+        } else {
+            self.store
+                .stage(ticket.id)
+                .map_err(|e| AggError::Internal {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?
+        };
+        guard.staged = Some(staged.clone());
         let (guarded, failure) = GuardedBody::new(
             body,
             BodyGuards {
@@ -366,24 +375,38 @@ impl Aggregator {
                 contention: self.slot_waiters.clone(),
             },
         );
-        let reader = SyncIoBridge::new(StreamReader::new(guarded));
-        let limits = self.opts.limits;
-        let dest = staged.clone();
-        let budget = self.budget.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            if gzip {
-                extract::extract_tar_gz(reader, &dest, &limits, &budget)
-            } else {
-                extract::write_plain(reader, &dest, &filename, &budget)
-            }
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(ExtractError::Io {
-                context: "extraction task failed".into(),
-                source: std::io::Error::other(e),
+        let mut in_memory = None;
+        let outcome = if small {
+            self.read_small(guarded).await.map(|(data, meter)| {
+                let stats = extract::Stats {
+                    files: 1,
+                    dirs: 0,
+                    bytes: data.len() as u64,
+                };
+                in_memory = Some((data, meter));
+                stats
             })
-        });
+        } else {
+            let reader = SyncIoBridge::new(StreamReader::new(guarded));
+            let limits = self.opts.limits;
+            let dest = staged.clone();
+            let budget = self.budget.clone();
+            let filename = filename.clone();
+            tokio::task::spawn_blocking(move || {
+                if gzip {
+                    extract::extract_tar_gz(reader, &dest, &limits, &budget)
+                } else {
+                    extract::write_plain(reader, &dest, &filename, &budget)
+                }
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ExtractError::Io {
+                    context: "extraction task failed".into(),
+                    source: std::io::Error::other(e),
+                })
+            })
+        };
 
         let body_failure = failure.lock().expect("failure slot").clone();
         let stats = match (outcome, body_failure) {
@@ -438,9 +461,20 @@ impl Aggregator {
             }
         };
 
-        let store = self.store.clone();
-        let k2 = key.clone();
-        match blocking(move || store.commit_result(&staged, &k2)).await {
+        let committed = match in_memory {
+            Some((data, meter)) => {
+                let r = self
+                    .store
+                    .write_result(ticket.id, &key, &filename, data)
+                    .await;
+                if r.is_ok() {
+                    meter.keep();
+                }
+                r
+            }
+            None => self.store.commit_result(&staged, &key).await,
+        };
+        match committed {
             Ok(()) => {
                 // The staging directory is now the result; nothing is left to discard.
                 guard.staged = None;
@@ -460,6 +494,28 @@ impl Aggregator {
                 Err(err)
             }
         }
+    }
+
+    /// Reads a small body whole, charging it to the run's disk budget first. Read errors are
+    /// the client's (the body guards say which).
+    async fn read_small<S>(
+        &self,
+        mut body: GuardedBody<S>,
+    ) -> Result<(bytes::Bytes, crate::budget::Meter<'_>), ExtractError>
+    where
+        GuardedBody<S>: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+    {
+        use futures_util::StreamExt;
+        let mut meter = self.budget.meter()?;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                ExtractError::Refused(format!("error reading request body: {e}"))
+            })?;
+            meter.charge(chunk.len() as u64)?;
+            buf.extend_from_slice(&chunk);
+        }
+        Ok((buf.freeze(), meter))
     }
 
     /// Records a progress update from its raw body. Decode errors come first (400), then the
@@ -493,9 +549,7 @@ impl Aggregator {
             .begin(key, true)
             .map_err(|r| Self::refusal(key, r))?;
         let body = buoy_wire::error_body(message, extra);
-        let store = self.store.clone();
-        let (k2, id) = (key.clone(), ticket.id);
-        match blocking(move || store.write_error(id, &k2, &body)).await {
+        match self.store.write_error(ticket.id, key, &body).await {
             Ok(()) => {
                 tracing::info!(key = %key, error = message, "error result recorded");
                 self.finish(&ticket, Ok(Outcome::Error(message.to_string())));

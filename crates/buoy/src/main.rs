@@ -74,6 +74,55 @@ enum Command {
     /// `buoy aggregator --certs DIR` reads).
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Load-test an aggregator (Buoy's, Sonobuoy's, or any PUT-to-disk server) with workers'
+    /// traffic and print results/s, MB/s and latencies; exits 1 if any upload was not 2xx.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The aggregator: http://HOST:PORT, or https://HOST:PORT with --certs.
+    #[arg(long)]
+    url: String,
+    /// Nodes, named n00000, n00001, ...
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Per-node plugins (each node uploads one result for each).
+    #[arg(long, value_delimiter = ',', default_value = "p")]
+    node_plugins: Vec<String>,
+    /// Global plugins (one result each).
+    #[arg(long, value_delimiter = ',')]
+    global_plugins: Vec<String>,
+    /// Bytes per result (of all files together with --tar-files).
+    #[arg(long, default_value_t = 10 << 10)]
+    size: usize,
+    /// Uploads in flight.
+    #[arg(short = 'c', default_value_t = 50)]
+    concurrency: usize,
+    /// Send each result as a tar.gz of K files (default: a plain body).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    tar_files: usize,
+    /// Chunked bodies instead of Content-Length.
+    #[arg(long)]
+    chunked: bool,
+    /// A new connection (TCP and TLS) per upload, as Sonobuoy's workers do.
+    #[arg(long)]
+    new_conn: bool,
+    /// Client certificates in the layout `buoy aggregator --certs` writes (for https).
+    #[arg(long, value_name = "DIR")]
+    certs: Option<PathBuf>,
+    /// Slow clients that trickle their bodies (reported apart).
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    slow: usize,
+    /// How fast slow clients send, bytes per second.
+    #[arg(long, default_value_t = 1024)]
+    slow_rate: u64,
+    /// Progress updates per node per second while uploads run.
+    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    progress_rate: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -869,6 +918,36 @@ fn certs(cmd: CertsCommand) -> Result<i32> {
     Ok(0)
 }
 
+async fn bench(args: BenchArgs) -> Result<i32> {
+    let cfg = buoy_bench::BenchConfig {
+        url: args.url,
+        nodes: args.nodes,
+        node_plugins: args.node_plugins,
+        global_plugins: args.global_plugins,
+        size: args.size,
+        concurrency: args.concurrency,
+        tar_files: args.tar_files,
+        chunked: args.chunked,
+        new_conn: args.new_conn,
+        certs: args.certs,
+        slow: args.slow,
+        slow_rate: args.slow_rate,
+        progress_rate: args.progress_rate,
+        ..Default::default()
+    };
+    let total = (cfg.nodes * cfg.node_plugins.len() + cfg.global_plugins.len()) as u64;
+    let bar = buoy_bench::progress_bar(total, std::io::stderr().is_terminal());
+    let b2 = bar.clone();
+    let report = buoy_bench::run(cfg.clone(), move |done, _| b2.set_position(done)).await?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.text(&cfg));
+    }
+    Ok(if report.all_ok() { 0 } else { 1 })
+}
+
 /// The `buoy results` summary of a finished run.
 fn print_reports(reports: &[buoy_results::PluginReport], out: &mut impl std::io::Write) {
     let _ = buoy_results::report::write_reports(reports, buoy_results::report::Format::Text, out);
@@ -941,6 +1020,7 @@ fn main() {
                 | Command::Splat(_)
                 | Command::Manifest(_)
                 | Command::Results(_)
+                | Command::Bench(_)
         ) {
             "warn"
         } else {
@@ -969,6 +1049,7 @@ fn main() {
             Command::Manifest(a) => manifest(a),
             Command::Results(a) => results(a),
             Command::Certs(c) => certs(c),
+            Command::Bench(a) => bench(a).await,
         }
     });
     let code = match result {
