@@ -509,9 +509,8 @@ impl Aggregator {
         let mut meter = self.budget.meter()?;
         let mut buf = bytes::BytesMut::new();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                ExtractError::Refused(format!("error reading request body: {e}"))
-            })?;
+            let chunk = chunk
+                .map_err(|e| ExtractError::Refused(format!("error reading request body: {e}")))?;
             meter.charge(chunk.len() as u64)?;
             buf.extend_from_slice(&chunk);
         }

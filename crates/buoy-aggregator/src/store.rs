@@ -85,7 +85,10 @@ fn committer(staging: PathBuf, rx: mpsc::Receiver<CommitJob>) {
         let mut results: Vec<io::Result<()>> = batch.iter().map(write_staged).collect();
         if let Err(e) = sync_fs(&staging) {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(io::Error::new(e.kind(), format!("cannot sync staged data: {e}")));
+                *r = Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot sync staged data: {e}"),
+                ));
             }
         }
         let mut renamed = Vec::new();
@@ -103,7 +106,10 @@ fn committer(staging: PathBuf, rx: mpsc::Receiver<CommitJob>) {
                 // Visible but not durable: take the names back, so a retry finds the key open.
                 for &i in &renamed {
                     let _ = fs::remove_dir_all(&batch[i].target);
-                    results[i] = Err(io::Error::new(e.kind(), format!("cannot sync the rename: {e}")));
+                    results[i] = Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot sync the rename: {e}"),
+                    ));
                 }
             }
         }
@@ -129,7 +135,10 @@ fn write_staged(job: &CommitJob) -> io::Result<()> {
 
 /// Renames a job's staged directory to its target, creating the target's parents once.
 fn place(job: &CommitJob, parents: &mut HashSet<PathBuf>) -> io::Result<()> {
-    let parent = job.target.parent().expect("result paths always have a parent");
+    let parent = job
+        .target
+        .parent()
+        .expect("result paths always have a parent");
     if !parents.contains(parent) {
         fs::create_dir_all(parent)?;
         parents.insert(parent.to_path_buf());
@@ -309,7 +318,8 @@ mod tests {
             let s = s.clone();
             tokio::spawn(async move {
                 let key = ResultKey::new("p", format!("n{i}"));
-                s.write_result(i, &key, "r", Bytes::from(i.to_string())).await
+                s.write_result(i, &key, "r", Bytes::from(i.to_string()))
+                    .await
             })
         });
         for w in writes.collect::<Vec<_>>() {
@@ -317,7 +327,10 @@ mod tests {
         }
         for i in 0..200u64 {
             let key = ResultKey::new("p", format!("n{i}"));
-            assert_eq!(fs::read_to_string(s.result_dir(&key).join("r")).unwrap(), i.to_string());
+            assert_eq!(
+                fs::read_to_string(s.result_dir(&key).join("r")).unwrap(),
+                i.to_string()
+            );
         }
         assert_eq!(fs::read_dir(s.staging_root()).unwrap().count(), 0);
     }

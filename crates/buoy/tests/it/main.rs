@@ -2,6 +2,7 @@
 //! binary where the command line itself is under test. One module per area.
 
 mod api;
+mod bench;
 mod browser;
 mod catalogue;
 mod cli;
