@@ -7,6 +7,7 @@ mod browser;
 mod catalogue;
 mod cli;
 mod concurrency;
+mod durability;
 mod fuzz_regressions;
 mod hardening;
 mod kube;
