@@ -1,8 +1,10 @@
 //! The run directory on disk (compat §3, departure 3): `plugins/<p>/results/<node>/...` and
 //! `plugins/<p>/errors/<node>/error.json`. Every write goes to a fresh staging directory first
-//! and is renamed into place only when complete and synced, so a result is visible only once
-//! whole and a failed write leaves nothing. Staging lives beside the run directory (same file
-//! system, never inside the tarball).
+//! (beside the run directory: same file system, never inside the tarball) and is renamed into
+//! place only when complete. Durability is a group commit: one committer thread syncs the file
+//! system once for the data of every write that is ready, renames them, syncs once more for
+//! the renames, and only then answers each writer, so a 200 always follows the sync of its own
+//! data and name and writes that finish together share the cost.
 
 use std::collections::HashSet;
 use std::fs;
