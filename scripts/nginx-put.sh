@@ -2,6 +2,7 @@
 # Starts Debian's nginx (package nginx-core) as a PUT-to-disk server on 127.0.0.1:PORT, the
 # baseline `buoy bench` compares against: every PUT body is written under DIR at its URL path.
 # Usage: scripts/nginx-put.sh PORT DIR   (stop it with: kill "$(cat DIR/nginx.pid)")
+# DIR's parents must be searchable by nginx's worker user (mktemp -d makes a 0700 directory).
 set -euo pipefail
 port="${1:?port}"
 dir="$(mkdir -p "${2:?dir}" && cd "$2" && pwd)"
