@@ -227,14 +227,7 @@ mod tests {
     use crate::PluginStatus;
 
     fn row(plugin: &str, node: &str, status: &str) -> PluginStatus {
-        PluginStatus {
-            plugin: plugin.into(),
-            node: node.into(),
-            status: status.into(),
-            result_status: String::new(),
-            result_counts: None,
-            progress: None,
-        }
+        PluginStatus::new(plugin, node, status)
     }
 
     #[test]

@@ -53,6 +53,20 @@ impl Default for TarInfo {
     }
 }
 
+impl PluginStatus {
+    /// An entry with no result or progress yet.
+    pub fn new(plugin: &str, node: &str, status: &str) -> Self {
+        Self {
+            plugin: plugin.into(),
+            node: node.into(),
+            status: status.into(),
+            result_status: String::new(),
+            result_counts: None,
+            progress: None,
+        }
+    }
+}
+
 impl Status {
     /// The very first status of a run: no plugins yet, running.
     pub fn initial() -> Self {

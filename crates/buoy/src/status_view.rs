@@ -112,14 +112,7 @@ mod tests {
     use buoy_wire::ProgressUpdate;
 
     fn entry(plugin: &str, node: &str, status: &str) -> PluginStatus {
-        PluginStatus {
-            plugin: plugin.into(),
-            node: node.into(),
-            status: status.into(),
-            result_status: String::new(),
-            result_counts: None,
-            progress: None,
-        }
+        PluginStatus::new(plugin, node, status)
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use buoy_bench::{node_name, BenchConfig};
-use buoy_pki::RunPki;
 
 use crate::cli::buoy;
 use crate::*;
@@ -61,17 +60,8 @@ async fn bench_keep_alive_over_http_stores_every_result() {
 
 #[tokio::test]
 async fn bench_over_mtls_with_new_connections_tarballs_chunks_slow_clients_and_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki =
-        RunPki::load_or_create(dir.path(), "127.0.0.1", &[], &["p".into(), "e2e".into()]).unwrap();
     let keys = expect(&["p"], 12, &["e2e"]);
-    let a = spawn_aggregator(
-        &borrowed(&keys),
-        Options::default(),
-        None,
-        Some(Arc::new(pki.server_config().unwrap())),
-    )
-    .await;
+    let (a, _pki, dir) = spawn_mtls_aggregator(&borrowed(&keys), &["p", "e2e"]).await;
     let cfg = BenchConfig {
         url: format!("https://127.0.0.1:{}", a.addr.port()),
         nodes: 12,

@@ -134,6 +134,20 @@ pub async fn spawn_run(
     }
 }
 
+/// `spawn_aggregator` over mTLS with a run CA written to a fresh directory (the layout
+/// `--certs` uses), with client certificates for `plugins`.
+pub async fn spawn_mtls_aggregator(
+    expected: &[(&str, &str)],
+    plugins: &[&str],
+) -> (TestAgg, buoy_pki::RunPki, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = plugins.iter().map(|p| p.to_string()).collect();
+    let pki = buoy_pki::RunPki::load_or_create(dir.path(), "127.0.0.1", &[], &names).unwrap();
+    let tls = Some(Arc::new(pki.server_config().unwrap()));
+    let a = spawn_aggregator(expected, Options::default(), None, tls).await;
+    (a, pki, dir)
+}
+
 pub fn insecure() -> Options {
     Options {
         enforce_identity: false,

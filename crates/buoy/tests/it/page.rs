@@ -1,9 +1,6 @@
 //! What people watch a run through: the status page and its assets, the overview and node
 //! pages behind it, Prometheus metrics, and the read-only view listener.
 
-use std::sync::Arc;
-
-use buoy_pki::RunPki;
 use buoy_wire::overview::{NodePage, Overview};
 use http::{HeaderMap, Method};
 
@@ -250,15 +247,7 @@ async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
 
 #[tokio::test]
 async fn the_page_is_served_over_mtls_to_a_client_with_a_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = RunPki::load_or_create(dir.path(), "127.0.0.1", &[], &["p".into()]).unwrap();
-    let a = spawn_aggregator(
-        &[("p", "n1")],
-        Options::default(),
-        None,
-        Some(Arc::new(pki.server_config().unwrap())),
-    )
-    .await;
+    let (a, pki, _dir) = spawn_mtls_aggregator(&[("p", "n1")], &["p"]).await;
     let cert = pki.client("p").unwrap();
     let tls = buoy_pki::client_config(pki.ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
     let c = Client::new(&format!("https://127.0.0.1:{}", a.addr.port()), Some(tls)).unwrap();
