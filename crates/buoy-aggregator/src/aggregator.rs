@@ -301,7 +301,7 @@ impl Aggregator {
     /// others are stored under the sanitised `content-disposition` name. `content_length`, when
     /// the client sent one, is checked against the body cap before anything is read.
     pub async fn upload<S, E>(
-        &self,
+        self: &Arc<Self>,
         key: ResultKey,
         content_type: Option<&str>,
         disposition: Option<&str>,
@@ -461,39 +461,63 @@ impl Aggregator {
             }
         };
 
-        let committed = match in_memory {
-            Some((data, meter)) => {
-                let r = self
-                    .store
-                    .write_result(ticket.id, &key, &filename, data)
-                    .await;
-                if r.is_ok() {
-                    meter.keep();
+        // From here the outcome is recorded whether or not the client is still there: were
+        // this future dropped mid-commit, a result renamed into place would sit behind a key
+        // marked failed, and every retry would fail. So the commit and its record run on their
+        // own task, which owns the ticket now.
+        let ticket = guard
+            .ticket
+            .take()
+            .expect("the guard holds the ticket until here");
+        guard.staged = None;
+        let data = in_memory.map(|(data, meter)| {
+            meter.keep();
+            data
+        });
+        let agg = Arc::clone(self);
+        let tail = tokio::spawn(async move {
+            // Even a panic below leaves the key open, not stuck in "receiving".
+            let mut guard = TicketGuard {
+                agg: &agg,
+                ticket: Some(ticket.clone()),
+                staged: Some(staged.clone()),
+            };
+            let committed = match data {
+                Some(data) => {
+                    agg.store
+                        .write_result(ticket.id, &ticket.key, &filename, data)
+                        .await
                 }
-                r
+                None => agg.store.commit_result(&staged, &ticket.key).await,
+            };
+            match committed {
+                Ok(()) => {
+                    // The staging directory is now the result; nothing is left to discard.
+                    guard.staged = None;
+                    tracing::info!(key = %ticket.key, files = stats.files, bytes = stats.bytes, "result received");
+                    guard.finish(Ok(Outcome::Result));
+                    Ok(UploadReport {
+                        files: stats.files,
+                        bytes: stats.bytes,
+                    })
+                }
+                Err(e) => {
+                    agg.budget.give_back(stats.bytes);
+                    let err = AggError::Internal {
+                        key: ticket.key.clone(),
+                        reason: format!("cannot store result: {e}"),
+                    };
+                    guard.finish(Err(err.to_string()));
+                    Err(err)
+                }
             }
-            None => self.store.commit_result(&staged, &key).await,
-        };
-        match committed {
-            Ok(()) => {
-                // The staging directory is now the result; nothing is left to discard.
-                guard.staged = None;
-                tracing::info!(key = %key, files = stats.files, bytes = stats.bytes, "result received");
-                guard.finish(Ok(Outcome::Result));
-                Ok(UploadReport {
-                    files: stats.files,
-                    bytes: stats.bytes,
-                })
-            }
-            Err(e) => {
-                let err = AggError::Internal {
-                    key: key.clone(),
-                    reason: format!("cannot store result: {e}"),
-                };
-                guard.finish(Err(err.to_string()));
-                Err(err)
-            }
-        }
+        });
+        tail.await.unwrap_or_else(|e| {
+            Err(AggError::Internal {
+                key,
+                reason: format!("the commit task failed: {e}"),
+            })
+        })
     }
 
     /// Reads a small body whole, charging it to the run's disk budget first. Read errors are

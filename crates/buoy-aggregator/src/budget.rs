@@ -83,6 +83,15 @@ impl DiskBudget {
         }
     }
 
+    /// Returns bytes an upload kept but could not store after all.
+    pub fn give_back(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
     /// Starts metering one upload; refused at once when the disk is already below its reserve.
     pub fn meter(&self) -> Result<Meter<'_>, ExtractError> {
         self.check_free()?;

@@ -115,3 +115,84 @@ async fn a_slow_upload_does_not_hold_up_the_others() {
     );
     a.stop().await;
 }
+
+/// A client that goes away while its result is being committed: the commit finishes and is
+/// recorded anyway, so a result on disk is never left behind a key marked failed (which made
+/// every retry fail on the existing directory).
+#[tokio::test]
+async fn a_request_dropped_during_its_commit_never_leaves_a_result_behind_an_open_key() {
+    use buoy_aggregator::state::{Outcome, Phase};
+    let nodes: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+    let expected: Vec<(&str, &str)> = nodes.iter().map(|n| ("p", n.as_str())).collect();
+    let a = spawn_aggregator(&expected, insecure(), None, None).await;
+    // All at once, so that commits queue up and the drops land while they wait.
+    let mut uploads = Vec::new();
+    for n in &nodes {
+        let key = ResultKey::new("p", n.as_str());
+        let (ended, body_read) = tokio::sync::oneshot::channel::<()>();
+        // One chunk, then word that the body has been read whole, then its end.
+        let body = Box::pin(futures_util::stream::unfold(
+            (0u8, Some(ended)),
+            |(i, mut ended)| async move {
+                if i == 0 {
+                    let chunk = bytes::Bytes::from_static(b"data");
+                    return Some((Ok::<_, std::io::Error>(chunk), (1, ended)));
+                }
+                if let Some(e) = ended.take() {
+                    let _ = e.send(());
+                }
+                None
+            },
+        ));
+        let agg = a.agg.clone();
+        let task = tokio::spawn(async move {
+            agg.upload(key, None, Some("attachment;filename=r.txt"), Some(4), body)
+                .await
+        });
+        uploads.push((task, body_read));
+    }
+    let mut tasks = Vec::new();
+    for (task, body_read) in uploads {
+        let _ = within(body_read).await;
+        tasks.push(task);
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    let mut rx = a.agg.subscribe();
+    let uuid = a
+        .run_dir()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let staging = a.dir.path().join(format!(".buoy-staging-{uuid}"));
+    assert!(staging.is_dir(), "{}", staging.display());
+    for n in &nodes {
+        let key = ResultKey::new("p", n.as_str());
+        let phase = within(async {
+            loop {
+                let p = a.agg.inspect(|s| s.phase_of(&key).cloned()).unwrap();
+                if !matches!(p, Phase::Receiving { .. }) {
+                    return p;
+                }
+                rx.changed().await.unwrap();
+            }
+        })
+        .await;
+        // The committer may still be renaming a dropped request's result; let it finish.
+        within(async {
+            while staging.read_dir().map(|d| d.count()).unwrap_or(0) > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let stored = a.plugins_dir().join("p/results").join(n).exists();
+        assert_eq!(
+            matches!(phase, Phase::Done(Outcome::Result)),
+            stored,
+            "{n}: phase {phase:?}, result on disk: {stored}"
+        );
+    }
+    a.stop().await;
+}
