@@ -16,6 +16,62 @@ pub const TYPE_SUMMARY: &str = "summary";
 pub const TYPE_NODE: &str = "node";
 pub const TYPE_FILE: &str = "file";
 
+/// An item's `meta`: a few string pairs, kept sorted by key (so it serialises as Go writes a
+/// map). A sorted vector rather than a `BTreeMap`, whose smallest node is over 500 bytes: a
+/// 10,000-node run holds one per item while it is post-processed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta(Vec<(String, String)>);
+
+impl Meta {
+    pub fn insert(&mut self, key: String, value: String) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Meta {
+    fn from(pairs: [(String, String); N]) -> Self {
+        let mut m = Meta::default();
+        for (k, v) in pairs {
+            m.insert(k, v);
+        }
+        m
+    }
+}
+
+impl Serialize for Meta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Meta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Later keys win, as they would in a map.
+        let map = BTreeMap::<String, String>::deserialize(d)?;
+        let mut v: Vec<(String, String)> = map.into_iter().collect();
+        v.shrink_to_fit();
+        Ok(Meta(v))
+    }
+}
+
 /// One node of the results tree. Keys and their order follow Sonobuoy's `Item`; empty `meta`,
 /// `details` and `items` are left out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -24,8 +80,8 @@ pub struct Item {
     pub name: String,
     #[serde(default)]
     pub status: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub meta: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Meta::is_empty")]
+    pub meta: Meta,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
