@@ -226,8 +226,7 @@ impl Aggregator {
     /// The run at a glance: per-plugin counts, error reasons and, once post-processed, each
     /// plugin's results summary.
     pub fn overview(&self) -> Overview {
-        let (builder, (status, tarball)) = self.inspect(|s| (s.overview(), s.overall()));
-        let mut builder = builder;
+        let (mut builder, (status, tarball)) = self.inspect(|s| (s.overview(), s.overall()));
         let summaries = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
         for (plugin, summary) in summaries.iter() {
             builder.set_results(plugin, summary.clone());

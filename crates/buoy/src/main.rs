@@ -110,13 +110,17 @@ fn secs(s: u64) -> Option<Duration> {
 }
 
 /// Serves the read-only status page on `addr` and says where.
+async fn bind_status_page(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve the status page on {addr}"))
+}
+
 async fn start_view(
     addr: SocketAddr,
     agg: &Arc<buoy_aggregator::Aggregator>,
 ) -> Result<buoy_aggregator::ViewServer> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot serve the status page on {addr}"))?;
+    let listener = bind_status_page(addr).await?;
     let view = buoy_aggregator::ViewServer::start(listener, agg.clone(), ServerOptions::default())?;
     eprintln!("buoy: status page: {}", view.url());
     Ok(view)
@@ -136,11 +140,7 @@ async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
     let client = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
     let api = buoy_kube::api::KubeApi::new(client, cfg.namespace.clone());
     let view_listener = match args.status_page {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot serve the status page on {addr}"))?,
-        ),
+        Some(addr) => Some(bind_status_page(addr).await?),
         None => None,
     };
     let opts = buoy_kube::cluster::ClusterOptions {
