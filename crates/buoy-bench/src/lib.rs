@@ -215,6 +215,7 @@ impl Report {
 
 /// Where and how to connect.
 struct Target {
+    /// The host to dial (an IPv6 literal without brackets).
     host: String,
     port: u16,
     authority: String,
@@ -262,17 +263,18 @@ impl Target {
                 Some(map)
             }
         };
-        let bare = host
+        let authority = match uri.port_u16() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        // An IPv6 literal without its URL brackets, to dial and to name in TLS.
+        let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
         let server_name = match tls {
-            Some(_) => Some(ServerName::try_from(bare).map_err(|_| bad("bad host name"))?),
+            Some(_) => Some(ServerName::try_from(host.clone()).map_err(|_| bad("bad host name"))?),
             None => None,
-        };
-        let authority = match uri.port_u16() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
         };
         Ok(Self {
             host,
@@ -284,7 +286,7 @@ impl Target {
     }
 
     async fn connect(&self, plugin: &str) -> Result<SendRequest<Body>, String> {
-        let tcp = TcpStream::connect((self.host.trim_matches(['[', ']']), self.port))
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
@@ -323,6 +325,13 @@ where
 struct Job {
     plugin: String,
     node: Option<String>,
+}
+
+impl std::fmt::Display for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let node = self.node.as_deref().unwrap_or(buoy_wire::GLOBAL_NODE);
+        write!(f, "{}/{node}", self.plugin)
+    }
 }
 
 /// A lane's connections, one per plugin (identity is per connection under mTLS).
@@ -437,7 +446,8 @@ fn upload_request(job: &Job, gzip: bool, len: Option<usize>) -> http::request::B
 
 #[derive(Default)]
 struct Tally {
-    codes: BTreeMap<String, u64>,
+    /// By status code; `None` for no answer.
+    codes: BTreeMap<Option<u16>, u64>,
     failures: Vec<String>,
     normal: Vec<Duration>,
     slow: Vec<Duration>,
@@ -448,28 +458,23 @@ struct Tally {
 impl Tally {
     fn record(
         &mut self,
-        what: &str,
+        job: &Job,
         took: Duration,
         since_start: Duration,
         r: Result<u16, String>,
         slow: bool,
     ) {
+        *self.codes.entry(r.as_ref().ok().copied()).or_default() += 1;
         match r {
-            Ok(code) => {
-                *self.codes.entry(code.to_string()).or_default() += 1;
-                if (200..300).contains(&code) {
-                    self.ok += 1;
-                    self.last_ack = self.last_ack.max(Some(since_start));
-                } else if self.failures.len() < 5 {
-                    self.failures.push(format!("{what}: HTTP {code}"));
-                }
+            Ok(code) if (200..300).contains(&code) => {
+                self.ok += 1;
+                self.last_ack = self.last_ack.max(Some(since_start));
             }
-            Err(e) => {
-                *self.codes.entry("transport".into()).or_default() += 1;
-                if self.failures.len() < 5 {
-                    self.failures.push(format!("{what}: {e}"));
-                }
+            Ok(code) if self.failures.len() < 5 => {
+                self.failures.push(format!("{job}: HTTP {code}"));
             }
+            Err(e) if self.failures.len() < 5 => self.failures.push(format!("{job}: {e}")),
+            _ => {}
         }
         if slow {
             self.slow.push(took);
@@ -546,13 +551,10 @@ pub async fn run(
             let r = lane
                 .send(&job.plugin, req, body_of(&data, chunked, Some(rate)))
                 .await;
-            tally.lock().expect("tally").record(
-                &format!("{job:?}"),
-                t0.elapsed(),
-                start.elapsed(),
-                r,
-                true,
-            );
+            tally
+                .lock()
+                .expect("tally")
+                .record(&job, t0.elapsed(), start.elapsed(), r, true);
             tick(done.fetch_add(1, Ordering::Relaxed) + 1, total);
         }));
     }
@@ -582,13 +584,10 @@ pub async fn run(
                     .send(&job.plugin, req, body_of(&data, chunked, None))
                     .await;
                 let took = t0.elapsed();
-                tally.lock().expect("tally").record(
-                    &format!("{}/{}", job.plugin, job.node.as_deref().unwrap_or("global")),
-                    took,
-                    start.elapsed(),
-                    r,
-                    false,
-                );
+                tally
+                    .lock()
+                    .expect("tally")
+                    .record(job, took, start.elapsed(), r, false);
                 tick(done.fetch_add(1, Ordering::Relaxed) + 1, total);
             }
         }));
@@ -627,7 +626,7 @@ pub async fn run(
         p50_ms: lat.p50_ms,
         p99_ms: lat.p99_ms,
         max_ms: lat.max_ms,
-        codes: t.codes,
+        codes: named(t.codes),
         last_ack_s: t.last_ack.unwrap_or_default().as_secs_f64(),
         body_bytes: sent,
         slow: (!t.slow.is_empty()).then(|| Latency::of(t.slow)),
@@ -653,7 +652,7 @@ async fn progress_load(
     let per_sec = cfg.progress_rate * cfg.nodes as f64;
     let lanes = cfg.concurrency.clamp(1, 64);
     let issued = Arc::new(AtomicU64::new(0));
-    let codes = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let codes = Arc::new(Mutex::new(BTreeMap::<Option<u16>, u64>::new()));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..lanes {
@@ -694,7 +693,7 @@ async fn progress_load(
                     .method(Method::POST)
                     .uri(buoy_wire::routes::progress_path(&plugin, Some(&node)))
                     .header(header::CONTENT_TYPE, "application/json");
-                let key = match lane
+                let key = lane
                     .send(
                         &plugin,
                         req,
@@ -703,10 +702,7 @@ async fn progress_load(
                             .boxed(),
                     )
                     .await
-                {
-                    Ok(c) => c.to_string(),
-                    Err(_) => "transport".into(),
-                };
+                    .ok();
                 *codes.lock().expect("codes").entry(key).or_default() += 1;
             }
         }));
@@ -714,9 +710,17 @@ async fn progress_load(
     for t in tasks {
         let _ = t.await;
     }
-    let codes = std::mem::take(&mut *codes.lock().expect("codes"));
+    let codes = named(std::mem::take(&mut *codes.lock().expect("codes")));
     let sent = codes.values().sum();
     (sent, codes, start.elapsed().as_secs_f64())
+}
+
+/// Answers by status code as the report names them: the code, or `transport` for none.
+fn named(codes: BTreeMap<Option<u16>, u64>) -> BTreeMap<String, u64> {
+    codes
+        .into_iter()
+        .map(|(c, n)| (c.map_or_else(|| "transport".into(), |c| c.to_string()), n))
+        .collect()
 }
 
 /// A bar on stderr while the benchmark runs (hidden when stderr is not a terminal).
