@@ -494,7 +494,7 @@ fn ensure_dirs(dest: &Path, comps: &[&[u8]], shown_name: &str) -> Result<(), Ext
     Ok(())
 }
 
-fn open_new_file(p: &Path, executable: bool) -> io::Result<File> {
+pub(crate) fn open_new_file(p: &Path, executable: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
     // create_new: a name that already exists (a duplicate entry) is never overwritten.
     o.write(true).create_new(true);

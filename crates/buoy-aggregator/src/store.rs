@@ -130,9 +130,9 @@ fn write_staged(job: &CommitJob) -> io::Result<()> {
         return Ok(());
     };
     fs::create_dir(&job.staged)?;
-    let mut o = fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    io::Write::write_all(&mut o.open(job.staged.join(name))?, data)
+    // The same open as a streamed upload's: a new name only, and the same mode (0644 less the umask).
+    let mut f = crate::extract::open_new_file(&job.staged.join(name), false)?;
+    io::Write::write_all(&mut f, data)
 }
 
 /// Renames a job's staged directory to its target, creating the target's parents once.
