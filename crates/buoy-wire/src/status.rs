@@ -68,6 +68,11 @@ impl PluginStatus {
 }
 
 impl Status {
+    /// The run will not change any more: it is complete, or its aggregator failed.
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), COMPLETE | FAILED)
+    }
+
     /// The very first status of a run: no plugins yet, running.
     pub fn initial() -> Self {
         Self {

@@ -340,11 +340,7 @@ async fn watch_with_bars(args: &StatusArgs) -> Result<i32> {
     loop {
         let s = fetch_status(args).await?;
         bars.update(&buoy_wire::overview::Overview::from_status(&s));
-        let done = matches!(
-            s.status.as_str(),
-            buoy_wire::status::COMPLETE | buoy_wire::status::FAILED
-        );
-        if done {
+        if s.is_final() {
             bars.finish();
             print!("{}", status_view::render(&s, args.show_all));
             return Ok(i32::from(s.status == buoy_wire::status::FAILED));
@@ -370,20 +366,12 @@ async fn status(args: StatusArgs) -> Result<i32> {
         } else {
             status_view::render(&s, args.show_all)
         };
-        let done = matches!(
-            s.status.as_str(),
-            buoy_wire::status::COMPLETE | buoy_wire::status::FAILED
-        );
         if args.watch && std::io::stdout().is_terminal() {
             print!("\x1b[2J\x1b[H");
         }
         print!("{text}");
-        if !args.watch || done {
-            return Ok(if s.status == buoy_wire::status::FAILED {
-                1
-            } else {
-                0
-            });
+        if !args.watch || s.is_final() {
+            return Ok(i32::from(s.status == buoy_wire::status::FAILED));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
