@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use buoy_results::{Item, PluginReport, PluginSpec};
+use buoy_results::{PluginReport, PluginSpec};
 use buoy_wire::overview::{NodePage, Overview, ResultSummary, NAMED_ERRORS};
 use buoy_wire::{ProgressInput, ResultKey, Status, TarInfo};
 use futures_util::Stream;
@@ -162,12 +162,13 @@ impl Aggregator {
             run_dir.display()
         )))?;
         let mut state = RunState::new(keys);
-        let keys: Vec<ResultKey> = state.keys().cloned().collect();
-        for k in &keys {
-            if let Some(o) = store.recorded(k) {
-                tracing::info!(key = %k, "result already stored by an earlier run on this directory");
-                state.restore(k, o);
-            }
+        let restored: Vec<(ResultKey, Outcome)> = state
+            .keys()
+            .filter_map(|k| store.recorded(k).map(|o| (k.clone(), o)))
+            .collect();
+        for (k, o) in restored {
+            tracing::info!(key = %k, "result already stored by an earlier run on this directory");
+            state.restore(&k, o);
         }
         let (changed, _) = watch::channel(0);
         let budget = DiskBudget::new(
@@ -660,31 +661,29 @@ impl Aggregator {
         let tmp_dir = self.store.staging_root().to_path_buf();
         let keys: Vec<ResultKey> = self.inspect(|s| s.keys().cloned().collect());
         // Trees and per-entry results are computed off the lock; only setting them takes it.
-        let (trees, results) = tokio::task::spawn_blocking(move || {
-            let trees: Vec<(String, Item)> = specs
-                .into_iter()
-                .map(|spec| {
-                    if !write {
-                        let tree = buoy_results::process_plugin(&run_dir, &spec);
-                        return (spec.name, tree);
-                    }
-                    let tree = buoy_results::write_plugin_results(&run_dir, &spec, &tmp_dir)
+        // One plugin's tree at a time: it is dropped once its entries and report are taken.
+        let (results, reports) = tokio::task::spawn_blocking(move || {
+            let mut results = Vec::with_capacity(keys.len());
+            let mut reports = Vec::new();
+            for spec in specs {
+                let tree = if write {
+                    buoy_results::write_plugin_results(&run_dir, &spec, &tmp_dir)
                         .unwrap_or_else(|e| {
                             tracing::error!(plugin = %spec.name, error = %e, "cannot write the plugin's sonobuoy_results.yaml");
                             buoy_results::process_plugin(&run_dir, &spec)
-                        });
-                    (spec.name, tree)
-                })
-                .collect();
-            let results: Vec<_> = keys
-                .into_iter()
-                .filter_map(|key| {
-                    let (_, tree) = trees.iter().find(|(p, _)| *p == key.plugin)?;
-                    let (status, counts) = buoy_results::entry_result(tree, &key.node)?;
-                    Some((key, status, counts))
-                })
-                .collect();
-            (trees, results)
+                        })
+                } else {
+                    buoy_results::process_plugin(&run_dir, &spec)
+                };
+                let entries = buoy_results::EntryResults::new(&tree);
+                for key in keys.iter().filter(|k| k.plugin == spec.name) {
+                    if let Some((status, counts)) = entries.get(&key.node) {
+                        results.push((key.clone(), status, Vec::from_iter(counts)));
+                    }
+                }
+                reports.push(PluginReport::from_item(&spec.name, &tree));
+            }
+            (results, reports)
         })
         .await
         .unwrap_or_else(|e| {
@@ -697,10 +696,6 @@ impl Aggregator {
                 s.set_result(&key, status, counts);
             }
         }
-        let reports: Vec<PluginReport> = trees
-            .iter()
-            .map(|(p, t)| PluginReport::from_item(p, t))
-            .collect();
         *self.summaries.lock().unwrap_or_else(|p| p.into_inner()) = reports
             .iter()
             .map(|r| (r.plugin.clone(), summary_of(r)))

@@ -128,19 +128,17 @@ impl RunHandle {
     pub async fn start(
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
-        cfg: RunConfig,
+        mut cfg: RunConfig,
     ) -> Result<Self, AggError> {
+        // The run state keeps the keys; a second copy of 10,000 of them is a megabyte.
+        let expected = std::mem::take(&mut cfg.expected);
+        let expected_len = expected.len();
         let started = OffsetDateTime::now_utc();
         let run_dir = cfg.output_dir.join(&cfg.uuid);
         let staging = cfg.output_dir.join(format!(".buoy-staging-{}", cfg.uuid));
         remove_partial_tarballs(&cfg.output_dir, &cfg.uuid);
         let sealed = read_sealed(&cfg.output_dir, &cfg.uuid);
-        let agg = Aggregator::open(
-            &run_dir,
-            &staging,
-            cfg.expected.clone(),
-            cfg.options.clone(),
-        )?;
+        let agg = Aggregator::open(&run_dir, &staging, expected, cfg.options.clone())?;
         let local_addr = listener
             .local_addr()
             .map_err(AggError::io("cannot read the listener address"))?;
@@ -153,7 +151,7 @@ impl RunHandle {
             })
             .await
         });
-        tracing::info!(addr = %local_addr, run_dir = %run_dir.display(), expected = cfg.expected.len(), "aggregator listening");
+        tracing::info!(addr = %local_addr, run_dir = %run_dir.display(), expected = expected_len, "aggregator listening");
         if let Some(info) = &sealed {
             tracing::info!(tarball = %info.name, sha256 = %info.sha256, "this run was sealed before; serving its tarball as it is");
         }

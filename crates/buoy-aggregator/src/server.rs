@@ -58,12 +58,19 @@ async fn serve_conn<IO>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
+        // hyper's read buffer grows to about 400 KiB on a connection streaming a large body,
+        // 20 MiB for 50 such uploads. A request head must also fit in it: 64 KiB is eight
+        // times what nginx allows by default.
+        .max_buf_size(MAX_READ_BUF)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
+
+/// Largest read buffer per connection, the request head included.
+const MAX_READ_BUF: usize = 64 * 1024;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve<F>(

@@ -9,7 +9,7 @@
 //! The I/O of an upload happens between `begin` and `finish`, outside whatever lock guards
 //! this value, so uploads for different keys never wait for each other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use buoy_wire::overview::{
     NodePage, NodeRow, OverviewBuilder, ProgressSummary, Row, MAX_NODE_PAGE,
@@ -56,10 +56,20 @@ pub struct Ticket {
 struct Entry {
     key: ResultKey,
     phase: Phase,
-    progress: Option<ProgressUpdate>,
+    /// Boxed, as is `result`: most keys of a large run have neither for most of it, and an
+    /// entry stays small (10,000 nodes hold 10,000 entries).
+    progress: Option<Box<ProgressUpdate>>,
     attempts: u32,
     /// `result-status` and `result-counts`, once post-processing has run.
-    result: Option<(String, BTreeMap<String, i64>)>,
+    result: Option<Box<EntryResult>>,
+}
+
+/// A status entry's post-processed result; counts as a sorted vector (a `BTreeMap` node is
+/// over 500 bytes, and there is one per entry).
+#[derive(Debug, Clone)]
+struct EntryResult {
+    status: String,
+    counts: Vec<(String, i64)>,
 }
 
 /// Where the run as a whole stands.
@@ -89,8 +99,9 @@ pub struct RunState {
 impl RunState {
     /// A run expecting `keys`, in this order (the status lists them in the same order).
     pub fn new(keys: impl IntoIterator<Item = ResultKey>) -> Self {
-        let mut entries = Vec::new();
-        let mut index = HashMap::new();
+        let keys = keys.into_iter();
+        let mut entries = Vec::with_capacity(keys.size_hint().0);
+        let mut index = HashMap::with_capacity(keys.size_hint().0);
         for key in keys {
             if index.contains_key(&key) {
                 continue;
@@ -104,6 +115,7 @@ impl RunState {
                 result: None,
             });
         }
+        entries.shrink_to_fit();
         Self {
             entries,
             index,
@@ -182,7 +194,10 @@ impl RunState {
     ) -> Result<(), Refusal> {
         let &i = self.index.get(key).ok_or(Refusal::Unexpected)?;
         let e = &mut self.entries[i];
-        e.progress = Some(ProgressUpdate::merge(e.progress.as_ref(), update));
+        e.progress = Some(Box::new(ProgressUpdate::merge(
+            e.progress.as_deref(),
+            update,
+        )));
         Ok(())
     }
 
@@ -232,9 +247,17 @@ impl RunState {
     }
 
     /// Sets `result-status` and `result-counts` of `key`'s status entry.
-    pub fn set_result(&mut self, key: &ResultKey, status: String, counts: BTreeMap<String, i64>) {
+    pub fn set_result(
+        &mut self,
+        key: &ResultKey,
+        status: String,
+        counts: impl IntoIterator<Item = (String, i64)>,
+    ) {
         if let Some(&i) = self.index.get(key) {
-            self.entries[i].result = Some((status, counts));
+            self.entries[i].result = Some(Box::new(EntryResult {
+                status,
+                counts: counts.into_iter().collect(),
+            }));
         }
     }
 
@@ -264,7 +287,7 @@ impl RunState {
                 node: &e.key.node,
                 status: Self::word(&e.phase),
                 weight: 1,
-                progress: e.progress.as_ref(),
+                progress: e.progress.as_deref(),
                 error: Self::error_of(&e.phase),
             });
         }
@@ -329,7 +352,11 @@ impl RunState {
             page.nodes.push(NodeRow {
                 node: e.key.node.clone(),
                 status: st.to_string(),
-                result_status: e.result.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+                result_status: e
+                    .result
+                    .as_ref()
+                    .map(|r| r.status.clone())
+                    .unwrap_or_default(),
                 progress: e.progress.as_ref().map(|p| ProgressSummary {
                     completed: p.completed,
                     total: p.total,
@@ -353,9 +380,16 @@ impl RunState {
                 plugin: e.key.plugin.clone(),
                 node: e.key.node.clone(),
                 status: Self::word(&e.phase).to_string(),
-                result_status: e.result.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
-                result_counts: e.result.as_ref().map(|r| r.1.clone()),
-                progress: e.progress.as_ref().map(ProgressUpdate::for_status),
+                result_status: e
+                    .result
+                    .as_ref()
+                    .map(|r| r.status.clone())
+                    .unwrap_or_default(),
+                result_counts: e
+                    .result
+                    .as_ref()
+                    .map(|r| r.counts.iter().cloned().collect()),
+                progress: e.progress.as_deref().map(ProgressUpdate::for_status),
             })
             .collect();
         let (overall, tar_info) = self.overall();

@@ -12,5 +12,8 @@ pub mod report;
 
 pub use archive::{Archive, ArchiveError};
 pub use item::Item;
-pub use process::{entry_result, process_plugin, write_plugin_results, PluginSpec, RESULTS_FILE};
+pub use process::{
+    entry_result, process_plugin, write_plugin_results, EntryResult, EntryResults, PluginSpec,
+    RESULTS_FILE,
+};
 pub use report::{PluginReport, Query};

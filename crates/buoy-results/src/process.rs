@@ -4,7 +4,7 @@
 //! be read or parsed becomes an item with status `unknown` and the reason in `meta.error`.
 
 use std::fs::{self, File};
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use buoy_wire::gojson::GoObject;
@@ -331,7 +331,9 @@ fn errors_in(plugin_dir: &Path, dir: &Path) -> Vec<Item> {
         .collect()
 }
 
-fn node_item(dir: &Path, items: Vec<Item>) -> Item {
+fn node_item(dir: &Path, mut items: Vec<Item>) -> Item {
+    // A filtered collect starts at four items; most nodes have one, and a run has thousands.
+    items.shrink_to_fit();
     Item {
         name: base_name(dir),
         meta: [("type".to_string(), TYPE_NODE.to_string())].into(),
@@ -352,11 +354,13 @@ pub fn process_plugin(run_dir: &Path, spec: &PluginSpec) -> Item {
             root.items.extend(errors_in(&plugin_dir, &errors));
         }
         Driver::DaemonSet => {
-            for dir in subdirs(&results) {
+            let (results, errors) = (subdirs(&results), subdirs(&errors));
+            root.items.reserve_exact(results.len() + errors.len());
+            for dir in results {
                 let items = items_in(&plugin_dir, &dir, spec);
                 root.items.push(node_item(&dir, items));
             }
-            for dir in subdirs(&errors) {
+            for dir in errors {
                 let items = errors_in(&plugin_dir, &dir);
                 root.items.push(node_item(&dir, items));
             }
@@ -377,38 +381,64 @@ pub fn write_plugin_results(
     let root = process_plugin(run_dir, spec);
     let dir = run_dir.join("plugins").join(&spec.name);
     fs::create_dir_all(&dir)?;
-    let yaml = serde_yaml_ng::to_string(&root).map_err(std::io::Error::other)?;
     let tmp = tmp_dir.join(format!("{}.{RESULTS_FILE}", spec.name));
-    let mut f = File::create(&tmp)?;
-    f.write_all(yaml.as_bytes())?;
+    // Straight to the file: a 10,000-node tree is megabytes of YAML.
+    let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+    serde_yaml_ng::to_writer(&mut out, &root).map_err(std::io::Error::other)?;
+    let f = out.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
     fs::rename(&tmp, dir.join(RESULTS_FILE))?;
     Ok(root)
 }
 
+/// A node's `result-status` and `result-counts` (leaves by status).
+pub type EntryResult = (String, std::collections::BTreeMap<String, i64>);
+
 /// `result-status` and `result-counts` for the status entry of `node` (compat §5.4): the root
 /// for `global`, else the node's items. A DaemonSet node listed under both `results/` and
 /// `errors/` counts both. `None` when the tree has no item for the node.
-pub fn entry_result(
-    root: &Item,
-    node: &str,
-) -> Option<(String, std::collections::BTreeMap<String, i64>)> {
-    let result = |i: &Item| (i.status.clone(), i.leaf_counts());
-    if node == buoy_wire::GLOBAL_NODE {
-        return Some(result(root));
+pub fn entry_result(root: &Item, node: &str) -> Option<EntryResult> {
+    EntryResults::new(root).get(node)
+}
+
+/// [`entry_result`] for many nodes of one tree: the root's children are indexed by name once,
+/// not searched once per node.
+pub struct EntryResults<'a> {
+    root: &'a Item,
+    by_name: std::collections::HashMap<&'a str, Vec<&'a Item>>,
+}
+
+impl<'a> EntryResults<'a> {
+    pub fn new(root: &'a Item) -> Self {
+        let mut by_name: std::collections::HashMap<&str, Vec<&Item>> = Default::default();
+        for i in &root.items {
+            by_name.entry(i.name.as_str()).or_default().push(i);
+        }
+        Self { root, by_name }
     }
-    let direct: Vec<&Item> = root.items.iter().filter(|i| i.name == node).collect();
-    match direct.as_slice() {
-        [] => root.find(node).map(result),
-        [one] => Some(result(one)),
-        several => {
-            let mut merged = Item {
-                name: node.to_string(),
-                items: several.iter().map(|i| (*i).clone()).collect(),
-                ..Item::default()
-            };
-            item::roll_up(&mut merged);
-            Some(result(&merged))
+
+    pub fn get(&self, node: &str) -> Option<EntryResult> {
+        let result = |i: &Item| (i.status.clone(), i.leaf_counts());
+        if node == buoy_wire::GLOBAL_NODE {
+            return Some(result(self.root));
+        }
+        match self
+            .by_name
+            .get(node)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            [] => self.root.find(node).map(result),
+            [one] => Some(result(one)),
+            several => {
+                let mut merged = Item {
+                    name: node.to_string(),
+                    items: several.iter().map(|i| (*i).clone()).collect(),
+                    ..Item::default()
+                };
+                item::roll_up(&mut merged);
+                Some(result(&merged))
+            }
         }
     }
 }

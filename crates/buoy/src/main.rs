@@ -589,7 +589,24 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// One malloc arena for the whole process unless `MALLOC_ARENA_MAX` says otherwise. glibc
+/// gives each busy thread an arena of its own, and memory freed in one (post-processing a
+/// large run, say) stays with it: measured here, peak RSS for 10,000 results fell from 42 to
+/// 28 MiB with one arena, at the same upload rate (docs/BENCHMARKS.md). Threads keep their
+/// own small caches, so they rarely meet on the arena's lock.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists; mallopt only
+        // sets an allocator parameter.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 fn main() {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_tracing(
         if matches!(
