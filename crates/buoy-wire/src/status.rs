@@ -54,6 +54,16 @@ impl Default for TarInfo {
 }
 
 impl PluginStatus {
+    /// How many nodes this row stands for: `N` for a rolled-up row named `N nodes`, else one
+    /// (a node name never holds a space).
+    pub fn nodes(&self) -> u64 {
+        self.node
+            .strip_suffix(" nodes")
+            .or_else(|| self.node.strip_suffix(" node"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1)
+    }
+
     /// An entry with no result or progress yet.
     pub fn new(plugin: &str, node: &str, status: &str) -> Self {
         Self {
@@ -129,28 +139,50 @@ fn rolled_node_name(n: usize) -> String {
     }
 }
 
-/// Sums the progress of several rows into one: counts add up, failure and error lists are
-/// dropped (they are per node), the message is the newest one's.
+/// The progress of a rolled-up row counts nodes, not the plugin's own items: `total` is the
+/// row's nodes and `completed` those done (the row is `complete`, or the node's last update
+/// says it finished every item). Item counts cannot be summed across nodes that report
+/// different totals, or none: 50 finished nodes of which 12 had sent one update read `12 of
+/// 12`. The message says what the numbers are, then the newest node message.
 fn sum_progress<'a>(
     plugin: &str,
     node: &str,
+    status: &str,
     rows: impl Iterator<Item = &'a PluginStatus>,
 ) -> Option<ProgressUpdate> {
-    let mut out: Option<ProgressUpdate> = None;
-    for p in rows.filter_map(|r| r.progress.as_ref()) {
-        let o = out.get_or_insert_with(|| ProgressUpdate {
-            name: plugin.to_string(),
-            node: node.to_string(),
-            ..Default::default()
-        });
-        o.total += p.total;
-        o.completed += p.completed;
-        if p.timestamp >= o.timestamp {
-            o.timestamp = p.timestamp.clone();
-            o.msg = p.msg.clone();
+    let (mut nodes, mut done, mut reporting) = (0i64, 0i64, 0i64);
+    let mut newest: Option<&ProgressUpdate> = None;
+    for r in rows {
+        nodes += 1;
+        let finished = r
+            .progress
+            .as_ref()
+            .is_some_and(|p| p.total > 0 && p.completed >= p.total);
+        if status == COMPLETE || finished {
+            done += 1;
+        }
+        if let Some(p) = &r.progress {
+            reporting += 1;
+            if newest.is_none_or(|n| p.timestamp >= n.timestamp) {
+                newest = Some(p);
+            }
         }
     }
-    out
+    let newest = newest?;
+    let mut msg = format!("{done} of {nodes} nodes done; {reporting} sent progress");
+    if !newest.msg.is_empty() {
+        msg.push_str("; newest: ");
+        msg.push_str(&newest.msg);
+    }
+    Some(ProgressUpdate {
+        name: plugin.to_string(),
+        node: node.to_string(),
+        timestamp: newest.timestamp.clone(),
+        msg,
+        total: nodes,
+        completed: done,
+        ..Default::default()
+    })
 }
 
 fn sum_counts<'a>(rows: impl Iterator<Item = &'a PluginStatus>) -> Option<BTreeMap<String, i64>> {
@@ -192,12 +224,17 @@ fn group_rows(rows: &[&PluginStatus], keep_lists: bool) -> Vec<PluginStatus> {
             } else {
                 rolled_node_name(members.len())
             };
-            let mut progress = sum_progress(&plugin, &node, members.iter().copied());
-            if members.len() == 1 {
-                if let (Some(p), Some(orig)) = (progress.as_mut(), members[0].progress.as_ref()) {
-                    p.node = orig.node.clone();
-                }
-            }
+            // A row of one node keeps that node's own progress, lists aside.
+            let progress = if members.len() == 1 {
+                members[0].progress.as_ref().map(|p| ProgressUpdate {
+                    errors: vec![],
+                    failures: vec![],
+                    appendfailing: vec![],
+                    ..p.clone()
+                })
+            } else {
+                sum_progress(&plugin, &node, &status, members.iter().copied())
+            };
             PluginStatus {
                 result_counts: sum_counts(members.iter().copied()),
                 plugin,
@@ -385,7 +422,7 @@ mod tests {
             let rolled: usize = rows
                 .iter()
                 .filter(|r| r.plugin == p && r.node.ends_with(" nodes"))
-                .map(|r| r.node.split(' ').next().unwrap().parse::<usize>().unwrap())
+                .map(|r| r.nodes() as usize)
                 .sum();
             assert_eq!(failed_named, NAMED_FAILURES);
             assert_eq!(failed_named + rolled, 5000, "{p}");
@@ -395,7 +432,8 @@ mod tests {
             .find(|r| r.plugin == "node-checks" && r.status == RUNNING)
             .unwrap();
         let prog = running.progress.as_ref().unwrap();
-        assert_eq!((prog.total, prog.completed), (19 * 100 * 10, 19 * 100 * 4));
+        // Its progress counts nodes: 1,900 running, none through its 10 items yet.
+        assert_eq!((prog.total, prog.completed), (1900, 0));
     }
 
     #[test]
@@ -430,6 +468,62 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&p).unwrap(),
             r#"{"plugin":"e2e","node":"global","status":"running","result-status":"","result-counts":null}"#
+        );
+    }
+
+    #[test]
+    fn a_rolled_up_row_counts_nodes_done_not_summed_items() {
+        let row = |n: usize, status: &str, progress: Option<(i64, i64)>| PluginStatus {
+            progress: progress.map(|(completed, total)| ProgressUpdate {
+                name: "logs".into(),
+                node: format!("n{n}"),
+                timestamp: format!("2026-11-24T10:00:{:02}Z", n % 60),
+                msg: format!("node {n} says hi"),
+                total,
+                completed,
+                ..Default::default()
+            }),
+            ..PluginStatus::new("logs", &format!("n{n}"), status)
+        };
+        let mut rows = Vec::new();
+        // 50 finished nodes, 12 of which sent one update each: the case that read `12 of 12`.
+        for n in 0..50 {
+            rows.push(row(n, COMPLETE, (n < 12).then_some((1, 1))));
+        }
+        // 30 running nodes: 10 say they finished their items, 5 are part way, 15 sent nothing.
+        for n in 50..80 {
+            let p = match n {
+                50..=59 => Some((7, 7)),
+                60..=64 => Some((2, 7)),
+                _ => None,
+            };
+            rows.push(row(n, RUNNING, p));
+        }
+        let s = Status {
+            plugins: Some(rows),
+            status: RUNNING.into(),
+            tar_info: TarInfo::default(),
+        };
+        let (json, detail) = s.to_bounded_json(2_000, Detail::RolledUp);
+        assert_eq!(detail, Detail::RolledUp);
+        let back: Status = serde_json::from_str(&json).unwrap();
+        let rows = back.plugins.unwrap();
+        let done = rows.iter().find(|r| r.status == COMPLETE).unwrap();
+        assert_eq!((done.node.as_str(), done.nodes()), ("50 nodes", 50));
+        let p = done.progress.as_ref().unwrap();
+        assert_eq!((p.completed, p.total), (50, 50));
+        assert_eq!(
+            p.msg,
+            "50 of 50 nodes done; 12 sent progress; newest: node 11 says hi"
+        );
+        let running = rows.iter().find(|r| r.status == RUNNING).unwrap();
+        assert_eq!(running.nodes(), 30);
+        let p = running.progress.as_ref().unwrap();
+        assert_eq!((p.completed, p.total), (10, 30));
+        assert!(
+            p.msg.starts_with("10 of 30 nodes done; 15 sent progress"),
+            "{}",
+            p.msg
         );
     }
 }

@@ -60,19 +60,25 @@ pub fn render(s: &Status, show_all: bool) -> String {
             .collect();
         table(&["PLUGIN", "NODE", "STATUS", "RESULT", "PROGRESS"], &rows)
     } else {
-        let mut groups: Vec<(&PluginStatus, usize)> = Vec::new();
+        // COUNT is of nodes: a rolled-up row (`2952 nodes`) stands for many.
+        let mut groups: Vec<(&PluginStatus, u64)> = Vec::new();
         for p in entries {
             match groups.iter_mut().find(|(g, _)| {
                 g.plugin == p.plugin && g.status == p.status && g.result_status == p.result_status
             }) {
-                Some(g) => g.1 += 1,
-                None => groups.push((p, 1)),
+                Some(g) => g.1 += p.nodes(),
+                None => groups.push((p, p.nodes())),
             }
         }
         let rows: Vec<Vec<String>> = groups
             .iter()
             .map(|(p, n)| {
-                let single = entries.iter().filter(|e| e.plugin == p.plugin).count() == 1;
+                let single = entries
+                    .iter()
+                    .filter(|e| e.plugin == p.plugin)
+                    .map(PluginStatus::nodes)
+                    .sum::<u64>()
+                    == 1;
                 vec![
                     p.plugin.clone(),
                     p.status.clone(),
@@ -145,10 +151,42 @@ mod tests {
         assert_eq!(lines[3], "logs     failed              1");
         assert!(out.contains("in progress"));
         let all = render(&s, true);
+        assert!(!all.contains("COUNT"));
         assert!(
             all.lines()
                 .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["logs", "c", "failed"]),
             "{all}"
         );
+    }
+
+    #[test]
+    fn rolled_up_rows_count_the_nodes_they_stand_for() {
+        let mut rolled = entry("logs", "2952 nodes", COMPLETE);
+        rolled.progress = Some(ProgressUpdate {
+            total: 2952,
+            completed: 2952,
+            ..Default::default()
+        });
+        let s = Status {
+            plugins: Some(vec![
+                rolled,
+                entry("logs", "n-bad", FAILED),
+                entry("logs", "48 nodes", RUNNING),
+                entry("e2e", "global", RUNNING),
+            ]),
+            status: RUNNING.into(),
+            tar_info: Default::default(),
+        };
+        let out = render(&s, false);
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .skip(1)
+            .take(4)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["logs", "complete", "2952"], "{out}");
+        assert_eq!(rows[1], ["logs", "failed", "1"], "{out}");
+        assert_eq!(rows[2], ["logs", "running", "48"], "{out}");
+        assert_eq!(rows[3], ["e2e", "running", "1"], "{out}");
     }
 }
