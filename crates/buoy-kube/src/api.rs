@@ -16,6 +16,8 @@ pub const STATUS_ANNOTATION: &str = "sonobuoy.hept.io/status";
 pub const AGGREGATOR_SELECTOR: &str = "sonobuoy-component=aggregator";
 pub const LEGACY_AGGREGATOR_SELECTOR: &str = "run=sonobuoy-master";
 pub const DEFAULT_AGGREGATOR_POD: &str = "sonobuoy";
+/// Objects per page of a list request; larger lists are fetched page by page.
+pub const PAGE: u32 = 500;
 
 /// A client bound to the run's namespace.
 #[derive(Clone)]
@@ -179,6 +181,47 @@ impl KubeApi {
             .items)
     }
 
+    /// Every pod matching `selector`, fetched `PAGE` at a time; `keep` turns each into what
+    /// the caller holds, so one page of whole pods is the most in memory at once.
+    pub async fn list_pods_paged<T>(
+        &self,
+        selector: &str,
+        mut keep: impl FnMut(Pod) -> T,
+    ) -> Result<Vec<T>, KubeError> {
+        let mut out = Vec::new();
+        let mut lp = ListParams::default().labels(selector).limit(PAGE);
+        loop {
+            let page = self
+                .pods()
+                .list(&lp)
+                .await
+                .map_err(KubeError::api(format!("listing pods {selector}")))?;
+            out.extend(page.items.into_iter().map(&mut keep));
+            match page.metadata.continue_ {
+                Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The cluster's node names: a paged metadata-only list (no spec or status is sent).
+    pub async fn list_node_names(&self) -> Result<std::collections::BTreeSet<String>, KubeError> {
+        let api = Api::<Node>::all(self.client.clone());
+        let mut out = std::collections::BTreeSet::new();
+        let mut lp = ListParams::default().limit(PAGE);
+        loop {
+            let page = api
+                .list_metadata(&lp)
+                .await
+                .map_err(KubeError::api("listing node names"))?;
+            out.extend(page.items.into_iter().filter_map(|n| n.metadata.name));
+            match page.metadata.continue_ {
+                Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     pub async fn list_daemonsets(&self, selector: &str) -> Result<Vec<DaemonSet>, KubeError> {
         Ok(
             Api::<DaemonSet>::namespaced(self.client.clone(), &self.namespace)
@@ -290,6 +333,90 @@ mod tests {
         assert_eq!(a.len(), 2);
         assert!(b.is_empty());
         assert!(c.is_err());
+    }
+
+    fn page(kind: &str, names: &[&str], cont: Option<&str>) -> serde_json::Value {
+        let mut l = list(
+            kind,
+            names
+                .iter()
+                .map(|n| json!({"metadata": {"name": n}, "spec": {"nodeName": n}}))
+                .collect(),
+        );
+        if let Some(c) = cont {
+            l["metadata"] = json!({"continue": c});
+        }
+        l
+    }
+
+    #[tokio::test]
+    async fn pods_are_listed_page_by_page_and_boiled_down_as_each_page_arrives() {
+        let (client, mut server) = pair();
+        let api = KubeApi::new(client, "sonobuoy");
+        let task = tokio::spawn(async move {
+            api.list_pods_paged("sonobuoy-run=sid", |p| p.metadata.name.unwrap_or_default())
+                .await
+        });
+        let first = server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                page("PodList", &["a", "b"], Some("tok-1")),
+            )
+            .await;
+        assert_eq!(first.query("limit").as_deref(), Some("500"));
+        assert_eq!(
+            first.query("labelSelector").as_deref(),
+            Some("sonobuoy-run=sid")
+        );
+        assert_eq!(first.query("continue"), None);
+        let second = server
+            .expect(
+                "GET",
+                "/api/v1/namespaces/sonobuoy/pods",
+                200,
+                page("PodList", &["c"], None),
+            )
+            .await;
+        assert_eq!(second.query("continue").as_deref(), Some("tok-1"));
+        assert_eq!(
+            second.query("labelSelector").as_deref(),
+            Some("sonobuoy-run=sid")
+        );
+        assert_eq!(within(task).await.unwrap().unwrap(), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn node_names_come_from_a_paged_metadata_only_list() {
+        let (client, mut server) = pair();
+        let api = KubeApi::new(client, "sonobuoy");
+        let task = tokio::spawn(async move { api.list_node_names().await });
+        let first = server
+            .expect(
+                "GET",
+                "/api/v1/nodes",
+                200,
+                page("PartialObjectMetadataList", &["n2", "n1"], Some("t")),
+            )
+            .await;
+        assert!(
+            first.accept.contains("as=PartialObjectMetadataList"),
+            "not a metadata list: {}",
+            first.accept
+        );
+        assert_eq!(first.query("limit").as_deref(), Some("500"));
+        let second = server
+            .expect(
+                "GET",
+                "/api/v1/nodes",
+                200,
+                page("PartialObjectMetadataList", &["n3"], None),
+            )
+            .await;
+        assert_eq!(second.query("continue").as_deref(), Some("t"));
+        let names = within(task).await.unwrap().unwrap();
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["n1", "n2", "n3"]);
     }
 
     #[tokio::test]

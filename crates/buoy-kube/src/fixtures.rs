@@ -21,6 +21,8 @@ pub struct Call {
     /// Path and query, e.g. `/api/v1/namespaces/sonobuoy/pods?&labelSelector=...`.
     pub uri: String,
     pub content_type: String,
+    /// What the client asked the answer to be (a metadata-only list says so here).
+    pub accept: String,
     pub body: Value,
 }
 
@@ -74,6 +76,12 @@ async fn read(req: Request<Body>) -> Call {
         content_type: parts
             .headers
             .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        accept: parts
+            .headers
+            .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string(),
@@ -172,6 +180,7 @@ fn query_decoding() {
         method: "GET".into(),
         uri: "/api/v1/pods?&labelSelector=sonobuoy-component%3Daggregator".into(),
         content_type: String::new(),
+        accept: String::new(),
         body: Value::Null,
     };
     assert_eq!(

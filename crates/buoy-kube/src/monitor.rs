@@ -67,10 +67,35 @@ impl Watched {
     }
 }
 
+/// One plugin pod as a poll saw it: only what judging needs. A listed pod is about 9 KB
+/// (managed fields, env); thousands of them were most of the aggregator's memory, so each
+/// page of a list is boiled down to this before the next is fetched.
+#[derive(Debug, Clone, Default)]
+pub struct SeenPod {
+    pub node: Option<String>,
+    /// Why the pod is failing ([`pod_failure`]), as of the poll.
+    pub failure: Option<String>,
+    /// The whole pod, kept only when failing: the error result carries it.
+    pub pod: Option<serde_json::Value>,
+}
+
+impl SeenPod {
+    pub fn of(pod: &Pod, now: OffsetDateTime) -> Self {
+        let failure = pod_failure(pod, now);
+        Self {
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            pod: failure
+                .as_ref()
+                .and_then(|_| serde_json::to_value(pod).ok()),
+            failure,
+        }
+    }
+}
+
 /// What one poll saw.
 #[derive(Debug, Default)]
 pub struct Observation {
-    pub pods: Vec<Pod>,
+    pub pods: Vec<SeenPod>,
     /// DaemonSets found with the instance's label (DaemonSet plugins only).
     pub daemonsets: usize,
     /// The cluster's node names, when they could be listed.
@@ -114,7 +139,6 @@ pub fn assess(
     now: OffsetDateTime,
 ) -> Vec<Verdict> {
     let mut out = Vec::new();
-    let pod_json = |p: &Pod| serde_json::to_value(p).ok();
     match w.driver {
         Driver::Job => {
             let key = ResultKey::global(&w.plugin);
@@ -125,12 +149,12 @@ pub fn assess(
                 [pod] => {
                     st.job_pod_seen = true;
                     st.job_pod_missing = 0;
-                    if let Some(reason) = pod_failure(pod, now) {
+                    if let Some(reason) = &pod.failure {
                         st.reported.insert(GLOBAL_NODE.into());
                         out.push(Verdict {
                             key,
-                            message: reason,
-                            pod: pod_json(pod),
+                            message: reason.clone(),
+                            pod: pod.pod.clone(),
                         });
                     }
                 }
@@ -155,11 +179,12 @@ pub fn assess(
             if obs.daemonsets != 1 {
                 return out;
             }
+            let expected: BTreeSet<&str> = w.nodes.iter().map(String::as_str).collect();
             for pod in &obs.pods {
-                let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                let Some(node) = pod.node.clone() else {
                     continue;
                 };
-                if !w.nodes.contains(&node) || st.reported.contains(&node) {
+                if !expected.contains(node.as_str()) || st.reported.contains(&node) {
                     continue;
                 }
                 st.found.insert(node.clone());
@@ -167,12 +192,12 @@ pub fn assess(
                 if done(&key) {
                     continue;
                 }
-                if let Some(reason) = pod_failure(pod, now) {
+                if let Some(reason) = &pod.failure {
                     st.reported.insert(node.clone());
                     out.push(Verdict {
                         key,
-                        message: reason,
-                        pod: pod_json(pod),
+                        message: reason.clone(),
+                        pod: pod.pod.clone(),
                     });
                 }
             }
@@ -219,8 +244,13 @@ pub fn assess(
     out
 }
 
-/// Gathers one observation from the API.
-pub async fn observe(api: &KubeApi, w: &Watched) -> Result<Observation, crate::KubeError> {
+/// Gathers one observation from the API: paged lists, the cluster's nodes by name only
+/// (metadata), this instance's pods by label, each boiled down as its page arrives.
+pub async fn observe(
+    api: &KubeApi,
+    w: &Watched,
+    now: OffsetDateTime,
+) -> Result<Observation, crate::KubeError> {
     let selector = crate::objects::run_selector(&w.sid);
     let mut obs = Observation::default();
     if w.driver == Driver::DaemonSet {
@@ -228,15 +258,17 @@ pub async fn observe(api: &KubeApi, w: &Watched) -> Result<Observation, crate::K
         if obs.daemonsets != 1 {
             return Ok(obs);
         }
-        obs.nodes = match api.try_list_nodes().await {
-            Ok(ns) => Some(ns.into_iter().filter_map(|n| n.metadata.name).collect()),
+        obs.nodes = match api.list_node_names().await {
+            Ok(ns) => Some(ns),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot list nodes; node removal not checked this poll");
                 None
             }
         };
     }
-    obs.pods = api.list_pods(&selector).await?;
+    obs.pods = api
+        .list_pods_paged(&selector, |p| SeenPod::of(&p, now))
+        .await?;
     Ok(obs)
 }
 
@@ -288,17 +320,11 @@ pub async fn monitor(
                 }
             }
         } else {
-            match observe(&api, &w).await {
+            let now = OffsetDateTime::now_utc();
+            match observe(&api, &w, now).await {
                 Ok(obs) => {
                     wait = opts.poll;
-                    let verdicts = assess(
-                        &w,
-                        &mut st,
-                        &obs,
-                        &|k| is_done(&agg, k),
-                        &opts,
-                        OffsetDateTime::now_utc(),
-                    );
+                    let verdicts = assess(&w, &mut st, &obs, &|k| is_done(&agg, k), &opts, now);
                     for v in verdicts {
                         tracing::warn!(key = %v.key, reason = %v.message, "plugin failure detected");
                         if !record(&agg, &v).await {
@@ -341,8 +367,9 @@ mod tests {
         }
     }
 
-    fn pod_on(node: &str, status: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": format!("pod-{node}")}, "spec": {"containers": [], "nodeName": node}, "status": status})).unwrap()
+    fn pod_on(node: &str, status: serde_json::Value) -> SeenPod {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": format!("pod-{node}")}, "spec": {"containers": [], "nodeName": node}, "status": status})).unwrap();
+        SeenPod::of(&pod, OffsetDateTime::now_utc())
     }
 
     fn unschedulable() -> serde_json::Value {
@@ -351,6 +378,18 @@ mod tests {
 
     fn names(ns: &[&str]) -> Option<BTreeSet<String>> {
         Some(ns.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn a_seen_pod_keeps_the_whole_pod_only_when_it_is_failing() {
+        let running = pod_on("a", json!({"phase": "Running"}));
+        assert_eq!(running.node.as_deref(), Some("a"));
+        assert!(running.failure.is_none() && running.pod.is_none());
+        let stuck = pod_on("b", unschedulable());
+        assert_eq!(stuck.failure.as_deref(), Some("Can't schedule pod: taints"));
+        let pod = stuck.pod.unwrap();
+        assert_eq!(pod["metadata"]["name"], "pod-b");
+        assert_eq!(pod["status"]["conditions"][0]["reason"], "Unschedulable");
     }
 
     #[test]
