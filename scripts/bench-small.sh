@@ -4,9 +4,12 @@
 # upload), then nginx (scripts/nginx-put.sh), each loaded by `buoy bench`. Prints one line per
 # server and round: results/s, p99, and the aggregator's peak RSS (VmHWM) after sealing.
 # Usage: scripts/bench-small.sh [NODES] [ROUNDS]     (needs nginx-core for the nginx rows)
+#        SIZE=104857600 scripts/bench-small.sh 100 1  (100 × 100 MiB; each run's files are
+#        deleted after it, since a large run fills gigabytes and deleting a hundred files does
+#        not slow the next run the way deleting thousands does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nodes="${1:-10000}"; rounds="${2:-3}"
+nodes="${1:-10000}"; rounds="${2:-3}"; size="${SIZE:-10240}"
 cargo build --release --locked -q
 buoy="$PWD/target/release/buoy"
 work="$(mktemp -d)"; chmod 755 "$work" # nginx's workers run as another user
@@ -32,16 +35,18 @@ run_buoy() { # $1: label, $2...: extra aggregator flags; then bench flags after 
   "$buoy" aggregator --bind 127.0.0.1:18181 --output "$out" --no-exit "${agg[@]}" "${expect[@]}" >/dev/null 2>"$work/agg.log" &
   local pid=$!
   until grep -q "listening on" "$work/agg.log"; do sleep 0.1; done
-  local json; json="$("$buoy" bench --nodes "$nodes" -c 50 --json "${bench[@]}")"
+  local json; json="$("$buoy" bench --nodes "$nodes" --size "$size" -c 50 --json "${bench[@]}")"
   until ls "$out"/*.tar.gz >/dev/null 2>&1; do sleep 0.1; done
   local rss; rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-  printf '%-28s results/s %7.0f   p99 %7.2f ms   peak RSS %6d KiB\n' "$label" \
-    "$(echo "$json" | field results_per_s)" "$(echo "$json" | field p99_ms)" "$rss"
+  [ "$size" -le 1048576 ] || rm -rf "$out"
+  printf '%-28s results/s %7.0f   MB/s %6.0f   p99 %7.2f ms   peak RSS %6d KiB\n' "$label" \
+    "$(echo "$json" | field results_per_s)" "$(echo "$json" | field mb_per_s)" \
+    "$(echo "$json" | field p99_ms)" "$rss"
 }
 
 for ((r = 1; r <= rounds; r++)); do
-  echo "round $r ($nodes × 10 KiB, 50 in flight)"
+  echo "round $r ($nodes × $size bytes, 50 in flight)"
   run_buoy "buoy, HTTP keep-alive" --insecure-http -- --url http://127.0.0.1:18181
   rm -rf "$work/certs"
   "$buoy" certs init "$work/certs" --advertise 127.0.0.1 2>/dev/null
@@ -50,9 +55,11 @@ for ((r = 1; r <= rounds; r++)); do
     --url https://127.0.0.1:18181 --certs "$work/certs" --new-conn
   if command -v nginx >/dev/null; then
     ngx="$work/ngx-$r"; scripts/nginx-put.sh 18182 "$ngx" >/dev/null
-    json="$("$buoy" bench --url http://127.0.0.1:18182 --nodes "$nodes" -c 50 --json || true)"
+    json="$("$buoy" bench --url http://127.0.0.1:18182 --nodes "$nodes" --size "$size" -c 50 --json || true)"
     kill "$(cat "$ngx/nginx.pid")"; rm -f "$ngx/nginx.pid"
-    printf '%-28s results/s %7.0f   p99 %7.2f ms\n' "nginx PUT, HTTP keep-alive" \
-      "$(echo "$json" | field results_per_s)" "$(echo "$json" | field p99_ms)"
+    [ "$size" -le 1048576 ] || rm -rf "$ngx/data"
+    printf '%-28s results/s %7.0f   MB/s %6.0f   p99 %7.2f ms\n' "nginx PUT, HTTP keep-alive" \
+      "$(echo "$json" | field results_per_s)" "$(echo "$json" | field mb_per_s)" \
+      "$(echo "$json" | field p99_ms)"
   fi
 done

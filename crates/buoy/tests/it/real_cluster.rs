@@ -110,10 +110,37 @@ fn start_worker(
     cmd.spawn().unwrap()
 }
 
+/// Deletes the test's namespace and Node objects when the test ends, passed or failed (a
+/// failed assertion unwinds through this).
+struct Cleanup {
+    kubeconfig: std::path::PathBuf,
+    ns: String,
+    nodes: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let k = self.kubeconfig.as_path();
+        let _ = kubectl(k, &["delete", "namespace", &self.ns, "--wait=false"], None);
+        for n in &self.nodes {
+            let _ = kubectl(
+                k,
+                &["delete", "node", n, "--ignore-not-found", "--wait=false"],
+                None,
+            );
+        }
+    }
+}
+
 pub async fn run(k: &Path) {
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let ns = format!("buoy-e2e-{id}");
     let nodes = [format!("buoy-e2e-{id}-a"), format!("buoy-e2e-{id}-b")];
+    let _cleanup = Cleanup {
+        kubeconfig: k.to_path_buf(),
+        ns: ns.clone(),
+        nodes: nodes.to_vec(),
+    };
     apply(
         k,
         &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
@@ -309,7 +336,4 @@ pub async fn run(k: &Path) {
             .all(|p| p["metadata"]["deletionTimestamp"].is_string()),
         "DaemonSets left behind"
     );
-
-    let _ = kubectl(k, &["delete", "namespace", &ns, "--wait=false"], None);
-    let _ = kubectl(k, &["delete", "node", &nodes[0], "--wait=false"], None);
 }
