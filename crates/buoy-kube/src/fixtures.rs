@@ -59,6 +59,14 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+fn header(headers: &http::HeaderMap, name: http::header::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn read(req: Request<Body>) -> Call {
     let (parts, body) = req.into_parts();
     let bytes = tokio::time::timeout(WAIT, body.collect())
@@ -73,18 +81,8 @@ async fn read(req: Request<Body>) -> Call {
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_default(),
-        content_type: parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        accept: parts
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
+        content_type: header(&parts.headers, http::header::CONTENT_TYPE),
+        accept: header(&parts.headers, http::header::ACCEPT),
         body: if bytes.is_empty() {
             Value::Null
         } else {
