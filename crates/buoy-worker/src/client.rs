@@ -29,6 +29,8 @@ pub enum ClientError {
     Http { addr: String, source: hyper::Error },
     #[error("timed out talking to {0}")]
     Timeout(String),
+    #[error("the answer from {addr} broke off: {reason}")]
+    Body { addr: String, reason: String },
     #[error("{0}")]
     Other(String),
 }
@@ -58,6 +60,13 @@ impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).trim_end().to_string()
     }
+}
+
+/// How much of a reply body to read, and whether a broken one is an error.
+#[derive(Debug, Clone, Copy)]
+enum BodyRead {
+    Lenient,
+    Whole(usize),
 }
 
 #[derive(Clone)]
@@ -132,13 +141,44 @@ impl Client {
         }
     }
 
-    /// Sends one request and reads the reply.
+    /// Sends one request and reads the reply; a reply body past 64 KiB, or one that breaks
+    /// off, reads as what arrived.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         headers: HeaderMap,
         body: Body,
+    ) -> Result<Reply, ClientError> {
+        self.send_with(method, path, headers, body, BodyRead::Lenient)
+            .await
+    }
+
+    /// A GET whose whole reply body, up to `limit` bytes, is wanted: one that breaks off or
+    /// runs past `limit` is an error ([`ClientError::Body`], worth retrying).
+    pub async fn get_whole(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        limit: usize,
+    ) -> Result<Reply, ClientError> {
+        self.send_with(
+            Method::GET,
+            path,
+            headers,
+            full(Vec::new()),
+            BodyRead::Whole(limit),
+        )
+        .await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Body,
+        read: BodyRead,
     ) -> Result<Reply, ClientError> {
         let addr = self.addr();
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr.as_str()))
@@ -165,7 +205,7 @@ impl Client {
             .body(body)
             .map_err(|e| ClientError::Other(e.to_string()))?;
         match &self.tls {
-            None => self.exchange(TokioIo::new(tcp), req, &addr).await,
+            None => self.exchange(TokioIo::new(tcp), req, &addr, read).await,
             Some(conn) => {
                 let name = self
                     .host
@@ -182,7 +222,7 @@ impl Client {
                             addr: addr.clone(),
                             source,
                         })?;
-                self.exchange(TokioIo::new(tls), req, &addr).await
+                self.exchange(TokioIo::new(tls), req, &addr, read).await
             }
         }
     }
@@ -192,6 +232,7 @@ impl Client {
         io: TokioIo<IO>,
         req: http::Request<Body>,
         addr: &str,
+        read: BodyRead,
     ) -> Result<Reply, ClientError>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -220,11 +261,26 @@ impl Client {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let body = match read {
+            BodyRead::Lenient => Limited::new(resp.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default(),
+            BodyRead::Whole(limit) => {
+                let got = Limited::new(resp.into_body(), limit).collect().await;
+                match got {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) => {
+                        conn_task.abort();
+                        return Err(ClientError::Body {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        };
         conn_task.abort();
         Ok(Reply {
             status,

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod relay;
+pub mod retrieve;
 pub mod upload;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -69,6 +69,33 @@ pub(crate) enum Command {
     /// Load-test an aggregator (Buoy's, Sonobuoy's, or any PUT-to-disk server) with workers'
     /// traffic and print results/s, MB/s and latencies; exits 1 if any upload was not 2xx.
     Bench(BenchArgs),
+    /// Download a sealed run's tarball from an aggregator's URL in ranges, resuming after a
+    /// broken connection, and check its SHA-256 against the run's status.
+    Retrieve(RetrieveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RetrieveArgs {
+    /// Where the tarball is written (made if missing).
+    #[arg(default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// The aggregator: a standalone one, or one in a cluster through
+    /// `kubectl -n sonobuoy port-forward pod/sonobuoy 8081` (`--url http://127.0.0.1:8081`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: String,
+    /// With an https --url: the CA, client certificate and key files (e.g. from --certs).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Bytes per range request (tests make it small).
+    #[arg(long, hide = true, default_value_t = buoy_worker::retrieve::RANGE_BYTES)]
+    pub(crate) range_bytes: u64,
 }
 
 #[derive(Args)]

@@ -296,24 +296,71 @@ async fn progress(args: ProgressArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// A client for an aggregator's `url`, with mTLS when the three files are given.
+fn aggregator_client(
+    url: &str,
+    cacert: &Option<PathBuf>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<buoy_worker::client::Client> {
+    let tls = match (cacert, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            Some(buoy_pki::client_config(
+                &read(ca)?,
+                &read(cert)?,
+                &read(key)?,
+            )?)
+        }
+        (None, None, None) => None,
+        _ => bail!("--cacert, --cert and --key go together"),
+    };
+    Ok(buoy_worker::client::Client::new(url, tls)?)
+}
+
+async fn retrieve(args: RetrieveArgs) -> Result<i32> {
+    let client = aggregator_client(&args.url, &args.cacert, &args.cert, &args.key)?;
+    let bar = if !args.quiet && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "tarball [{bar:30.green/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut on_progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let got =
+        buoy_worker::retrieve::retrieve(&client, &args.dir, args.range_bytes, &mut on_progress)
+            .await;
+    bar.finish_and_clear();
+    let got = got.with_context(|| format!("cannot retrieve the tarball from {}", args.url))?;
+    if got.resumed_from > 0 || got.retries > 0 {
+        eprintln!(
+            "resumed: {} bytes were already here, {} requests tried again",
+            got.resumed_from, got.retries
+        );
+    }
+    eprintln!(
+        "{} bytes, SHA-256 {} (matches the run's status)",
+        got.bytes, got.sha256
+    );
+    println!("{}", got.path.display());
+    Ok(0)
+}
+
 async fn fetch_status(args: &StatusArgs) -> Result<buoy_wire::Status> {
     if let Some(url) = &args.url {
-        let tls = match (&args.cacert, &args.cert, &args.key) {
-            (Some(ca), Some(cert), Some(key)) => {
-                let read = |p: &PathBuf| {
-                    std::fs::read_to_string(p)
-                        .with_context(|| format!("cannot read {}", p.display()))
-                };
-                Some(buoy_pki::client_config(
-                    &read(ca)?,
-                    &read(cert)?,
-                    &read(key)?,
-                )?)
-            }
-            (None, None, None) => None,
-            _ => bail!("--cacert, --cert and --key go together"),
-        };
-        let client = buoy_worker::client::Client::new(url, tls)?;
+        let client = aggregator_client(url, &args.cacert, &args.cert, &args.key)?;
         let reply = client
             .send(
                 http::Method::GET,
@@ -617,6 +664,7 @@ fn main() {
                 | Command::Manifest(_)
                 | Command::Results(_)
                 | Command::Bench(_)
+                | Command::Retrieve(_)
         ) {
             "warn"
         } else {
@@ -646,6 +694,7 @@ fn main() {
             Command::Results(a) => results(a),
             Command::Certs(c) => certs(c),
             Command::Bench(a) => bench(a).await,
+            Command::Retrieve(a) => retrieve(a).await,
         }
     });
     let code = match result {

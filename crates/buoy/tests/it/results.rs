@@ -149,3 +149,123 @@ async fn the_tarball_is_404_until_sealed_then_served_whole_and_in_ranges_with_it
     assert!(head.body.is_empty());
     t.stop().await;
 }
+
+/// A TCP proxy in front of `upstream` that cuts the connections whose number (1-based) is in
+/// `cut` once `after` bytes of the answer have passed. Counts the connections it took.
+async fn cutting_proxy(
+    upstream: std::net::SocketAddr,
+    cut: &'static [usize],
+    after: usize,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let limit = if cut.contains(&n) { after } else { usize::MAX };
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut passed = 0usize;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let room = (limit - passed).min(buf.len());
+                    if room == 0 {
+                        break;
+                    }
+                    match sr.read(&mut buf[..room]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            if cw.write_all(&buf[..k]).await.is_err() {
+                                break;
+                            }
+                            passed += k;
+                        }
+                    }
+                }
+                // Dropping both halves closes the client's connection mid-answer.
+                up.abort();
+            });
+        }
+    });
+    (addr, taken)
+}
+
+#[tokio::test]
+async fn retrieve_resumes_after_cut_connections_and_checks_the_sha256() {
+    let t = spawn_aggregator(&[("p", "global")], insecure(), None, None).await;
+    let c = t.client();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got");
+
+    // Before the run is sealed there is nothing to fetch, and the command says why.
+    let early = cli::buoy()
+        .args(["retrieve", "--url", &t.url(), "-q"])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(early.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(err.contains("not ready: the run is running"), "{err}");
+
+    let cd = [("content-disposition", "attachment;filename=blob")];
+    let put_reply = put(&c, "/api/v1/results/global/p", &cd, noise(300_000)).await;
+    assert_eq!(put_reply.status, 200);
+    t.complete().await;
+    let want = t.agg.status().tar_info;
+
+    // The 2nd and 4th connections (the 1st and 3rd ranges) break off after 10,000 bytes.
+    let (proxy, taken) = cutting_proxy(t.addr, &[2, 4], 10_000).await;
+    let got = cli::buoy()
+        .args(["retrieve", "--url", &format!("http://{proxy}"), "-q"])
+        .args(["--range-bytes", "65536"])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert_eq!(got.status.code(), Some(0), "{err}");
+    let path = String::from_utf8_lossy(&got.stdout).trim().to_string();
+    assert_eq!(path, out.join(&want.name).display().to_string());
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as i64, want.size);
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), want.sha256);
+    assert!(err.contains("2 requests tried again"), "{err}");
+    // The status, one connection per range (more than four of 64 KiB), two of them again.
+    let ranges = (want.size as usize).div_ceil(65536);
+    assert!(ranges >= 4, "{ranges}");
+    assert_eq!(
+        taken.load(std::sync::atomic::Ordering::SeqCst),
+        1 + ranges + 2
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+
+    // A partial download that is not this tarball's beginning fails the check, and is removed.
+    let again = dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let partial = again.join(format!(".{}.partial", want.name));
+    std::fs::write(&partial, vec![b'x'; 1000]).unwrap();
+    let bad = cli::buoy()
+        .args(["retrieve", "--url", &t.url(), "-q"])
+        .arg(&again)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(err.contains("but the run's status says"), "{err}");
+    assert!(!partial.exists() && !again.join(&want.name).exists());
+}
