@@ -64,6 +64,16 @@ struct Entry {
     result: Option<Box<EntryResult>>,
 }
 
+impl Entry {
+    /// `result-status`: empty until post-processing has run.
+    fn result_status(&self) -> String {
+        self.result
+            .as_ref()
+            .map(|r| r.status.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// A status entry's post-processed result; counts as a sorted vector (a `BTreeMap` node is
 /// over 500 bytes, and there is one per entry).
 #[derive(Debug, Clone)]
@@ -352,11 +362,7 @@ impl RunState {
             page.nodes.push(NodeRow {
                 node: e.key.node.clone(),
                 status: st.to_string(),
-                result_status: e
-                    .result
-                    .as_ref()
-                    .map(|r| r.status.clone())
-                    .unwrap_or_default(),
+                result_status: e.result_status(),
                 progress: e.progress.as_ref().map(|p| ProgressSummary {
                     completed: p.completed,
                     total: p.total,
@@ -380,11 +386,7 @@ impl RunState {
                 plugin: e.key.plugin.clone(),
                 node: e.key.node.clone(),
                 status: Self::word(&e.phase).to_string(),
-                result_status: e
-                    .result
-                    .as_ref()
-                    .map(|r| r.status.clone())
-                    .unwrap_or_default(),
+                result_status: e.result_status(),
                 result_counts: e
                     .result
                     .as_ref()

@@ -19,6 +19,28 @@ pub const DEFAULT_AGGREGATOR_POD: &str = "sonobuoy";
 /// Objects per page of a list request; larger lists are fetched page by page.
 pub const PAGE: u32 = 500;
 
+/// Lists with `lp` `PAGE` objects at a time, following `continue` tokens until the list ends,
+/// and hands each page's items to `take` before the next page is asked for.
+async fn each_page<K: Clone, F, Fut>(
+    lp: ListParams,
+    mut fetch: F,
+    mut take: impl FnMut(Vec<K>),
+) -> Result<(), KubeError>
+where
+    F: FnMut(ListParams) -> Fut,
+    Fut: std::future::Future<Output = Result<kube::core::ObjectList<K>, KubeError>>,
+{
+    let mut lp = lp.limit(PAGE);
+    loop {
+        let page = fetch(lp.clone()).await?;
+        take(page.items);
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// A client bound to the run's namespace.
 #[derive(Clone)]
 pub struct KubeApi {
@@ -188,38 +210,43 @@ impl KubeApi {
         selector: &str,
         mut keep: impl FnMut(Pod) -> T,
     ) -> Result<Vec<T>, KubeError> {
+        let pods = self.pods();
         let mut out = Vec::new();
-        let mut lp = ListParams::default().labels(selector).limit(PAGE);
-        loop {
-            let page = self
-                .pods()
-                .list(&lp)
-                .await
-                .map_err(KubeError::api(format!("listing pods {selector}")))?;
-            out.extend(page.items.into_iter().map(&mut keep));
-            match page.metadata.continue_ {
-                Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
-                _ => return Ok(out),
-            }
-        }
+        each_page(
+            ListParams::default().labels(selector),
+            |lp| {
+                let pods = pods.clone();
+                async move {
+                    pods.list(&lp)
+                        .await
+                        .map_err(KubeError::api(format!("listing pods {selector}")))
+                }
+            },
+            |items| out.extend(items.into_iter().map(&mut keep)),
+        )
+        .await?;
+        Ok(out)
     }
 
     /// The cluster's node names: a paged metadata-only list (no spec or status is sent).
     pub async fn list_node_names(&self) -> Result<std::collections::BTreeSet<String>, KubeError> {
-        let api = Api::<Node>::all(self.client.clone());
+        let nodes = Api::<Node>::all(self.client.clone());
         let mut out = std::collections::BTreeSet::new();
-        let mut lp = ListParams::default().limit(PAGE);
-        loop {
-            let page = api
-                .list_metadata(&lp)
-                .await
-                .map_err(KubeError::api("listing node names"))?;
-            out.extend(page.items.into_iter().filter_map(|n| n.metadata.name));
-            match page.metadata.continue_ {
-                Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
-                _ => return Ok(out),
-            }
-        }
+        each_page(
+            ListParams::default(),
+            |lp| {
+                let nodes = nodes.clone();
+                async move {
+                    nodes
+                        .list_metadata(&lp)
+                        .await
+                        .map_err(KubeError::api("listing node names"))
+                }
+            },
+            |items| out.extend(items.into_iter().filter_map(|n| n.metadata.name)),
+        )
+        .await?;
+        Ok(out)
     }
 
     pub async fn list_daemonsets(&self, selector: &str) -> Result<Vec<DaemonSet>, KubeError> {

@@ -142,7 +142,7 @@ impl Client {
     }
 
     /// Sends one request and reads the reply; a reply body past 64 KiB, or one that breaks
-    /// off, reads as what arrived.
+    /// off, reads as empty.
     pub async fn send(
         &self,
         method: Method,
@@ -261,24 +261,19 @@ impl Client {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = match read {
-            BodyRead::Lenient => Limited::new(resp.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default(),
-            BodyRead::Whole(limit) => {
-                let got = Limited::new(resp.into_body(), limit).collect().await;
-                match got {
-                    Ok(c) => c.to_bytes(),
-                    Err(e) => {
-                        conn_task.abort();
-                        return Err(ClientError::Body {
-                            addr: addr.to_string(),
-                            reason: e.to_string(),
-                        });
-                    }
-                }
+        let limit = match read {
+            BodyRead::Lenient => 64 * 1024,
+            BodyRead::Whole(limit) => limit,
+        };
+        let body = match (Limited::new(resp.into_body(), limit).collect().await, read) {
+            (Ok(c), _) => c.to_bytes(),
+            (Err(_), BodyRead::Lenient) => Bytes::new(),
+            (Err(e), BodyRead::Whole(_)) => {
+                conn_task.abort();
+                return Err(ClientError::Body {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
             }
         };
         conn_task.abort();
