@@ -41,6 +41,26 @@ where
     }
 }
 
+/// Percent-encodes a query value (selectors carry `=`, `,` and `!`).
+pub fn query_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn get_request(path_and_query: &str) -> http::Request<Vec<u8>> {
+    http::Request::get(path_and_query)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Vec::new())
+        .expect("a GET request from a path")
+}
+
 /// A client bound to the run's namespace.
 #[derive(Clone)]
 pub struct KubeApi {
@@ -89,6 +109,26 @@ impl KubeApi {
 
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// A GET of `path_and_query` (a discovery document, the server version, one page of a
+    /// gathered list) decoded as JSON.
+    pub async fn get_json(&self, path_and_query: &str) -> Result<serde_json::Value, KubeError> {
+        self.client
+            .request(get_request(path_and_query))
+            .await
+            .map_err(KubeError::api(format!("GET {path_and_query}")))
+    }
+
+    /// A GET of `path_and_query` whose body is read as it arrives (a pod's log).
+    pub async fn get_stream(
+        &self,
+        path_and_query: &str,
+    ) -> Result<impl futures_util::AsyncBufRead + use<>, KubeError> {
+        self.client
+            .request_stream(get_request(path_and_query))
+            .await
+            .map_err(KubeError::api(format!("GET {path_and_query}")))
     }
 
     /// All nodes. Forbidden or Unauthorized means no nodes (v0.57): DaemonSet plugins then

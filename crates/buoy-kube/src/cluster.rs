@@ -1,7 +1,7 @@
 //! The in-cluster run of `buoy aggregator` (compat §6.3-6.5): initial status, node listing,
 //! expected results, certificates, the HTTPS server, status publication, plugin launch in
-//! order groups with a monitor per plugin, cleanup, `definition.json`, sealing and the final
-//! status. Handlers never call the Kubernetes API; only this module and its helpers do.
+//! order groups with a monitor per plugin, gathering, cleanup, `definition.json`, `run.log`,
+//! sealing and the final status. Handlers never call the Kubernetes API; only this module and its helpers do.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::error::KubeError;
 use crate::monitor::{MonitorOptions, Watched};
 use crate::objects::{self, DriverContext};
 use crate::publish::{PublishOptions, Publisher};
+use crate::runlog::RunLog;
 
 /// How an in-cluster run behaves beyond its config.
 pub struct ClusterOptions {
@@ -34,6 +35,8 @@ pub struct ClusterOptions {
     pub publish: PublishOptions,
     pub aggregator: Options,
     pub server: ServerOptions,
+    /// Where the process's log lines are copied for `meta/run.log`, when the binary set one up.
+    pub run_log: Option<RunLog>,
 }
 
 impl Default for ClusterOptions {
@@ -47,6 +50,7 @@ impl Default for ClusterOptions {
             publish: PublishOptions::default(),
             aggregator: Options::default(),
             server: ServerOptions::default(),
+            run_log: None,
         }
     }
 }
@@ -126,6 +130,12 @@ pub async fn run(
     opts: ClusterOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<Finished, KubeError> {
+    if let Some(log) = &opts.run_log {
+        let path = opts.output_dir.join(format!(".buoy-run-{}.log", cfg.uuid));
+        if let Err(e) = std::fs::create_dir_all(&opts.output_dir).and_then(|()| log.open(&path)) {
+            tracing::warn!(path = %path.display(), error = %e, "no run.log for this run");
+        }
+    }
     let mut publisher = Publisher::new(api.clone(), opts.publish.clone());
     publisher.publish(&Status::initial()).await;
 
@@ -274,6 +284,16 @@ pub async fn run(
         ));
     }
     agg.set_run_phase(buoy_aggregator::state::RunPhase::PostProcessing);
+    // Before cleanup, so the plugin pods' logs are still there (compat §6.3 step 8).
+    let work = opts.output_dir.join(format!(".buoy-gather-{}", cfg.uuid));
+    match crate::gather::gather(&api, &cfg.gather, agg.run_dir(), &work).await {
+        Ok(s) => tracing::info!(
+            queries = s.queries,
+            failed = s.failed,
+            "gathered cluster data"
+        ),
+        Err(e) => tracing::error!(error = %e, "gathering cluster data failed"),
+    }
     for l in &launched {
         let m = &plugins[l.index];
         if !m.config.skip_cleanup {
@@ -293,6 +313,12 @@ pub async fn run(
         Ok(p) => p,
         Err(_) => Publisher::new(api.clone(), opts.publish.clone()),
     };
+    if let Some(log) = &opts.run_log {
+        tracing::info!("Log lines after this point will not appear in the downloaded tarball.");
+        if let Err(e) = log.close_into(&agg.run_dir().join("meta/run.log")) {
+            tracing::warn!(error = %e, "cannot move run.log into the run directory");
+        }
+    }
     // The final status is published once sealed; with --no-exit the server then keeps going.
     let finished = if opts.no_exit {
         let publish_then_wait = async {
@@ -369,9 +395,10 @@ mod tests {
                     (200, list("PodList", vec![aggregator_pod()]))
                 }
                 ("GET", p) if p == format!("{NS}/pods") => {
-                    let sid = sel.trim_start_matches("sonobuoy-run=");
+                    // Monitors list by run label; gathering lists every pod.
+                    let sid = sel.strip_prefix("sonobuoy-run=");
                     let mut pods = Vec::new();
-                    for o in created.iter().filter(|o| o["metadata"]["labels"]["sonobuoy-run"] == sid) {
+                    for o in created.iter().filter(|o| sid.is_none_or(|sid| o["metadata"]["labels"]["sonobuoy-run"] == sid)) {
                         let name = o["metadata"]["name"].as_str().unwrap().to_string();
                         if o["kind"] == "Pod" {
                             let mut p = o.clone();
@@ -394,6 +421,15 @@ mod tests {
                     (200, list("DaemonSetList", ds))
                 }
                 ("PATCH" | "GET", p) if p == format!("{NS}/pods/sonobuoy") => (200, aggregator_pod()),
+                // What gathering asks for: discovery, the version, namespaces, logs.
+                ("GET", "/api") => (200, json!({"kind": "APIVersions", "versions": ["v1"]})),
+                ("GET", "/apis") => (200, json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})),
+                ("GET", "/api/v1") => (200, json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                    {"name": "nodes", "kind": "Node", "namespaced": false, "verbs": ["list"]},
+                    {"name": "pods", "kind": "Pod", "namespaced": true, "verbs": ["list"]}]})),
+                ("GET", "/version") => (200, json!({"gitVersion": "v1.26.3"})),
+                ("GET", "/api/v1/namespaces") => (200, list("NamespaceList", vec![json!({"metadata": {"name": "sonobuoy"}})])),
+                ("GET", p) if p.ends_with("/log") => (200, Value::String(format!("log of {}\nE0101 an error\n", c.query("container").unwrap_or_default()))),
                 ("POST", _) => {
                     created.push(c.body.clone());
                     (201, c.body.clone())
@@ -403,6 +439,24 @@ mod tests {
             }
         });
         (client, recorded)
+    }
+
+    /// The process-wide subscriber of this test binary, with a run log. Global, because a
+    /// thread-local subscriber can miss events whose callsite interest another test's thread
+    /// cached meanwhile.
+    fn global_run_log() -> RunLog {
+        static LOG: std::sync::OnceLock<RunLog> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            let log = RunLog::default();
+            tracing_subscriber::registry()
+                .with(log.layer())
+                .try_init()
+                .expect("the only global subscriber of these tests");
+            log
+        })
+        .clone()
     }
 
     fn config(port: u16, timeout: u64) -> ClusterConfig {
@@ -521,6 +575,8 @@ mod tests {
         let mut opts = quick();
         opts.output_dir = out.path().to_path_buf();
         opts.listener = Some(listener);
+        let log = global_run_log();
+        opts.run_log = Some(log);
         let run = tokio::spawn(run(
             api,
             config(port, 0),
@@ -579,6 +635,50 @@ mod tests {
         assert_eq!(def["Namespace"], "sonobuoy");
         assert_eq!(def["CleanedUp"], true);
         assert!(finished.tarball.is_file());
+
+        // Gathered before cleanup: resources, the plugin pods' logs, the health summary, query
+        // times, and every log line of the run.
+        let nodes: Value = serde_json::from_slice(
+            &std::fs::read(run_dir.join("resources/cluster/core_v1_nodes.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(nodes["items"].as_array().unwrap().len(), 2);
+        let e2e_pod = pod["metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(run_dir.join(format!(
+                "podlogs/sonobuoy/{e2e_pod}/logs/sonobuoy-worker.txt"
+            )))
+            .unwrap(),
+            "log of sonobuoy-worker\nE0101 an error\n"
+        );
+        assert!(run_dir.join("meta/query-time.json").is_file());
+        assert!(run_dir.join("serverversion.json").is_file());
+        let run_log = std::fs::read_to_string(run_dir.join("meta/run.log")).unwrap();
+        for want in [
+            "starting the run",
+            "plugin launched",
+            "gathered cluster data",
+        ] {
+            assert!(run_log.contains(want), "{want} not in {run_log}");
+        }
+        assert!(!out
+            .path()
+            .join(format!(
+                ".buoy-run-{}.log",
+                "8d8b1f4e-3f6a-4b8e-9a51-0c1d2e3f4a5b"
+            ))
+            .exists());
+        // The sealed archive shows the health section as `sonobuoy results` does.
+        let archive = buoy_results::archive::Archive::open(&finished.tarball).unwrap();
+        let mut text = Vec::new();
+        buoy_results::report::show(&archive, &Default::default(), &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("API Server version: v1.26.3"), "{text}");
+        assert!(text.contains("Node health: 0/2 (0%)"), "{text}");
+        assert!(
+            text.contains(&format!("podlogs/sonobuoy/{e2e_pod}/logs/e2e.txt")),
+            "{text}"
+        );
 
         let all = calls(&rec);
         // The Secret: type kubernetes.io/tls, SEC1 key, owned by the aggregator pod.

@@ -55,6 +55,134 @@ struct Typed {
     custom_annotations: Option<BTreeMap<String, String>>,
     #[serde(rename = "ProgressUpdatesPort")]
     progress_updates_port: String,
+    #[serde(rename = "Resources")]
+    resources: Option<Vec<String>>,
+    #[serde(rename = "Filters")]
+    filters: Filters,
+    #[serde(rename = "Limits")]
+    limits: Limits,
+}
+
+/// What is gathered from the cluster once the plugins are done (compat §3.6, §6.2): the
+/// `Resources`, `Filters` and `Limits.PodLogs` keys with Sonobuoy's defaults.
+#[derive(Debug, Clone)]
+pub struct GatherConfig {
+    /// `Resources`: `None` gathers every listable resource but Secrets; a list gathers only the
+    /// resource names in it, plus the specials `podlogs`, `serverversion` and `servergroups`.
+    pub resources: Option<Vec<String>>,
+    /// `Filters.Namespaces`: the namespaces whose resources are gathered.
+    pub namespaces: regex::Regex,
+    /// `Filters.LabelSelector`, for every resource list.
+    pub label_selector: String,
+    pub pod_logs: PodLogLimits,
+}
+
+impl GatherConfig {
+    /// Whether `Resources` asks for `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        self.resources
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|n| n == name))
+    }
+}
+
+/// `Limits.PodLogs`: which pods' logs are gathered and how much of each.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PodLogLimits {
+    #[serde(rename = "Namespaces")]
+    pub namespaces: String,
+    #[serde(rename = "SonobuoyNamespace")]
+    pub sonobuoy_namespace: Option<bool>,
+    #[serde(rename = "FieldSelectors")]
+    pub field_selectors: Option<Vec<String>>,
+    #[serde(rename = "LabelSelector")]
+    pub label_selector: String,
+    #[serde(rename = "Previous")]
+    pub previous: bool,
+    #[serde(rename = "SinceSeconds")]
+    pub since_seconds: Option<i64>,
+    #[serde(rename = "SinceTime")]
+    pub since_time: Option<String>,
+    #[serde(rename = "Timestamps")]
+    pub timestamps: bool,
+    #[serde(rename = "TailLines")]
+    pub tail_lines: Option<i64>,
+    #[serde(rename = "LimitBytes")]
+    pub limit_bytes: Option<i64>,
+}
+
+impl Default for PodLogLimits {
+    fn default() -> Self {
+        Self {
+            namespaces: "kube-system".into(),
+            sonobuoy_namespace: Some(true),
+            field_selectors: None,
+            label_selector: String::new(),
+            previous: false,
+            since_seconds: None,
+            since_time: None,
+            timestamps: false,
+            tail_lines: None,
+            limit_bytes: None,
+        }
+    }
+}
+
+impl PodLogLimits {
+    /// The namespaces whose pods' logs are gathered, as one pattern (v0.57
+    /// `getPodLogNamespaceFilter`): `Namespaces`, and the run's namespace with
+    /// `SonobuoyNamespace`. Empty gathers by namespace nothing.
+    pub fn namespace_filter(&self, run_namespace: &str) -> String {
+        match (
+            self.sonobuoy_namespace == Some(true),
+            self.namespaces.is_empty(),
+        ) {
+            (false, _) => self.namespaces.clone(),
+            (true, true) => run_namespace.to_string(),
+            (true, false) => format!("{}|{run_namespace}", self.namespaces),
+        }
+    }
+
+    /// The query string of a log request for `container`, without the leading `?`.
+    pub fn log_query(&self, container: &str) -> String {
+        let mut q = format!("container={}", crate::api::query_escape(container));
+        if self.previous {
+            q.push_str("&previous=true");
+        }
+        if let Some(s) = self.since_seconds {
+            q.push_str(&format!("&sinceSeconds={s}"));
+        }
+        if let Some(t) = self.since_time.as_deref().filter(|t| !t.is_empty()) {
+            q.push_str(&format!("&sinceTime={}", crate::api::query_escape(t)));
+        }
+        if self.timestamps {
+            q.push_str("&timestamps=true");
+        }
+        if let Some(n) = self.tail_lines {
+            q.push_str(&format!("&tailLines={n}"));
+        }
+        if let Some(n) = self.limit_bytes {
+            q.push_str(&format!("&limitBytes={n}"));
+        }
+        q
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+struct Filters {
+    #[serde(rename = "Namespaces")]
+    namespaces: Option<String>,
+    #[serde(rename = "LabelSelector")]
+    label_selector: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+struct Limits {
+    #[serde(rename = "PodLogs")]
+    pod_logs: PodLogLimits,
 }
 
 /// A loaded run config with Sonobuoy's defaults applied.
@@ -73,6 +201,7 @@ pub struct ClusterConfig {
     pub image_pull_secrets: String,
     pub custom_annotations: BTreeMap<String, String>,
     pub progress_port: String,
+    pub gather: GatherConfig,
     /// The whole config as read, with `UUID`, `ResultsDir`, `Namespace` and the advertise
     /// address filled in.
     pub raw: Value,
@@ -159,6 +288,36 @@ impl ClusterConfig {
                 None => format!("{}:{}", buoy_wire::host_name(), server.bindport),
             };
         }
+        let ns_pattern = t.filters.namespaces.clone().unwrap_or_else(|| ".*".into());
+        let namespaces = regex::Regex::new(&ns_pattern).map_err(|e| {
+            bad(format!(
+                "Filters.Namespaces {ns_pattern:?} is not a pattern: {e}"
+            ))
+        })?;
+        let pod_logs = t.limits.pod_logs.clone();
+        let log_pattern = pod_logs.namespace_filter("sonobuoy");
+        if let Err(e) = regex::Regex::new(&log_pattern) {
+            return Err(bad(format!(
+                "Limits.PodLogs.Namespaces {:?} is not a pattern: {e}",
+                pod_logs.namespaces
+            )));
+        }
+        if pod_logs.since_seconds.is_some()
+            && pod_logs
+                .since_time
+                .as_deref()
+                .is_some_and(|t| !t.is_empty())
+        {
+            return Err(bad(
+                "Limits.PodLogs: SinceSeconds and SinceTime cannot both be set".into(),
+            ));
+        }
+        let gather = GatherConfig {
+            resources: t.resources.clone(),
+            namespaces,
+            label_selector: t.filters.label_selector.clone(),
+            pod_logs,
+        };
         let uuid = if t.uuid.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -218,6 +377,7 @@ impl ClusterConfig {
             } else {
                 t.progress_updates_port
             },
+            gather,
             raw,
         })
     }

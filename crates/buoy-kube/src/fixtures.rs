@@ -92,11 +92,16 @@ async fn read(req: Request<Body>) -> Call {
     }
 }
 
+/// A JSON string body goes out as plain text (a pod's log); anything else as JSON.
 fn response(code: u16, body: &Value) -> Response<Body> {
+    let (content_type, bytes) = match body {
+        Value::String(text) => ("text/plain", text.clone().into_bytes()),
+        v => ("application/json", serde_json::to_vec(v).unwrap()),
+    };
     Response::builder()
         .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .header("content-type", content_type)
+        .body(Body::from(bytes))
         .unwrap()
 }
 

@@ -1,5 +1,5 @@
 //! Buoy's Kubernetes layer, the only crate that imports kube-rs: the in-cluster run of
-//! `buoy aggregator` (config, drivers, monitoring, status annotation, cleanup), `buoy status`
+//! `buoy aggregator` (config, drivers, monitoring, status annotation, gathering, cleanup), `buoy status`
 //! against a cluster, and `buoy manifest`.
 
 pub mod api;
@@ -7,11 +7,13 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod failing;
+pub mod gather;
 pub mod manifest;
 pub mod monitor;
 pub mod nodes;
 pub mod objects;
 pub mod publish;
+pub mod runlog;
 pub mod status;
 
 pub use error::KubeError;

@@ -206,7 +206,7 @@ pub struct Shown {
     pub passed: bool,
     /// What could not be shown (said on stderr by the caller; Sonobuoy exits 1 for these).
     pub errors: Vec<String>,
-    /// Worth saying, but no failure: Buoy's archives have no cluster health file yet.
+    /// Worth saying, but no failure (a local or standalone run's archive has no cluster health).
     pub notes: Vec<String>,
 }
 

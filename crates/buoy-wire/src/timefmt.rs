@@ -36,6 +36,40 @@ pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
+/// A duration as Go's `time.Duration.String` writes it (`0s`, `850ns`, `1.5µs`, `12.3ms`,
+/// `4.25s`, `2m3.5s`, `1h0m0s`), the form of `meta/query-time.json`.
+pub fn go_duration(d: std::time::Duration) -> String {
+    let n = d.as_nanos();
+    if n == 0 {
+        return "0s".into();
+    }
+    let frac = |whole: u128, rest: u128, digits: usize| -> String {
+        let f = format!("{rest:0digits$}");
+        let f = f.trim_end_matches('0');
+        if f.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{f}")
+        }
+    };
+    if n < 1_000 {
+        return format!("{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{}\u{b5}s", frac(n / 1_000, n % 1_000, 3));
+    }
+    if n < 1_000_000_000 {
+        return format!("{}ms", frac(n / 1_000_000, n % 1_000_000, 6));
+    }
+    let secs = n / 1_000_000_000;
+    let s = format!("{}s", frac(secs % 60, n % 1_000_000_000, 9));
+    match (secs / 3600, secs / 60 % 60) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +86,22 @@ mod tests {
             "2020-06-10T15:04:05Z"
         );
         assert!(parse_rfc3339(&now_rfc3339_nano()).is_some());
+    }
+
+    #[test]
+    fn durations_read_as_go_prints_them() {
+        use std::time::Duration;
+        for (d, want) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(850), "850ns"),
+            (Duration::from_nanos(1_500), "1.5\u{b5}s"),
+            (Duration::from_micros(12_300), "12.3ms"),
+            (Duration::from_millis(4_250), "4.25s"),
+            (Duration::from_millis(123_500), "2m3.5s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(5), "5s"),
+        ] {
+            assert_eq!(go_duration(d), want);
+        }
     }
 }

@@ -20,18 +20,28 @@ mod status_view;
 use args::*;
 
 /// Logs go to stderr; `BUOY_LOG` overrides the level (`buoy run` shows its own progress, so it
-/// logs only warnings by default).
-fn init_tracing(default_level: &str, format: LogFormat) {
+/// logs only warnings by default). The returned run log copies the same lines into
+/// `meta/run.log` while an in-cluster run has it open.
+fn init_tracing(default_level: &str, format: LogFormat) -> buoy_kube::runlog::RunLog {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUOY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    match format {
-        LogFormat::Human => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => fmt.json().with_ansi(false).init(),
-    }
+    let fmt = match format {
+        LogFormat::Human => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt.json().with_ansi(false).boxed(),
+    };
+    let run_log = buoy_kube::runlog::RunLog::default();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(run_log.layer())
+        .init();
+    run_log
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -126,7 +136,10 @@ async fn start_view(
     Ok(view)
 }
 
-async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
+async fn aggregator_in_cluster(
+    args: AggregatorArgs,
+    run_log: buoy_kube::runlog::RunLog,
+) -> Result<i32> {
     use buoy_kube::config::{ClusterConfig, ProcessEnv};
     let cfg = ClusterConfig::load(&ProcessEnv)?;
     let plugins = cfg.load_plugins(&ProcessEnv)?;
@@ -148,6 +161,7 @@ async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
         no_exit: args.no_exit,
         view_listener,
         aggregator: args.options(),
+        run_log: Some(run_log),
         ..Default::default()
     };
     let finished = buoy_kube::cluster::run(api, cfg, plugins, opts, shutdown_signal())
@@ -158,10 +172,10 @@ async fn aggregator_in_cluster(args: AggregatorArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn aggregator(args: AggregatorArgs) -> Result<i32> {
+async fn aggregator(args: AggregatorArgs, run_log: buoy_kube::runlog::RunLog) -> Result<i32> {
     let _ = &args.compat;
     if args.expect.is_empty() {
-        return aggregator_in_cluster(args).await;
+        return aggregator_in_cluster(args, run_log).await;
     }
     let (plugins, expected) = parse_expect(&args.expect)?;
     let advertise = args
@@ -655,7 +669,7 @@ fn limit_malloc_arenas() {
 fn main() {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    init_tracing(
+    let run_log = init_tracing(
         if matches!(
             cli.command,
             Command::Run(_)
@@ -685,7 +699,7 @@ fn main() {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run(a) => run_local(a).await,
-            Command::Aggregator(a) => aggregator(*a).await,
+            Command::Aggregator(a) => aggregator(*a, run_log).await,
             Command::Worker(a) => worker(a).await,
             Command::Progress(a) => progress(a).await,
             Command::Status(a) => status(a).await,

@@ -1,0 +1,1161 @@
+//! What Sonobuoy gathers from the cluster once the plugins are done and before cleanup (compat
+//! §3.6, §6.3 step 8): the listable resources (`resources/cluster/<g>_<v>_<r>.json`,
+//! `resources/ns/<ns>/…`), pod logs (`podlogs/<ns>/<pod>/logs/<container>.txt`),
+//! `serverversion.json`, `servergroups.json`, `meta/query-time.json`, and the v0.57 health
+//! summary `meta/clusterhealth.json`.
+//!
+//! Memory stays bounded: lists are fetched a page at a time and written as they come, logs are
+//! copied as they arrive, and the health summary is built on the way instead of by reading the
+//! files back. Everything is written in a work directory beside the run directory and moved in
+//! once written. Nothing here fails a run: a failed query is logged and recorded in
+//! `query-time.json`, and the rest goes on (Sonobuoy gives up a whole namespace's logs, or all
+//! resources, at the first error).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures_util::AsyncReadExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::api::{query_escape, KubeApi};
+use crate::config::GatherConfig;
+use crate::error::KubeError;
+
+/// Whole objects per page of a gathered list (a page of pods is about 1 MB).
+const GATHER_PAGE: u32 = 100;
+/// The longest log line the error summary looks at whole (Go's `bufio.Scanner` limit); the rest
+/// of a longer line is copied but not scanned.
+const MAX_SCANNED_LINE: usize = 64 * 1024;
+
+/// One listable resource, from discovery.
+#[derive(Debug, Clone, PartialEq)]
+struct Resource {
+    group: String,
+    version: String,
+    name: String,
+    kind: String,
+    namespaced: bool,
+}
+
+impl Resource {
+    fn path(&self, ns: Option<&str>) -> String {
+        let root = if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        };
+        match ns {
+            Some(ns) => format!("{root}/namespaces/{ns}/{}", self.name),
+            None => format!("{root}/{}", self.name),
+        }
+    }
+
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `core_v1_nodes.json`: the core group is written `core`.
+    fn file_name(&self) -> String {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        format!("{group}_{}_{}.json", self.version, self.name)
+    }
+
+    fn is_core(&self, name: &str) -> bool {
+        self.group.is_empty() && self.version == "v1" && self.name == name
+    }
+}
+
+/// One line of `meta/query-time.json`. Sonobuoy marshals a Go `error` here, which comes out
+/// as `{}`; Buoy writes its message.
+#[derive(Debug, Serialize)]
+struct QueryRecord {
+    queryobj: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    namespace: String,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `meta/clusterhealth.json` (v0.57 `discovery.ClusterSummary`).
+#[derive(Debug, Default, Serialize)]
+pub struct ClusterHealth {
+    pub node_health: HealthInfo,
+    pub pod_health: HealthInfo,
+    pub api_version: String,
+    /// Pattern name (`Errors`, `Warnings`) → log file → matching lines.
+    pub error_summary: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct HealthInfo {
+    pub total_nodes: usize,
+    pub healthy_nodes: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<HealthDetail>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthDetail {
+    pub name: String,
+    pub healthy: bool,
+    pub ready: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// A node is healthy when its `Ready` condition is `True`.
+fn node_health(node: &Value) -> HealthDetail {
+    let mut d = HealthDetail {
+        name: text(&node["metadata"]["name"]),
+        healthy: false,
+        ready: String::new(),
+        reason: String::new(),
+        message: String::new(),
+        namespace: String::new(),
+    };
+    let conditions = node["status"]["conditions"].as_array();
+    if let Some(c) = conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+    {
+        d.ready = text(&c["status"]);
+        d.healthy = d.ready == "True";
+        d.reason = text(&c["reason"]);
+        d.message = text(&c["message"]);
+    }
+    d
+}
+
+/// A pod is healthy when Running or Succeeded; otherwise its first condition that is not
+/// `True` says why.
+fn pod_health(pod: &Value) -> HealthDetail {
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    let mut d = HealthDetail {
+        name: text(&pod["metadata"]["name"]),
+        healthy: matches!(phase, "Running" | "Succeeded"),
+        ready: String::new(),
+        reason: String::new(),
+        message: String::new(),
+        namespace: text(&pod["metadata"]["namespace"]),
+    };
+    if d.healthy {
+        d.ready = "Ready".into();
+    } else if let Some(c) = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["status"] != "True")
+    {
+        d.ready = text(&c["status"]);
+        d.reason = text(&c["reason"]);
+        d.message = text(&c["message"]);
+    }
+    d
+}
+
+fn add(h: &mut HealthInfo, d: HealthDetail) {
+    h.total_nodes += 1;
+    h.healthy_nodes += usize::from(d.healthy);
+    h.details.push(d);
+}
+
+/// Sonobuoy's default log patterns (`GetDefaultLogPatterns`): which of `Errors` and
+/// `Warnings` a log line counts for.
+fn classify(line: &[u8]) -> (bool, bool) {
+    let has = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
+    let coded = |c: u8| line.first() == Some(&c) && line.get(1).is_some_and(u8::is_ascii_digit);
+    let error = has(b"failed") || has(b"Failed") || has(b"error") || has(b"Error") || coded(b'E');
+    let warning = has(b"warn") || has(b"Warn") || coded(b'W');
+    (error, warning)
+}
+
+/// Counts matching lines of a log as it streams past, holding at most one line's head.
+#[derive(Default)]
+struct LineCounter {
+    line: Vec<u8>,
+    errors: u64,
+    warnings: u64,
+}
+
+impl LineCounter {
+    fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+            self.take(&chunk[..i]);
+            self.end_line();
+            chunk = &chunk[i + 1..];
+        }
+        self.take(chunk);
+    }
+
+    fn take(&mut self, part: &[u8]) {
+        let room = MAX_SCANNED_LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    fn end_line(&mut self) {
+        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        let (e, w) = classify(line);
+        self.errors += u64::from(e);
+        self.warnings += u64::from(w);
+        self.line.clear();
+    }
+
+    fn finish(mut self) -> (u64, u64) {
+        if !self.line.is_empty() {
+            self.end_line();
+        }
+        (self.errors, self.warnings)
+    }
+}
+
+/// A path component taken from an object's name: refused if it could leave its directory.
+fn safe_component(s: &str) -> Option<&str> {
+    (!s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')).then_some(s)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KubeError + '_ {
+    move |source| KubeError::Io {
+        context: format!("cannot write {}", path.display()),
+        source,
+    }
+}
+
+/// One pod whose logs are wanted.
+struct LogPod {
+    namespace: String,
+    name: String,
+    containers: Vec<String>,
+}
+
+struct Gatherer<'a> {
+    api: &'a KubeApi,
+    cfg: &'a GatherConfig,
+    work: PathBuf,
+    queries: Vec<QueryRecord>,
+    health: ClusterHealth,
+}
+
+impl Gatherer<'_> {
+    fn record(&mut self, what: &str, ns: &str, started: Instant, err: Option<&KubeError>) {
+        if let Some(e) = err {
+            tracing::warn!(query = what, namespace = ns, error = %e, "gathering: query failed");
+        }
+        self.queries.push(QueryRecord {
+            queryobj: what.to_string(),
+            namespace: ns.to_string(),
+            time: buoy_wire::timefmt::go_duration(started.elapsed()),
+            error: err.map(|e| e.to_string()),
+        });
+    }
+
+    /// The preferred version of every group, as `ServerPreferredResources` gives it: listable,
+    /// no subresources, a name seen in an earlier group skipped. Also returns the group list
+    /// for `servergroups.json`.
+    async fn discover(&mut self) -> (Vec<Resource>, Option<Value>) {
+        let started = Instant::now();
+        let mut lists: Vec<(String, String, Value)> = Vec::new();
+        let mut first_error = None;
+        let legacy = self.api.get_json("/api").await;
+        let groups = self.api.get_json("/apis").await;
+        match self.api.get_json("/api/v1").await {
+            Ok(v) => lists.push((String::new(), "v1".into(), v)),
+            Err(e) => first_error = Some(e),
+        }
+        if let Ok(g) = &groups {
+            for group in g["groups"].as_array().into_iter().flatten() {
+                let gv = text(&group["preferredVersion"]["groupVersion"]);
+                let Some((name, version)) = gv.split_once('/') else {
+                    continue;
+                };
+                match self.api.get_json(&format!("/apis/{gv}")).await {
+                    Ok(v) => lists.push((name.to_string(), version.to_string(), v)),
+                    Err(e) => {
+                        tracing::warn!(group = %gv, error = %e, "gathering: discovery of a group failed");
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (group, version, list) in lists {
+            for r in list["resources"].as_array().into_iter().flatten() {
+                let name = text(&r["name"]);
+                let listable = r["verbs"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|v| v == "list"));
+                if name.contains('/') || !listable || !seen.insert(name.clone()) {
+                    continue;
+                }
+                out.push(Resource {
+                    group: group.clone(),
+                    version: version.clone(),
+                    kind: text(&r["kind"]),
+                    namespaced: r["namespaced"].as_bool().unwrap_or(false),
+                    name,
+                });
+            }
+        }
+        let server_groups = match (legacy, groups) {
+            (Ok(legacy), Ok(mut groups)) => {
+                let versions: Vec<Value> = legacy["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| json!({"groupVersion": v, "version": v}))
+                    .collect();
+                let mut core = json!({"name": "", "versions": versions});
+                if let Some(first) = versions.first() {
+                    core["preferredVersion"] = first.clone();
+                }
+                if let Some(a) = legacy
+                    .get("serverAddressByClientCIDRs")
+                    .filter(|a| a.is_array())
+                {
+                    core["serverAddressByClientCIDRs"] = a.clone();
+                }
+                if let Some(list) = groups["groups"].as_array_mut() {
+                    list.insert(0, core);
+                }
+                Some(groups)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                first_error.get_or_insert(e);
+                None
+            }
+        };
+        self.record("discovery", "", started, first_error.as_ref());
+        (out, server_groups)
+    }
+
+    /// Whether `Resources` asks for this resource (by default everything but Secrets, which
+    /// are gathered only when named).
+    fn wanted(&self, r: &Resource) -> bool {
+        match &self.cfg.resources {
+            Some(names) => names.contains(&r.name),
+            None => r.name != "secrets",
+        }
+    }
+
+    /// Lists `res` (in `ns`) page by page into `dest`, handing each object to `each`. An
+    /// empty list writes no file (as Sonobuoy); a list that fails half-way leaves none.
+    async fn list_to_file(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        dest: &Path,
+        label_selector: &str,
+        mut each: impl FnMut(&Value),
+    ) -> Result<usize, KubeError> {
+        let mut out: Option<BufWriter<File>> = None;
+        let result = async {
+            let base = res.path(ns);
+            let mut cont: Option<String> = None;
+            let mut tail: Option<Value> = None;
+            let mut count = 0usize;
+            loop {
+                let mut q = format!("{base}?limit={GATHER_PAGE}");
+                if !label_selector.is_empty() {
+                    q.push_str(&format!("&labelSelector={}", query_escape(label_selector)));
+                }
+                if let Some(c) = &cont {
+                    q.push_str(&format!("&continue={}", query_escape(c)));
+                }
+                let mut page = self.api.get_json(&q).await?;
+                if tail.is_none() {
+                    let kind = page["kind"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{}List", res.kind));
+                    let rv = page["metadata"]["resourceVersion"].clone();
+                    tail = Some(json!({"kind": kind, "metadata": {"resourceVersion": rv}}));
+                }
+                let items = page
+                    .get_mut("items")
+                    .and_then(Value::as_array_mut)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                for mut item in items {
+                    if let Some(meta) = item.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.remove("managedFields");
+                    }
+                    if let Some(o) = item.as_object_mut() {
+                        o.entry("apiVersion")
+                            .or_insert_with(|| res.api_version().into());
+                        o.entry("kind").or_insert_with(|| res.kind.clone().into());
+                    }
+                    each(&item);
+                    let w = match &mut out {
+                        Some(w) => {
+                            w.write_all(b",").map_err(io_error(dest))?;
+                            w
+                        }
+                        None => {
+                            if let Some(parent) = dest.parent() {
+                                fs::create_dir_all(parent).map_err(io_error(dest))?;
+                            }
+                            let mut w = BufWriter::new(File::create(dest).map_err(io_error(dest))?);
+                            write!(
+                                w,
+                                "{{\"apiVersion\":{},\"items\":[",
+                                json!(res.api_version())
+                            )
+                            .map_err(io_error(dest))?;
+                            out.insert(w)
+                        }
+                    };
+                    serde_json::to_writer(&mut *w, &item)
+                        .map_err(io::Error::from)
+                        .map_err(io_error(dest))?;
+                    count += 1;
+                }
+                cont = page["metadata"]["continue"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string);
+                if cont.is_none() {
+                    break;
+                }
+            }
+            if let (Some(w), Some(tail)) = (&mut out, tail) {
+                write!(
+                    w,
+                    "],\"kind\":{},\"metadata\":{}}}",
+                    tail["kind"], tail["metadata"]
+                )
+                .and_then(|()| w.flush())
+                .map_err(io_error(dest))?;
+            }
+            Ok(count)
+        }
+        .await;
+        if result.is_err() && out.take().is_some() {
+            let _ = fs::remove_file(dest);
+        }
+        result
+    }
+
+    async fn resources(&mut self, resources: &[Resource], ns: Option<&str>) {
+        let dir = match ns {
+            Some(ns) => self.work.join("resources/ns").join(ns),
+            None => self.work.join("resources/cluster"),
+        };
+        let label = self.cfg.label_selector.clone();
+        for r in resources {
+            let started = Instant::now();
+            let dest = dir.join(r.file_name());
+            let mut nodes = Vec::new();
+            let mut pods = Vec::new();
+            let result = self
+                .list_to_file(r, ns, &dest, &label, |item| {
+                    if r.is_core("nodes") {
+                        nodes.push(node_health(item));
+                    } else if r.is_core("pods") {
+                        pods.push(pod_health(item));
+                    }
+                })
+                .await;
+            for d in nodes {
+                add(&mut self.health.node_health, d);
+            }
+            for d in pods {
+                add(&mut self.health.pod_health, d);
+            }
+            self.record(
+                &r.name,
+                ns.unwrap_or_default(),
+                started,
+                result.err().as_ref(),
+            );
+        }
+    }
+
+    /// Every namespace's name; if they cannot be listed, the run's own (as Sonobuoy).
+    async fn namespaces(&mut self) -> Vec<String> {
+        let ns_res = Resource {
+            group: String::new(),
+            version: "v1".into(),
+            name: "namespaces".into(),
+            kind: "Namespace".into(),
+            namespaced: false,
+        };
+        let mut names = Vec::new();
+        let mut cont: Option<String> = None;
+        loop {
+            let mut q = format!("{}?limit={GATHER_PAGE}", ns_res.path(None));
+            if let Some(c) = &cont {
+                q.push_str(&format!("&continue={}", query_escape(c)));
+            }
+            match self.api.get_json(&q).await {
+                Ok(page) => {
+                    names.extend(
+                        page["items"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|n| text(&n["metadata"]["name"])),
+                    );
+                    cont = page["metadata"]["continue"]
+                        .as_str()
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string);
+                    if cont.is_none() {
+                        return names;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "gathering: cannot list namespaces; only the run's own is gathered");
+                    return vec![self.api.namespace().to_string()];
+                }
+            }
+        }
+    }
+
+    /// The pods whose logs are wanted, by namespace or (with `ns` `None`) by field selector,
+    /// one page at a time; evicted pods and pods seen before are skipped.
+    async fn log_pods(
+        &self,
+        ns: Option<&str>,
+        field_selector: Option<&str>,
+        visited: &mut HashSet<String>,
+    ) -> Result<Vec<LogPod>, KubeError> {
+        let base = match ns {
+            Some(ns) => format!("/api/v1/namespaces/{ns}/pods"),
+            None => "/api/v1/pods".to_string(),
+        };
+        let mut pods = Vec::new();
+        let mut cont: Option<String> = None;
+        loop {
+            let mut q = format!("{base}?limit={GATHER_PAGE}");
+            let label = &self.cfg.pod_logs.label_selector;
+            if !label.is_empty() {
+                q.push_str(&format!("&labelSelector={}", query_escape(label)));
+            }
+            if let Some(f) = field_selector.filter(|f| !f.is_empty()) {
+                q.push_str(&format!("&fieldSelector={}", query_escape(f)));
+            }
+            if let Some(c) = &cont {
+                q.push_str(&format!("&continue={}", query_escape(c)));
+            }
+            let page = self.api.get_json(&q).await?;
+            for p in page["items"].as_array().into_iter().flatten() {
+                let uid = text(&p["metadata"]["uid"]);
+                let name = text(&p["metadata"]["name"]);
+                let namespace = text(&p["metadata"]["namespace"]);
+                let key = if uid.is_empty() {
+                    format!("{namespace}/{name}")
+                } else {
+                    uid
+                };
+                if !visited.insert(key) {
+                    continue;
+                }
+                if p["status"]["phase"] == "Failed" && p["status"]["reason"] == "Evicted" {
+                    continue;
+                }
+                let containers = p["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| text(&c["name"]))
+                    .collect();
+                pods.push(LogPod {
+                    namespace,
+                    name,
+                    containers,
+                });
+            }
+            cont = page["metadata"]["continue"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+            if cont.is_none() {
+                return Ok(pods);
+            }
+        }
+    }
+
+    /// Copies one container's log to its file as it arrives, counting matching lines.
+    async fn copy_log(&mut self, pod: &LogPod, container: &str) -> Result<(), KubeError> {
+        let (Some(ns), Some(name), Some(c)) = (
+            safe_component(&pod.namespace),
+            safe_component(&pod.name),
+            safe_component(container),
+        ) else {
+            return Ok(());
+        };
+        let rel = format!("podlogs/{ns}/{name}/logs/{c}.txt");
+        let dest = self.work.join(&rel);
+        let q = format!(
+            "/api/v1/namespaces/{ns}/pods/{name}/log?{}",
+            self.cfg.pod_logs.log_query(c)
+        );
+        let mut body = self.api.get_stream(&q).await?;
+        fs::create_dir_all(dest.parent().expect("a parent")).map_err(io_error(&dest))?;
+        let mut out = BufWriter::new(File::create(&dest).map_err(io_error(&dest))?);
+        let mut counter = LineCounter::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let copied = loop {
+            match body.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    counter.feed(&buf[..n]);
+                    out.write_all(&buf[..n]).map_err(io_error(&dest))?;
+                }
+                Err(source) => {
+                    break Err(KubeError::Io {
+                        context: format!("reading the log of {ns}/{name} container {c}"),
+                        source,
+                    })
+                }
+            }
+        };
+        out.flush().map_err(io_error(&dest))?;
+        // What arrived before a broken read is kept and counted.
+        let (errors, warnings) = counter.finish();
+        for (pattern, n) in [("Errors", errors), ("Warnings", warnings)] {
+            if n > 0 {
+                self.health
+                    .error_summary
+                    .entry(pattern.into())
+                    .or_default()
+                    .insert(rel.clone(), n);
+            }
+        }
+        copied
+    }
+
+    async fn logs_of(
+        &mut self,
+        ns: Option<&str>,
+        field_selector: Option<&str>,
+        visited: &mut HashSet<String>,
+    ) -> Result<(), KubeError> {
+        let pods = self.log_pods(ns, field_selector, visited).await?;
+        let mut first_error = None;
+        for pod in &pods {
+            for c in &pod.containers {
+                if let Err(e) = self.copy_log(pod, c).await {
+                    tracing::warn!(pod = %pod.name, namespace = %pod.namespace, container = %c, error = %e, "gathering: no log");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn pod_logs(&mut self, namespaces: &[String]) {
+        let mut visited = HashSet::new();
+        let filter = self.cfg.pod_logs.namespace_filter(self.api.namespace());
+        if !filter.is_empty() {
+            // Checked when the config was loaded.
+            if let Ok(re) = regex::Regex::new(&filter) {
+                for ns in namespaces.iter().filter(|n| re.is_match(n)) {
+                    let started = Instant::now();
+                    let r = self.logs_of(Some(ns), None, &mut visited).await;
+                    self.record("PodLogs", ns, started, r.err().as_ref());
+                }
+            }
+        }
+        let started = Instant::now();
+        let mut err = None;
+        let selectors = self
+            .cfg
+            .pod_logs
+            .field_selectors
+            .clone()
+            .unwrap_or_default();
+        for fs in &selectors {
+            if let Err(e) = self.logs_of(None, Some(fs), &mut visited).await {
+                err.get_or_insert(e);
+            }
+        }
+        self.record("PodLogs", "", started, err.as_ref());
+    }
+
+    async fn object(&mut self, what: &str, path: &str, file: &str) -> Option<Value> {
+        let started = Instant::now();
+        let result = self.api.get_json(path).await;
+        let result = match result {
+            Ok(v) => {
+                let dest = self.work.join(file);
+                fs::write(&dest, serde_json::to_vec(&v).expect("JSON"))
+                    .map_err(io_error(&dest))
+                    .map(|()| v)
+            }
+            Err(e) => Err(e),
+        };
+        self.record(what, "", started, result.as_ref().err());
+        result.ok()
+    }
+
+    fn write_json(&self, rel: &str, value: &impl Serialize) -> Result<(), KubeError> {
+        let dest = self.work.join(rel);
+        fs::create_dir_all(dest.parent().expect("a parent")).map_err(io_error(&dest))?;
+        let bytes = serde_json::to_vec(value).expect("JSON");
+        fs::write(&dest, bytes).map_err(io_error(&dest))
+    }
+}
+
+/// What a gathering did, for the log line that follows it.
+#[derive(Debug, Default)]
+pub struct GatherSummary {
+    pub queries: usize,
+    pub failed: usize,
+}
+
+/// Gathers into `work` (made empty first) and moves the result into `run_dir`. Never fails the
+/// run; an error is returned only when the work directory itself cannot be used.
+pub async fn gather(
+    api: &KubeApi,
+    cfg: &GatherConfig,
+    run_dir: &Path,
+    work: &Path,
+) -> Result<GatherSummary, KubeError> {
+    if work.exists() {
+        fs::remove_dir_all(work).map_err(io_error(work))?;
+    }
+    fs::create_dir_all(work.join("meta")).map_err(io_error(work))?;
+    let mut g = Gatherer {
+        api,
+        cfg,
+        work: work.to_path_buf(),
+        queries: Vec::new(),
+        health: ClusterHealth::default(),
+    };
+    let (resources, server_groups) = g.discover().await;
+    let (namespaced, cluster): (Vec<Resource>, Vec<Resource>) = resources
+        .into_iter()
+        .filter(|r| g.wanted(r))
+        .partition(|r| r.namespaced);
+    tracing::info!("Running cluster queries");
+    g.resources(&cluster, None).await;
+    if cfg.wants("serverversion") {
+        if let Some(v) = g
+            .object("serverversion", "/version", "serverversion.json")
+            .await
+        {
+            g.health.api_version = text(&v["gitVersion"]);
+        }
+    }
+    if cfg.wants("servergroups") {
+        let started = Instant::now();
+        let r = match &server_groups {
+            Some(groups) => g.write_json("servergroups.json", groups),
+            None => Err(KubeError::Client(
+                "the API groups could not be discovered".into(),
+            )),
+        };
+        g.record("servergroups", "", started, r.err().as_ref());
+    }
+    let all_namespaces = g.namespaces().await;
+    for ns in all_namespaces.iter().filter(|n| cfg.namespaces.is_match(n)) {
+        if safe_component(ns).is_some() {
+            g.resources(&namespaced, Some(ns)).await;
+        }
+    }
+    if cfg.wants("podlogs") {
+        g.pod_logs(&all_namespaces).await;
+    }
+    let summary = GatherSummary {
+        queries: g.queries.len(),
+        failed: g.queries.iter().filter(|q| q.error.is_some()).count(),
+    };
+    g.write_json("meta/query-time.json", &g.queries)?;
+    g.write_json("meta/clusterhealth.json", &g.health)?;
+    move_into(work, run_dir)?;
+    let _ = fs::remove_dir_all(work);
+    Ok(summary)
+}
+
+/// Moves every entry of `work` into `run_dir` (`meta/` file by file), replacing what an
+/// earlier attempt left.
+fn move_into(work: &Path, run_dir: &Path) -> Result<(), KubeError> {
+    fs::create_dir_all(run_dir).map_err(io_error(run_dir))?;
+    let entries = fs::read_dir(work).map_err(io_error(work))?;
+    for e in entries {
+        let e = e.map_err(io_error(work))?;
+        let name = e.file_name();
+        let dest = run_dir.join(&name);
+        if name == "meta" {
+            fs::create_dir_all(&dest).map_err(io_error(&dest))?;
+            move_into(&e.path(), &dest)?;
+            continue;
+        }
+        if dest.is_dir() {
+            fs::remove_dir_all(&dest).map_err(io_error(&dest))?;
+        }
+        fs::rename(e.path(), &dest).map_err(io_error(&dest))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+    use crate::fixtures::{api_error, list, pair, within, Call};
+
+    fn verbs(list_too: bool) -> Value {
+        if list_too {
+            json!(["create", "get", "list", "watch"])
+        } else {
+            json!(["create"])
+        }
+    }
+
+    fn res(name: &str, kind: &str, namespaced: bool, listable: bool) -> Value {
+        json!({"name": name, "kind": kind, "namespaced": namespaced, "verbs": verbs(listable)})
+    }
+
+    fn node(name: &str, ready: &str) -> Value {
+        json!({"metadata": {"name": name, "managedFields": [{"manager": "kubelet"}]},
+               "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "KubeletReady", "message": "m"}]}})
+    }
+
+    fn pod(ns: &str, name: &str, phase: &str, containers: &[&str]) -> Value {
+        let cs: Vec<Value> = containers.iter().map(|c| json!({"name": c})).collect();
+        json!({"metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")},
+               "spec": {"containers": cs},
+               "status": {"phase": phase, "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}]}})
+    }
+
+    /// A small cluster: three nodes (one not ready, listed over two pages), three namespaces,
+    /// a broken API group, and a kubelet that serves some logs and fails others.
+    fn cluster(c: &Call) -> (u16, Value) {
+        let page2 = c.query("continue").as_deref() == Some("c1");
+        match c.path() {
+            "/api" => (200, json!({"kind": "APIVersions", "versions": ["v1"]})),
+            "/apis" => (
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}},
+                {"name": "broken.example.com", "versions": [{"groupVersion": "broken.example.com/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "broken.example.com/v1", "version": "v1"}}]}),
+            ),
+            "/api/v1" => (
+                200,
+                json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                res("nodes", "Node", false, true), res("namespaces", "Namespace", false, true),
+                res("pods", "Pod", true, true), res("pods/log", "Pod", true, true),
+                res("secrets", "Secret", true, true), res("configmaps", "ConfigMap", true, true),
+                res("bindings", "Binding", true, false)]}),
+            ),
+            "/apis/apps/v1" => (
+                200,
+                json!({"kind": "APIResourceList", "groupVersion": "apps/v1", "resources": [
+                res("daemonsets", "DaemonSet", true, true), res("pods", "Pod", true, true)]}),
+            ),
+            "/apis/broken.example.com/v1" => (
+                503,
+                api_error(503, "ServiceUnavailable", "the aggregated API is down"),
+            ),
+            "/version" => (
+                200,
+                json!({"major": "1", "minor": "26", "gitVersion": "v1.26.3"}),
+            ),
+            "/api/v1/nodes" if !page2 => {
+                let mut l = list("NodeList", vec![node("n1", "True"), node("n2", "True")]);
+                l["metadata"]["continue"] = "c1".into();
+                (200, l)
+            }
+            "/api/v1/nodes" => (200, list("NodeList", vec![node("n3", "False")])),
+            "/api/v1/namespaces" => (
+                200,
+                list(
+                    "NamespaceList",
+                    ["kube-system", "sonobuoy", "other"]
+                        .iter()
+                        .map(|n| json!({"metadata": {"name": n}}))
+                        .collect(),
+                ),
+            ),
+            "/api/v1/namespaces/kube-system/pods" => (
+                200,
+                list(
+                    "PodList",
+                    vec![pod("kube-system", "coredns", "Pending", &["coredns"])],
+                ),
+            ),
+            "/api/v1/namespaces/sonobuoy/pods" => {
+                let mut evicted = pod("sonobuoy", "evicted", "Failed", &["x"]);
+                evicted["status"]["reason"] = "Evicted".into();
+                (
+                    200,
+                    list(
+                        "PodList",
+                        vec![
+                            pod("sonobuoy", "p1", "Running", &["e2e", "sonobuoy-worker"]),
+                            evicted,
+                        ],
+                    ),
+                )
+            }
+            "/api/v1/namespaces/other/pods" => (
+                200,
+                list("PodList", vec![pod("other", "o1", "Running", &["o"])]),
+            ),
+            "/apis/apps/v1/namespaces/sonobuoy/daemonsets" => (
+                200,
+                list("DaemonSetList", vec![json!({"metadata": {"name": "ds"}})]),
+            ),
+            p if p.ends_with("/configmaps") || p.ends_with("/daemonsets") => {
+                (200, list("List", vec![]))
+            }
+            "/api/v1/namespaces/sonobuoy/pods/p1/log"
+                if c.query("container").as_deref() == Some("e2e") =>
+            {
+                (
+                    200,
+                    Value::String(
+                        "ok\nE0101 broke\nsomething failed\nWarning: slow\nlast line error".into(),
+                    ),
+                )
+            }
+            "/api/v1/namespaces/kube-system/pods/coredns/log" => {
+                (200, Value::String("level=warn x\n".into()))
+            }
+            p if p.ends_with("/log") => (500, api_error(500, "InternalError", "no kubelet")),
+            _ => (404, api_error(404, "NotFound", &c.uri)),
+        }
+    }
+
+    fn gather_config(extra: Value) -> GatherConfig {
+        let mut text = json!({"Namespace": "sonobuoy"});
+        for (k, v) in extra.as_object().unwrap() {
+            text[k] = v.clone();
+        }
+        ClusterConfig::parse(None, &text.to_string(), &|_: &str| None)
+            .unwrap()
+            .gather
+    }
+
+    fn read_json(dir: &Path, rel: &str) -> Value {
+        serde_json::from_slice(&fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn gathers_resources_logs_versions_query_times_and_health_in_sonobuoys_paths() {
+        let (client, server) = pair();
+        let calls = server.serve(cluster);
+        let api = KubeApi::new(client, "sonobuoy");
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        fs::create_dir_all(run.join("meta")).unwrap();
+        let cfg = gather_config(json!({"Filters": {"Namespaces": "kube-system|sonobuoy"}}));
+        let work = dir.path().join(".gather");
+        let s = within(gather(&api, &cfg, &run, &work)).await.unwrap();
+        assert!(!work.exists());
+
+        // Nodes over two pages into one list, managedFields gone, kind and apiVersion set.
+        let nodes = read_json(&run, "resources/cluster/core_v1_nodes.json");
+        assert_eq!(nodes["kind"], "NodeList");
+        assert_eq!(nodes["apiVersion"], "v1");
+        let items = nodes["items"].as_array().unwrap();
+        assert_eq!(items.len(), 3);
+        assert!(items.iter().all(|n| n["kind"] == "Node"
+            && n["apiVersion"] == "v1"
+            && n["metadata"].get("managedFields").is_none()));
+        assert!(run
+            .join("resources/cluster/core_v1_namespaces.json")
+            .is_file());
+        assert_eq!(
+            read_json(&run, "resources/ns/sonobuoy/core_v1_pods.json")["items"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            read_json(&run, "resources/ns/sonobuoy/apps_v1_daemonsets.json")["items"][0]["kind"],
+            "DaemonSet"
+        );
+        // An empty list writes no file; a filtered-out namespace is not listed at all.
+        assert!(!run
+            .join("resources/ns/sonobuoy/core_v1_configmaps.json")
+            .exists());
+        assert!(!run.join("resources/ns/other").exists());
+
+        // Logs by namespace (kube-system and the run's own), by container, as served.
+        assert_eq!(
+            fs::read_to_string(run.join("podlogs/sonobuoy/p1/logs/e2e.txt")).unwrap(),
+            "ok\nE0101 broke\nsomething failed\nWarning: slow\nlast line error"
+        );
+        assert!(run
+            .join("podlogs/kube-system/coredns/logs/coredns.txt")
+            .is_file());
+        assert!(!run
+            .join("podlogs/sonobuoy/p1/logs/sonobuoy-worker.txt")
+            .exists());
+        assert!(!run.join("podlogs/sonobuoy/evicted").exists());
+        assert!(!run.join("podlogs/other").exists());
+
+        assert_eq!(
+            read_json(&run, "serverversion.json")["gitVersion"],
+            "v1.26.3"
+        );
+        let groups = read_json(&run, "servergroups.json");
+        assert_eq!(groups["groups"][0]["name"], "");
+        assert_eq!(
+            groups["groups"][0]["preferredVersion"]["groupVersion"],
+            "v1"
+        );
+        assert_eq!(groups["groups"][1]["name"], "apps");
+
+        let queries = read_json(&run, "meta/query-time.json");
+        let q = |obj: &str, ns: &str| -> Value {
+            queries
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|q| q["queryobj"] == obj && q["namespace"].as_str().unwrap_or_default() == ns)
+                .unwrap_or_else(|| panic!("no query {obj} {ns}: {queries}"))
+                .clone()
+        };
+        assert!(q("nodes", "")["error"].is_null());
+        assert!(q("nodes", "")["time"].as_str().unwrap().ends_with('s'));
+        assert!(q("discovery", "")["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken.example.com"));
+        assert!(q("PodLogs", "sonobuoy")["error"]
+            .as_str()
+            .unwrap()
+            .contains("no kubelet"));
+        assert!(q("PodLogs", "kube-system")["error"].is_null());
+        assert_eq!(s.failed, 2, "{queries}");
+
+        let health = read_json(&run, "meta/clusterhealth.json");
+        assert_eq!(health["api_version"], "v1.26.3");
+        assert_eq!(health["node_health"]["total_nodes"], 3);
+        assert_eq!(health["node_health"]["healthy_nodes"], 2);
+        assert_eq!(health["node_health"]["details"][2]["ready"], "False");
+        assert_eq!(health["pod_health"]["total_nodes"], 3);
+        assert_eq!(health["pod_health"]["healthy_nodes"], 1);
+        let e2e = "podlogs/sonobuoy/p1/logs/e2e.txt";
+        assert_eq!(health["error_summary"]["Errors"][e2e], 3);
+        assert_eq!(health["error_summary"]["Warnings"][e2e], 1);
+        assert_eq!(
+            health["error_summary"]["Warnings"]["podlogs/kube-system/coredns/logs/coredns.txt"],
+            1
+        );
+        // `buoy results` reads it as `sonobuoy results` does.
+        let summary = buoy_results::health::ClusterSummary::from_json(Some(
+            &fs::read(run.join("meta/clusterhealth.json")).unwrap(),
+        ));
+        let mut out = Vec::new();
+        buoy_results::health::write_text(&summary, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("API Server version: v1.26.3"), "{out}");
+        assert!(out.contains("Node health: 2/3 (66%)"), "{out}");
+
+        let calls = calls.lock().unwrap();
+        // Secrets only when named; every list paged.
+        assert!(!calls.iter().any(|c| c.path().ends_with("/secrets")));
+        assert!(calls
+            .iter()
+            .filter(|c| c.path().ends_with("/nodes"))
+            .all(|c| c.query("limit").as_deref() == Some("100")));
+    }
+
+    #[tokio::test]
+    async fn resources_names_what_is_gathered_and_an_empty_list_gathers_nothing() {
+        for (resources, want_nodes, want_logs, want_version) in [
+            (json!(["nodes", "secrets"]), true, false, false),
+            (json!(["podlogs", "serverversion"]), false, true, true),
+            (json!([]), false, false, false),
+        ] {
+            let (client, server) = pair();
+            let calls = server.serve(cluster);
+            let api = KubeApi::new(client, "sonobuoy");
+            let dir = tempfile::tempdir().unwrap();
+            let run = dir.path().join("run");
+            let cfg = gather_config(json!({"Resources": resources}));
+            within(gather(&api, &cfg, &run, &dir.path().join(".g")))
+                .await
+                .unwrap();
+            assert_eq!(
+                run.join("resources/cluster/core_v1_nodes.json").is_file(),
+                want_nodes,
+                "{resources}"
+            );
+            assert_eq!(
+                run.join("podlogs/kube-system/coredns/logs/coredns.txt")
+                    .is_file(),
+                want_logs,
+                "{resources}"
+            );
+            assert_eq!(
+                run.join("serverversion.json").is_file(),
+                want_version,
+                "{resources}"
+            );
+            assert!(!run.join("servergroups.json").exists());
+            assert!(run.join("meta/query-time.json").is_file());
+            assert!(run.join("meta/clusterhealth.json").is_file());
+            let named_secrets = resources.as_array().unwrap().iter().any(|r| r == "secrets");
+            let asked_secrets = calls
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c.path().ends_with("/secrets"));
+            assert_eq!(asked_secrets, named_secrets);
+        }
+    }
+
+    #[test]
+    fn log_lines_count_as_sonobuoys_default_patterns_do() {
+        for (line, want) in [
+            ("all good", (false, false)),
+            ("E0101 12:00 broke", (true, false)),
+            ("Eventually", (false, false)),
+            ("W0101 12:00", (false, true)),
+            ("level=error msg=x", (true, false)),
+            ("request Failed", (true, false)),
+            ("a warning and an error", (true, true)),
+        ] {
+            assert_eq!(classify(line.as_bytes()), want, "{line}");
+        }
+        let mut c = LineCounter::default();
+        c.feed(b"fir");
+        c.feed(b"st error\r\nsecond\nwarn");
+        assert_eq!(c.finish(), (1, 1));
+    }
+
+    #[test]
+    fn bad_patterns_and_both_since_limits_are_config_errors() {
+        for bad in [
+            json!({"Filters": {"Namespaces": "("}}),
+            json!({"Limits": {"PodLogs": {"Namespaces": "[a"}}}),
+            json!({"Limits": {"PodLogs": {"SinceSeconds": 5, "SinceTime": "2026-01-01T00:00:00Z"}}}),
+        ] {
+            let e = ClusterConfig::parse(None, &bad.to_string(), &|_: &str| None).unwrap_err();
+            assert!(
+                e.to_string().contains("Namespaces") || e.to_string().contains("Since"),
+                "{e}"
+            );
+        }
+    }
+}
