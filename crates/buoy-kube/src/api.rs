@@ -318,6 +318,48 @@ impl KubeApi {
         }
     }
 
+    /// Deletes the cluster-wide objects `buoy manifest` made for this namespace (its
+    /// ClusterRoleBinding and ClusterRole, by their labels) and then the namespace, which takes
+    /// everything in it along. Returns whether the namespace was still there.
+    pub async fn delete_run(&self) -> Result<bool, KubeError> {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        let ns = &self.namespace;
+        let lp = ListParams::default().labels(&format!("component=sonobuoy,namespace={ns}"));
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        Api::<ClusterRoleBinding>::all(self.client.clone())
+            .delete_collection(&dp, &lp)
+            .await
+            .map_err(KubeError::api(format!(
+                "deleting the cluster role bindings of {ns}"
+            )))?;
+        Api::<ClusterRole>::all(self.client.clone())
+            .delete_collection(&dp, &lp)
+            .await
+            .map_err(KubeError::api(format!(
+                "deleting the cluster roles of {ns}"
+            )))?;
+        match Api::<Namespace>::all(self.client.clone())
+            .delete(ns, &dp)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if api_code(&e) == Some(404) => Ok(false),
+            Err(e) => Err(KubeError::api(format!("deleting namespace {ns}"))(e)),
+        }
+    }
+
+    /// Whether the run's namespace still exists (it lingers while it terminates).
+    pub async fn namespace_exists(&self) -> Result<bool, KubeError> {
+        match self.get_namespace().await {
+            Ok(_) => Ok(true),
+            Err(KubeError::Api { source, .. }) if api_code(&source) == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes a Job plugin's pods (grace 60 s) or a DaemonSet plugin's DaemonSets (grace 1 s),
     /// in the background.
     pub async fn delete_plugin_objects(

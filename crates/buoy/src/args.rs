@@ -72,6 +72,21 @@ pub(crate) enum Command {
     /// Download a sealed run's tarball from an aggregator's URL in ranges, resuming after a
     /// broken connection, and check its SHA-256 against the run's status.
     Retrieve(RetrieveArgs),
+    /// Remove what `buoy manifest` applied: the namespace (and with it the aggregator, its
+    /// plugins and their Secrets) and its cluster role and binding, as `sonobuoy delete` does.
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeleteArgs {
+    /// The run's namespace.
+    #[arg(short = 'n', long, default_value = "sonobuoy")]
+    pub(crate) namespace: String,
+    /// Return only once the namespace is gone.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    #[arg(long)]
+    pub(crate) kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -372,6 +372,17 @@ async fn retrieve(args: RetrieveArgs) -> Result<i32> {
     Ok(0)
 }
 
+async fn delete(args: DeleteArgs) -> Result<i32> {
+    let client = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
+    let api = buoy_kube::api::KubeApi::new(client, args.namespace.clone());
+    let opts = buoy_kube::delete::DeleteOptions {
+        wait: args.wait,
+        ..Default::default()
+    };
+    buoy_kube::delete::delete(&api, &opts, |s| eprintln!("buoy: {s}")).await?;
+    Ok(0)
+}
+
 async fn fetch_status(args: &StatusArgs) -> Result<buoy_wire::Status> {
     if let Some(url) = &args.url {
         let client = aggregator_client(url, &args.cacert, &args.cert, &args.key)?;
@@ -679,6 +690,7 @@ fn main() {
                 | Command::Results(_)
                 | Command::Bench(_)
                 | Command::Retrieve(_)
+                | Command::Delete(_)
         ) {
             "warn"
         } else {
@@ -709,6 +721,7 @@ fn main() {
             Command::Certs(c) => certs(c),
             Command::Bench(a) => bench(a).await,
             Command::Retrieve(a) => retrieve(a).await,
+            Command::Delete(a) => delete(a).await,
         }
     });
     let code = match result {
