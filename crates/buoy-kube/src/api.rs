@@ -131,6 +131,18 @@ impl KubeApi {
             .map_err(KubeError::api(format!("GET {path_and_query}")))
     }
 
+    /// A port-forward to `port` of `pod` in the run's namespace.
+    pub async fn port_forward(
+        &self,
+        pod: &str,
+        port: u16,
+    ) -> Result<kube::api::Portforwarder, KubeError> {
+        self.pods()
+            .portforward(pod, &[port])
+            .await
+            .map_err(KubeError::api(format!("port-forward to {pod}:{port}")))
+    }
+
     /// All nodes. Forbidden or Unauthorized means no nodes (v0.57): DaemonSet plugins then
     /// expect nothing.
     pub async fn list_nodes(&self) -> Result<Vec<Node>, KubeError> {

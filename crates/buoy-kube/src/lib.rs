@@ -8,6 +8,7 @@ pub mod config;
 pub mod delete;
 pub mod error;
 pub mod failing;
+pub mod forward;
 pub mod gather;
 pub mod manifest;
 pub mod monitor;

@@ -69,8 +69,9 @@ pub(crate) enum Command {
     /// Load-test an aggregator (Buoy's, Sonobuoy's, or any PUT-to-disk server) with workers'
     /// traffic and print results/s, MB/s and latencies; exits 1 if any upload was not 2xx.
     Bench(BenchArgs),
-    /// Download a sealed run's tarball from an aggregator's URL in ranges, resuming after a
-    /// broken connection, and check its SHA-256 against the run's status.
+    /// Download a sealed run's tarball from the aggregator in a cluster (or at --url) in
+    /// ranges, resuming after a broken connection, and check its SHA-256 against the run's
+    /// status.
     Retrieve(RetrieveArgs),
     /// Remove what `buoy manifest` applied: the namespace (and with it the aggregator, its
     /// plugins and their Secrets) and its cluster role and binding, as `sonobuoy delete` does.
@@ -94,10 +95,15 @@ pub(crate) struct RetrieveArgs {
     /// Where the tarball is written (made if missing).
     #[arg(default_value = ".")]
     pub(crate) dir: PathBuf,
-    /// The aggregator: a standalone one, or one in a cluster through
-    /// `kubectl -n sonobuoy port-forward pod/sonobuoy 8081` (`--url http://127.0.0.1:8081`).
+    /// The run's namespace: the tarball comes from its aggregator pod's status page through a
+    /// port-forward by the API server (needs `pods/portforward`, not `pods/exec`).
+    #[arg(short = 'n', long, default_value = "sonobuoy", conflicts_with = "url")]
+    pub(crate) namespace: String,
+    #[arg(long, conflicts_with = "url")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// A standalone aggregator's URL instead of a cluster.
     #[arg(long, value_name = "URL")]
-    pub(crate) url: String,
+    pub(crate) url: Option<String>,
     /// With an https --url: the CA, client certificate and key files (e.g. from --certs).
     #[arg(long, value_name = "FILE")]
     pub(crate) cacert: Option<PathBuf>,

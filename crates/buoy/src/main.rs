@@ -335,7 +335,23 @@ fn aggregator_client(
 }
 
 async fn retrieve(args: RetrieveArgs) -> Result<i32> {
-    let client = aggregator_client(&args.url, &args.cacert, &args.cert, &args.key)?;
+    // In a cluster: a port-forward to the aggregator pod's status page, held while we fetch.
+    let (url, _forward) = match &args.url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let kube = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
+            let api = buoy_kube::api::KubeApi::new(kube, args.namespace.clone());
+            let pod = api.aggregator_pod_name().await?;
+            let port = buoy_kube::manifest::STATUS_PAGE_PORT;
+            let forward = buoy_kube::forward::Forward::start(&api, &pod, port).await?;
+            eprintln!(
+                "buoy: retrieving from pod {}/{pod} port {port} through the API server",
+                args.namespace
+            );
+            (forward.url(), Some(forward))
+        }
+    };
+    let client = aggregator_client(&url, &args.cacert, &args.cert, &args.key)?;
     let bar = if !args.quiet && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
@@ -357,7 +373,14 @@ async fn retrieve(args: RetrieveArgs) -> Result<i32> {
         buoy_worker::retrieve::retrieve(&client, &args.dir, args.range_bytes, &mut on_progress)
             .await;
     bar.finish_and_clear();
-    let got = got.with_context(|| format!("cannot retrieve the tarball from {}", args.url))?;
+    let got = got.with_context(|| match &args.url {
+        Some(url) => format!("cannot retrieve the tarball from {url}"),
+        None => format!(
+            "cannot retrieve the tarball from the aggregator in namespace {} (a Sonobuoy aggregator has no status page on port {}: use `sonobuoy retrieve` for it)",
+            args.namespace,
+            buoy_kube::manifest::STATUS_PAGE_PORT
+        ),
+    })?;
     if got.resumed_from > 0 || got.retries > 0 {
         eprintln!(
             "resumed: {} bytes were already here, {} requests tried again",

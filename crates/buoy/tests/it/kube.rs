@@ -271,3 +271,219 @@ async fn real_cluster_end_to_end() {
     };
     crate::real_cluster::run(std::path::Path::new(&kubeconfig)).await;
 }
+
+/// An API server that knows one aggregator pod and forwards its port 8081 (the status page) to
+/// `target` over the websocket port-forward protocol (`v4.channel.k8s.io`), as a kubelet would.
+/// The forwards numbered in `cut` (from 1) break off once `cut_after` bytes came back.
+async fn spawn_port_forward_stub(
+    target: SocketAddr,
+    cut: &'static [usize],
+    cut_after: usize,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let forwards = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = forwards.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |mut req: Request<hyper::body::Incoming>| {
+                        let count = count.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            if path == "/api/v1/namespaces/sonobuoy/pods" {
+                                return Ok::<_, Infallible>(json_response(
+                                    200,
+                                    serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                                "items": [{"metadata": {"name": "sonobuoy", "namespace": "sonobuoy", "labels": {"sonobuoy-component": "aggregator"}}}]}),
+                                ));
+                            }
+                            assert_eq!(
+                                path,
+                                "/api/v1/namespaces/sonobuoy/pods/sonobuoy/portforward"
+                            );
+                            assert_eq!(
+                                req.uri().query().map(|q| q.trim_start_matches('&')),
+                                Some("ports=8081")
+                            );
+                            let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
+                            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                            let upgrade = hyper::upgrade::on(&mut req);
+                            tokio::spawn(relay(
+                                upgrade,
+                                target,
+                                cut.contains(&n).then_some(cut_after),
+                            ));
+                            Ok(Response::builder()
+                                .status(101)
+                                .header("upgrade", "websocket")
+                                .header("connection", "Upgrade")
+                                .header("sec-websocket-protocol", "v4.channel.k8s.io")
+                                .header(
+                                    "sec-websocket-accept",
+                                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+                                        &key,
+                                    ),
+                                )
+                                .body(Full::new(Bytes::new()))
+                                .unwrap())
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (addr, forwards)
+}
+
+/// One forwarded connection: channel 0 carries data, channel 1 errors; each starts with a
+/// frame naming the port.
+async fn relay(upgrade: hyper::upgrade::OnUpgrade, target: SocketAddr, cut_after: Option<usize>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let io = hyper_util::rt::TokioIo::new(upgrade.await.unwrap());
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        io,
+        tokio_tungstenite::tungstenite::protocol::Role::Server,
+        None,
+    )
+    .await;
+    let (mut tx, mut rx) = ws.split();
+    let port = 8081u16.to_le_bytes();
+    for ch in [0u8, 1] {
+        tx.send(Message::binary(vec![ch, port[0], port[1]]))
+            .await
+            .unwrap();
+    }
+    let tcp = match tokio::net::TcpStream::connect(target).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            // As a kubelet does: the reason on the error channel, then close.
+            let mut frame = vec![1u8];
+            frame.extend_from_slice(format!("cannot connect to port 8081: {e}").as_bytes());
+            let _ = tx.send(Message::binary(frame)).await;
+            let _ = tx.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let (mut tcp_rx, mut tcp_tx) = tcp.into_split();
+    let to_pod = async move {
+        while let Some(Ok(m)) = rx.next().await {
+            match m {
+                Message::Binary(b) if b.len() > 1 && b[0] == 0 => {
+                    if tcp_tx.write_all(&b[1..]).await.is_err() {
+                        return;
+                    }
+                }
+                Message::Binary(_) => {}
+                _ => return,
+            }
+        }
+    };
+    let from_pod = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut sent = 0;
+        loop {
+            let n = tcp_rx.read(&mut buf).await.unwrap_or(0);
+            if n == 0 || cut_after.is_some_and(|c| sent >= c) {
+                // A cut drops the socket without a close frame, as a broken link would.
+                if n == 0 {
+                    let _ = tx.send(Message::Close(None)).await;
+                }
+                return;
+            }
+            sent += n;
+            let mut frame = Vec::with_capacity(n + 1);
+            frame.push(0);
+            frame.extend_from_slice(&buf[..n]);
+            if tx.send(Message::binary(frame)).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! { _ = to_pod => {}, _ = from_pod => {} }
+}
+
+#[tokio::test]
+async fn retrieve_through_an_api_server_port_forward_resumes_after_a_cut_and_checks_the_sha256() {
+    let t = spawn_aggregator(&[("p", "global")], insecure(), None, None).await;
+    let cd = [("content-disposition", "attachment;filename=blob")];
+    let body = crate::results::noise(300_000);
+    assert_eq!(
+        put(&t.client(), "/api/v1/results/global/p", &cd, body)
+            .await
+            .status,
+        200
+    );
+    t.complete().await;
+    let want = t.agg.status().tar_info;
+
+    // The status, then ranges of 64 KiB; the 3rd forward (the 2nd range) breaks off.
+    let (api, forwards) = spawn_port_forward_stub(t.addr, &[3], 10_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://{api}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("got");
+    let got = buoy()
+        .args([
+            "retrieve",
+            "-n",
+            "sonobuoy",
+            "-q",
+            "--range-bytes",
+            "65536",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert_eq!(got.status.code(), Some(0), "{err}");
+    assert!(err.contains("through the API server"), "{err}");
+    assert!(err.contains("1 requests tried again"), "{err}");
+    let path = String::from_utf8_lossy(&got.stdout).trim().to_string();
+    assert_eq!(path, out.join(&want.name).display().to_string());
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        want.sha256
+    );
+    let ranges = (want.size as usize).div_ceil(65536);
+    assert!(ranges >= 4, "{ranges}");
+    assert!(forwards.load(std::sync::atomic::Ordering::SeqCst) > ranges);
+
+    // No aggregator pod answers on the status page port: a clear error, nothing written.
+    let (dead, _) = spawn_port_forward_stub("127.0.0.1:9".parse().unwrap(), &[], 0).await;
+    std::fs::write(
+        &kubeconfig,
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace(&api.to_string(), &dead.to_string()),
+    )
+    .unwrap();
+    let none = dir.path().join("none");
+    let failed = buoy()
+        .args(["retrieve", "-q", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg(&none)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{err}");
+    assert!(err.contains("use `sonobuoy retrieve`"), "{err}");
+}

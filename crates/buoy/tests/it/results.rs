@@ -19,7 +19,7 @@ fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
 }
 
 /// Bytes gzip cannot shrink, so the tarball is about as big as the result.
-fn noise(n: usize) -> Vec<u8> {
+pub(crate) fn noise(n: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e3779b97f4a7c15;
     (0..n)
         .map(|_| {
