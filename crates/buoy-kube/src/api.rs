@@ -156,13 +156,36 @@ impl KubeApi {
         }
     }
 
-    /// All nodes, with every error reported.
+    /// All nodes, with every error reported: names and labels only (all that choosing a
+    /// DaemonSet's nodes reads), from a paged metadata-only list, so a large cluster's node
+    /// status never enters memory.
     pub async fn try_list_nodes(&self) -> Result<Vec<Node>, KubeError> {
-        Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .map_err(KubeError::api("listing nodes"))
+        let nodes = Api::<Node>::all(self.client.clone());
+        let mut out = Vec::new();
+        each_page(
+            ListParams::default(),
+            |lp| {
+                let nodes = nodes.clone();
+                async move {
+                    nodes
+                        .list_metadata(&lp)
+                        .await
+                        .map_err(KubeError::api("listing nodes"))
+                }
+            },
+            |items| {
+                out.extend(items.into_iter().map(|n| Node {
+                    metadata: kube::api::ObjectMeta {
+                        name: n.metadata.name,
+                        labels: n.metadata.labels,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }))
+            },
+        )
+        .await?;
+        Ok(out)
     }
 
     /// The aggregator pod's name: label `sonobuoy-component=aggregator`, then the deprecated

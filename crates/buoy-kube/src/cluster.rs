@@ -681,6 +681,12 @@ mod tests {
         );
 
         let all = calls(&rec);
+        // Nodes are only ever listed a page at a time; the launch reads their metadata only.
+        let node_lists: Vec<&Call> = all.iter().filter(|c| c.path() == "/api/v1/nodes").collect();
+        assert!(node_lists.iter().all(|c| c.query("limit").is_some()));
+        assert!(node_lists
+            .iter()
+            .any(|c| c.accept.contains("as=PartialObjectMetadataList")));
         // The Secret: type kubernetes.io/tls, SEC1 key, owned by the aggregator pod.
         let s = all
             .iter()
