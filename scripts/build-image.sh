@@ -22,6 +22,13 @@ if [ -z "$mirror" ]; then
   [ -n "$mirror" ] || mirror=$(grep -hs -m1 '^deb .*/debian/\? ' /etc/apt/sources.list | awk '{print $2}' || true)
 fi
 [ -n "$mirror" ] || { echo "build-image: set DEBIAN_MIRROR to a Debian archive" >&2; exit 2; }
+# Container settings any host allows: limits no higher than this shell's (podman raises them
+# by default, which needs CAP_SYS_RESOURCE), and runc where it is installed (crun refuses
+# hosts with cgroups in hybrid mode). PODMAN_RUNTIME picks another runtime.
+runtime=()
+if [ -n "${PODMAN_RUNTIME:-}" ]; then runtime=(--runtime "$PODMAN_RUNTIME");
+elif command -v runc >/dev/null; then runtime=(--runtime runc); fi
+limits=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=4096:4096")
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
 
@@ -41,12 +48,12 @@ if ! podman image exists "$base"; then
 fi
 
 echo "== podman build -t $tag (BUILDER=$base, toolchain and crate cache mounted)"
-podman build --build-arg BUILDER="$base" --build-arg CARGO_NET_OFFLINE=true \
+podman "${runtime[@]}" build "${limits[@]}" --build-arg BUILDER="$base" --build-arg CARGO_NET_OFFLINE=true \
   -v "$cargo_home:/usr/local/cargo" -v "$rustup_home:/usr/local/rustup:ro" \
   -t "$tag" .
 
 echo "== podman run --rm $tag /sonobuoy --version"
-podman run --rm "$tag" /sonobuoy --version
+podman "${runtime[@]}" run --rm "${limits[@]}" "$tag" /sonobuoy --version
 echo "== user: $(podman image inspect --format '{{.Config.User}}' "$tag"), size: $(podman image inspect --format '{{.Size}}' "$tag") bytes"
 echo "== contents:"
 cid=$(podman create "$tag")

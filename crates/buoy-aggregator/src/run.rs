@@ -66,6 +66,32 @@ fn sealed_record(output_dir: &Path, uuid: &str) -> PathBuf {
     output_dir.join(format!(".buoy-sealed-{uuid}.json"))
 }
 
+/// The runs in `output_dir` that were started and never sealed (a run directory named by its
+/// UUID, with no sealed record beside it), oldest first: what a restarted standalone
+/// aggregator picks up.
+pub fn unfinished_runs(output_dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(output_dir) else {
+        return Vec::new();
+    };
+    let mut runs: Vec<(std::time::SystemTime, String)> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let uuid = name.parse::<uuid::Uuid>().ok()?.to_string();
+            (uuid == name && !sealed_record(output_dir, &name).exists()).then(|| {
+                let made = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (made, name)
+            })
+        })
+        .collect();
+    runs.sort();
+    runs.into_iter().map(|(_, name)| name).collect()
+}
+
 /// Removes what a crash during sealing left (`.<name>.tar.gz.partial` of this run).
 fn remove_partial_tarballs(output_dir: &Path, uuid: &str) {
     let suffix = format!("_sonobuoy_{uuid}.tar.gz.partial");

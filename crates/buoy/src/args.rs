@@ -348,9 +348,13 @@ pub(crate) struct AggregatorArgs {
     /// results. The mTLS listener serves the page too, to clients with a certificate.
     #[arg(long, value_name = "ADDR")]
     pub(crate) status_page: Option<SocketAddr>,
-    /// Run ID (UUID) to use; an existing run directory with this ID is resumed.
+    /// Run ID (UUID) to use; an existing run directory with this ID is resumed. Without it,
+    /// the one unfinished run found in --output is resumed.
     #[arg(long, value_name = "UUID")]
     pub(crate) run_id: Option<String>,
+    /// Start a new run even if --output holds an unfinished one.
+    #[arg(long, conflicts_with = "run_id")]
+    pub(crate) new_run: bool,
     /// Uploads processed at once; more wait their turn.
     #[arg(long, default_value_t = 256)]
     pub(crate) max_concurrent_uploads: usize,

@@ -197,12 +197,26 @@ async fn aggregator(args: AggregatorArgs, run_log: buoy_kube::runlog::RunLog) ->
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let mut resumed = None;
     let uuid = match &args.run_id {
         Some(id) => id
             .parse::<uuid::Uuid>()
             .with_context(|| format!("--run-id {id:?} is not a UUID"))?
             .to_string(),
-        None => uuid::Uuid::new_v4().to_string(),
+        None if args.new_run => uuid::Uuid::new_v4().to_string(),
+        None => match buoy_aggregator::run::unfinished_runs(&args.output).as_slice() {
+            [] => uuid::Uuid::new_v4().to_string(),
+            [one] => {
+                resumed = Some(one.clone());
+                one.clone()
+            }
+            many => bail!(
+                "{} holds {} unfinished runs ({}): choose one with --run-id, or start another with --new-run",
+                args.output.display(),
+                many.len(),
+                many.join(", ")
+            ),
+        },
     };
     let timeout = secs(args.timeout);
     let options = Options {
@@ -212,6 +226,12 @@ async fn aggregator(args: AggregatorArgs, run_log: buoy_kube::runlog::RunLog) ->
     let bound = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("buoy: aggregator for run {uuid} listening on {bound}; workers use AGGREGATOR_URL={scheme}://{advertise}:{}", bound.port());
+    if let Some(id) = &resumed {
+        eprintln!(
+            "buoy: resuming the unfinished run {id} found in {}: results it stored are kept and not asked for again (--new-run starts another run)",
+            args.output.display()
+        );
+    }
     let cfg = RunConfig {
         output_dir: args.output.clone(),
         uuid: uuid.clone(),

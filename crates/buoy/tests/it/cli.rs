@@ -24,8 +24,8 @@ async fn start_aggregator(args: &[&str]) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-/// `start_aggregator`, also returning what the aggregator writes to stderr after it listens
-/// (the task ends when the aggregator closes stderr).
+/// `start_aggregator`, also returning everything the aggregator writes to stderr (the task
+/// ends when the aggregator closes stderr).
 pub async fn start_aggregator_logged(
     args: &[&str],
 ) -> (Child, SocketAddr, tokio::task::JoinHandle<String>) {
@@ -37,6 +37,7 @@ pub async fn start_aggregator_logged(
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
     let addr = within(async {
         loop {
             let line = lines
@@ -44,6 +45,8 @@ pub async fn start_aggregator_logged(
                 .await
                 .unwrap()
                 .expect("aggregator exited before listening");
+            log.push_str(&line);
+            log.push('\n');
             if let Some(rest) = line.split(" listening on ").nth(1) {
                 return rest
                     .split(';')
@@ -57,7 +60,6 @@ pub async fn start_aggregator_logged(
     .await;
     // Keep draining stderr so the child never blocks on a full pipe.
     let log = tokio::spawn(async move {
-        let mut log = String::new();
         while let Ok(Some(l)) = lines.next_line().await {
             log.push_str(&l);
             log.push('\n');
@@ -631,4 +633,93 @@ async fn log_format_json_writes_one_json_object_per_log_line() {
         "{log}"
     );
     assert!(!log.contains(" INFO "), "a human-format line: {log}");
+}
+
+fn run_of(log: &str) -> String {
+    log.split("aggregator for run ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_restarted_standalone_aggregator_resumes_the_unfinished_run_without_run_id() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let args = [
+        "--insecure-http",
+        "--expect",
+        "p=n1,n2",
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        dir,
+    ];
+    let cd = [("content-disposition", "attachment;filename=r.txt")];
+    let (mut first, addr, log) = start_aggregator_logged(&args).await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/p", &cd, b"one".to_vec())
+            .await
+            .status,
+        200
+    );
+    first.kill().await.unwrap();
+    let run = run_of(&log.await.unwrap());
+
+    // Started again the same way: the same run, n1 kept (and not taken twice), n2 completes it.
+    let (second, addr, log) = start_aggregator_logged(&args).await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/p", &cd, b"again".to_vec())
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n2/p", &cd, b"two".to_vec())
+            .await
+            .status,
+        200
+    );
+    let (code, stdout) = exit_and_stdout(second).await;
+    assert_eq!(code, 0);
+    let log = log.await.unwrap();
+    assert_eq!(run_of(&log), run);
+    assert!(
+        log.contains(&format!("resuming the unfinished run {run}")),
+        "{log}"
+    );
+    assert!(
+        stdout.trim().ends_with(&format!("_sonobuoy_{run}.tar.gz")),
+        "{stdout}"
+    );
+    let stored = out.path().join(&run).join("plugins/p/results/n1/r.txt");
+    assert_eq!(std::fs::read(stored).unwrap(), b"one");
+
+    // A sealed run is not picked up again: the next start is a new run.
+    let (mut third, _, log) = start_aggregator_logged(&args).await;
+    third.kill().await.unwrap();
+    let third_run = run_of(&log.await.unwrap());
+    assert_ne!(third_run, run);
+
+    // --new-run leaves that unfinished run alone; with two unfinished runs the choice is the
+    // operator's, and the message names both.
+    let with_new: Vec<&str> = args.iter().copied().chain(["--new-run"]).collect();
+    let (mut fourth, _, log) = start_aggregator_logged(&with_new).await;
+    fourth.kill().await.unwrap();
+    let log = log.await.unwrap();
+    let fourth_run = run_of(&log);
+    assert!(
+        fourth_run != third_run && !log.contains("resuming"),
+        "{log}"
+    );
+    let refused = buoy().arg("aggregator").args(args).output().await.unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("2 unfinished runs") && err.contains(&third_run) && err.contains(&fourth_run),
+        "{err}"
+    );
 }
