@@ -88,6 +88,8 @@ pub enum RunPhase {
     Running,
     PostProcessing,
     Complete(TarInfo),
+    /// Stopped before every result arrived, and why: `failed` to every status reader.
+    Interrupted(String),
 }
 
 /// An internal error result the driver must write now.
@@ -309,6 +311,7 @@ impl RunState {
         match &self.phase {
             RunPhase::Complete(t) => (status::COMPLETE.to_string(), Some(t.clone())),
             RunPhase::PostProcessing => (status::POST_PROCESSING.to_string(), None),
+            RunPhase::Interrupted(_) => (status::FAILED.to_string(), None),
             RunPhase::Running => {
                 let words = self.entries.iter().map(|e| Self::word(&e.phase));
                 let word = status::overall_status(words).unwrap_or(status::RUNNING);
@@ -404,6 +407,10 @@ impl RunState {
             },
             status: overall,
             tar_info,
+            interrupted: match &self.phase {
+                RunPhase::Interrupted(why) => Some(why.clone()),
+                _ => None,
+            },
         }
     }
 }

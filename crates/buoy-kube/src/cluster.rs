@@ -37,6 +37,9 @@ pub struct ClusterOptions {
     pub server: ServerOptions,
     /// Where the process's log lines are copied for `meta/run.log`, when the binary set one up.
     pub run_log: Option<RunLog>,
+    /// On a stop before every result arrived, delete the launched plugins' objects (as
+    /// `sonobuoy delete` would) instead of leaving them for a resume.
+    pub cleanup_on_interrupt: bool,
 }
 
 impl Default for ClusterOptions {
@@ -51,6 +54,7 @@ impl Default for ClusterOptions {
             aggregator: Options::default(),
             server: ServerOptions::default(),
             run_log: None,
+            cleanup_on_interrupt: false,
         }
     }
 }
@@ -277,7 +281,23 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let launched = std::mem::take(&mut *launched.lock().expect("launch list"));
     if !completed {
-        let _ = publisher_task.await;
+        // Interrupted is a state: the last word in the annotation says so, never `running`.
+        let why =
+            "the aggregator was asked to stop (SIGTERM or SIGINT) before every result arrived";
+        tracing::warn!(
+            reason = why,
+            cleanup = opts.cleanup_on_interrupt,
+            "the run is interrupted"
+        );
+        agg.set_run_phase(buoy_aggregator::state::RunPhase::Interrupted(why.into()));
+        if opts.cleanup_on_interrupt {
+            delete_plugins(&api, &plugins, &launched, true).await;
+        }
+        let mut publisher = match publisher_task.await {
+            Ok(p) => p,
+            Err(_) => Publisher::new(api.clone(), opts.publish.clone()),
+        };
+        publisher.publish(&agg.status()).await;
         handle.abort().await;
         return Err(KubeError::Aggregator(
             buoy_aggregator::AggError::Interrupted,
@@ -294,17 +314,9 @@ pub async fn run(
         ),
         Err(e) => tracing::error!(error = %e, "gathering cluster data failed"),
     }
+    delete_plugins(&api, &plugins, &launched, false).await;
     for l in &launched {
         let m = &plugins[l.index];
-        if !m.config.skip_cleanup {
-            let sel = objects::run_selector(&l.sid);
-            if let Err(e) = api
-                .delete_plugin_objects(&sel, m.driver == Driver::DaemonSet)
-                .await
-            {
-                tracing::warn!(plugin = m.name(), error = %e, "cleanup failed");
-            }
-        }
         write_definition(&agg, m, &l.sid, &ctx, !m.config.skip_cleanup)?;
     }
     // The publisher stopped with the monitors; completion gets its own final patch below, from
@@ -333,6 +345,24 @@ pub async fn run(
     };
     tracing::info!(tarball = %finished.tarball.display(), "Results available at {}", finished.tarball.display());
     Ok(finished)
+}
+
+/// Deletes each launched plugin's pods or DaemonSet by its run label; `all` ignores the
+/// plugins' `skip-cleanup`.
+async fn delete_plugins(api: &KubeApi, plugins: &[Manifest], launched: &[Launched], all: bool) {
+    for l in launched {
+        let m = &plugins[l.index];
+        if m.config.skip_cleanup && !all {
+            continue;
+        }
+        let sel = objects::run_selector(&l.sid);
+        if let Err(e) = api
+            .delete_plugin_objects(&sel, m.driver == Driver::DaemonSet)
+            .await
+        {
+            tracing::warn!(plugin = m.name(), error = %e, "cleanup failed");
+        }
+    }
 }
 
 fn write_definition(
@@ -790,5 +820,66 @@ mod tests {
         let silent = read("plugins/silent/errors/global/error.json");
         assert_eq!(silent["error"], buoy_wire::TIMEOUT_ERROR_MESSAGE);
         assert_eq!(finished.status.status, "complete");
+    }
+
+    #[tokio::test]
+    async fn a_stop_before_every_result_publishes_failed_with_the_reason_and_cleans_up_only_if_asked(
+    ) {
+        for cleanup in [false, true] {
+            let (client, rec) = scripted_cluster(|_| json!({"phase": "Running"}), vec![]);
+            let api = KubeApi::new(client, "sonobuoy");
+            let out = tempfile::tempdir().unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let plugins = vec![plugin(
+                "sonobuoy-config: {driver: Job, plugin-name: e2e}\nspec: {name: e2e, image: e2e:1}\n",
+            )];
+            let mut opts = quick();
+            opts.output_dir = out.path().to_path_buf();
+            opts.listener = Some(listener);
+            opts.cleanup_on_interrupt = cleanup;
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let run = tokio::spawn(run(api, config(port, 0), plugins, opts, async {
+                let _ = stop_rx.await;
+            }));
+            // The plugin is running and will never deliver; then the pod is told to stop.
+            let pod = wait_for_post(&rec, "/pods", "e2e").await;
+            stop_tx.send(()).unwrap();
+            let e = within(run).await.unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    KubeError::Aggregator(buoy_aggregator::AggError::Interrupted)
+                ),
+                "{e}"
+            );
+
+            let all = calls(&rec);
+            let last: Status = all
+                .iter()
+                .rev()
+                .find(|c| c.method == "PATCH")
+                .map(|c| {
+                    serde_json::from_str(
+                        c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"]
+                            .as_str()
+                            .unwrap(),
+                    )
+                    .unwrap()
+                })
+                .unwrap();
+            assert_eq!(last.status, "failed");
+            assert!(
+                last.interrupted.as_deref().unwrap().contains("SIGTERM"),
+                "{last:?}"
+            );
+            assert_eq!(last.plugins.as_ref().unwrap()[0].status, "running");
+            let sid = pod["metadata"]["labels"]["sonobuoy-run"].as_str().unwrap();
+            let deleted = all.iter().any(|c| {
+                c.method == "DELETE"
+                    && c.query("labelSelector").as_deref() == Some(&format!("sonobuoy-run={sid}"))
+            });
+            assert_eq!(deleted, cleanup);
+        }
     }
 }

@@ -190,6 +190,7 @@ mod tests {
             ),
             status: "running".into(),
             tar_info: Default::default(),
+            interrupted: None,
         }
     }
 

@@ -250,6 +250,7 @@ mod tests {
             ]),
             status: "running".into(),
             tar_info: TarInfo::default(),
+            interrupted: None,
         };
         let o = Overview::from_status(&s);
         assert_eq!(o.plugins.len(), 2);

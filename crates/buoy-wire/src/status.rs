@@ -19,6 +19,10 @@ pub struct Status {
     pub status: String,
     #[serde(rename = "tar-info")]
     pub tar_info: TarInfo,
+    /// Buoy's: why a run stopped before every result arrived (its `status` is then `failed`,
+    /// which Sonobuoy's readers show as a failed run). Sonobuoy's readers ignore the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +93,7 @@ impl Status {
             plugins: None,
             status: RUNNING.into(),
             tar_info: TarInfo::default(),
+            interrupted: None,
         }
     }
 }
@@ -266,6 +271,7 @@ impl Status {
             plugins: (!plugins.is_empty()).then_some(plugins),
             status: self.status.clone(),
             tar_info: self.tar_info.clone(),
+            interrupted: self.interrupted.clone(),
         };
         if min_detail <= Detail::RolledUp {
             let mut plugins: Vec<PluginStatus> = Vec::new();
@@ -381,6 +387,7 @@ mod tests {
             plugins: Some(rows),
             status: RUNNING.into(),
             tar_info: TarInfo::default(),
+            interrupted: None,
         }
     }
 
@@ -503,6 +510,7 @@ mod tests {
             plugins: Some(rows),
             status: RUNNING.into(),
             tar_info: TarInfo::default(),
+            interrupted: None,
         };
         let (json, detail) = s.to_bounded_json(2_000, Detail::RolledUp);
         assert_eq!(detail, Detail::RolledUp);

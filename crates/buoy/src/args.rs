@@ -352,6 +352,11 @@ pub(crate) struct AggregatorArgs {
     /// the one unfinished run found in --output is resumed.
     #[arg(long, value_name = "UUID")]
     pub(crate) run_id: Option<String>,
+    /// In-cluster: on SIGTERM/SIGINT before every result arrived, delete the plugins' pods and
+    /// DaemonSets too (by default they are left running; the final status says `failed`, and
+    /// why, either way).
+    #[arg(long)]
+    pub(crate) cleanup_on_interrupt: bool,
     /// Start a new run even if --output holds an unfinished one.
     #[arg(long, conflicts_with = "run_id")]
     pub(crate) new_run: bool,

@@ -95,11 +95,17 @@ pub fn render(s: &Status, show_all: bool) -> String {
         table(&["PLUGIN", "STATUS", "RESULT", "COUNT", "PROGRESS"], &rows)
     };
     out.push('\n');
-    out.push_str(match s.status.as_str() {
-        RUNNING => "The run is in progress; plugins are still delivering results.",
-        POST_PROCESSING => "Every plugin has finished; the results are being prepared.",
-        COMPLETE => "The run is complete; its results tarball is ready to retrieve.",
-        FAILED => "The aggregator failed; see its logs.",
+    let interrupted = s.interrupted.as_ref().map(|why| {
+        format!(
+            "The run was interrupted before every result arrived: {why}. What it stored is kept."
+        )
+    });
+    out.push_str(match (s.status.as_str(), &interrupted) {
+        (_, Some(text)) => text,
+        (RUNNING, _) => "The run is in progress; plugins are still delivering results.",
+        (POST_PROCESSING, _) => "Every plugin has finished; the results are being prepared.",
+        (COMPLETE, _) => "The run is complete; its results tarball is ready to retrieve.",
+        (FAILED, _) => "The aggregator failed; see its logs.",
         _ => "The run's status is unknown.",
     });
     if s.status == COMPLETE && !s.tar_info.name.is_empty() {
@@ -139,6 +145,7 @@ mod tests {
             ]),
             status: RUNNING.into(),
             tar_info: Default::default(),
+            interrupted: None,
         };
         let out = render(&s, false);
         let lines: Vec<&str> = out.lines().collect();
@@ -176,6 +183,7 @@ mod tests {
             ]),
             status: RUNNING.into(),
             tar_info: Default::default(),
+            interrupted: None,
         };
         let out = render(&s, false);
         let rows: Vec<Vec<&str>> = out
@@ -188,5 +196,20 @@ mod tests {
         assert_eq!(rows[1], ["logs", "failed", "1"], "{out}");
         assert_eq!(rows[2], ["logs", "running", "48"], "{out}");
         assert_eq!(rows[3], ["e2e", "running", "1"], "{out}");
+    }
+
+    #[test]
+    fn an_interrupted_run_says_so_and_why() {
+        let s = Status {
+            plugins: Some(vec![entry("e2e", "global", RUNNING)]),
+            status: FAILED.into(),
+            tar_info: Default::default(),
+            interrupted: Some("asked to stop".into()),
+        };
+        let out = render(&s, false);
+        assert!(
+            out.trim_end().ends_with("The run was interrupted before every result arrived: asked to stop. What it stored is kept."),
+            "{out}"
+        );
     }
 }
