@@ -635,6 +635,25 @@ async fn log_format_json_writes_one_json_object_per_log_line() {
     assert!(!log.contains(" INFO "), "a human-format line: {log}");
 }
 
+/// The first run directory in `out` not in `known`, once there is one.
+async fn new_run_dir(out: &Path, known: &[&str]) -> String {
+    within(async {
+        loop {
+            for e in std::fs::read_dir(out).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.path().is_dir()
+                    && name.parse::<uuid::Uuid>().is_ok()
+                    && !known.contains(&name.as_str())
+                {
+                    return name;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 fn run_of(log: &str) -> String {
     log.split("aggregator for run ")
         .nth(1)
@@ -698,24 +717,23 @@ async fn a_restarted_standalone_aggregator_resumes_the_unfinished_run_without_ru
     let stored = out.path().join(&run).join("plugins/p/results/n1/r.txt");
     assert_eq!(std::fs::read(stored).unwrap(), b"one");
 
-    // A sealed run is not picked up again: the next start is a new run.
-    let (mut third, _, log) = start_aggregator_logged(&args).await;
+    // A sealed run is not picked up again: the next start is a new run. (Each is killed once
+    // its run directory exists, which is just after its listening line.)
+    let (mut third, _, _) = start_aggregator_logged(&args).await;
+    let third_run = new_run_dir(out.path(), &[&run]).await;
     third.kill().await.unwrap();
-    let third_run = run_of(&log.await.unwrap());
-    assert_ne!(third_run, run);
 
     // --new-run leaves that unfinished run alone; with two unfinished runs the choice is the
     // operator's, and the message names both.
     let with_new: Vec<&str> = args.iter().copied().chain(["--new-run"]).collect();
     let (mut fourth, _, log) = start_aggregator_logged(&with_new).await;
+    let fourth_run = new_run_dir(out.path(), &[&run, &third_run]).await;
     fourth.kill().await.unwrap();
     let log = log.await.unwrap();
-    let fourth_run = run_of(&log);
-    assert!(
-        fourth_run != third_run && !log.contains("resuming"),
-        "{log}"
-    );
-    let refused = buoy().arg("aggregator").args(args).output().await.unwrap();
+    assert!(!log.contains("resuming"), "{log}");
+    let refused = within(buoy().arg("aggregator").args(args).output())
+        .await
+        .unwrap();
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{err}");
     assert!(
