@@ -178,7 +178,7 @@ def main():
     tarball = stdout.decode().strip()
     with tarfile.open(tarball) as t:
         names = t.getnames()
-    logs = sum(1 for n in names if n.startswith("podlogs/"))
+    logs = sum(1 for n in names if n.startswith("podlogs/") and n.endswith(".txt"))
     print(f"nodes: {NODES}, pods: {NODES}, logs gathered: {logs}")
     print(f"requests served: {REQUESTS['count']}, run took {took:.1f} s")
     print(f"tarball: {os.path.getsize(tarball) / 1e6:.1f} MB, "
