@@ -737,7 +737,10 @@ impl Aggregator {
     /// The sealed tarball's path and tar-info, once the run is complete.
     pub fn tarball(&self) -> Option<(PathBuf, TarInfo)> {
         let info = self.inspect(|s| match s.run_phase() {
-            RunPhase::Complete(t) => Some(t.clone()),
+            RunPhase::Complete(t)
+            | RunPhase::Interrupted {
+                sealed: Some(t), ..
+            } => Some(t.clone()),
             _ => None,
         })?;
         Some((self.output_dir().join(&info.name), info))

@@ -88,8 +88,12 @@ pub enum RunPhase {
     Running,
     PostProcessing,
     Complete(TarInfo),
-    /// Stopped before every result arrived, and why: `failed` to every status reader.
-    Interrupted(String),
+    /// Stopped before every result arrived, and why: `failed` to every status reader, with the
+    /// tarball's tar-info when what had arrived was sealed anyway (`--seal-on-interrupt`).
+    Interrupted {
+        why: String,
+        sealed: Option<TarInfo>,
+    },
 }
 
 /// An internal error result the driver must write now.
@@ -139,6 +143,15 @@ impl RunState {
 
     pub fn phase_of(&self, key: &ResultKey) -> Option<&Phase> {
         self.index.get(key).map(|&i| &self.entries[i].phase)
+    }
+
+    /// The keys with no result or error result yet.
+    pub fn open_keys(&self) -> Vec<ResultKey> {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e.phase, Phase::Done(_)))
+            .map(|e| e.key.clone())
+            .collect()
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &ResultKey> {
@@ -311,7 +324,7 @@ impl RunState {
         match &self.phase {
             RunPhase::Complete(t) => (status::COMPLETE.to_string(), Some(t.clone())),
             RunPhase::PostProcessing => (status::POST_PROCESSING.to_string(), None),
-            RunPhase::Interrupted(_) => (status::FAILED.to_string(), None),
+            RunPhase::Interrupted { sealed, .. } => (status::FAILED.to_string(), sealed.clone()),
             RunPhase::Running => {
                 let words = self.entries.iter().map(|e| Self::word(&e.phase));
                 let word = status::overall_status(words).unwrap_or(status::RUNNING);
@@ -408,7 +421,7 @@ impl RunState {
             status: overall,
             tar_info,
             interrupted: match &self.phase {
-                RunPhase::Interrupted(why) => Some(why.clone()),
+                RunPhase::Interrupted { why, .. } => Some(why.clone()),
                 _ => None,
             },
         }

@@ -40,6 +40,8 @@ pub struct ClusterOptions {
     /// On a stop before every result arrived, delete the launched plugins' objects (as
     /// `sonobuoy delete` would) instead of leaving them for a resume.
     pub cleanup_on_interrupt: bool,
+    /// On such a stop, record an error result for every missing one and seal what arrived.
+    pub seal_on_interrupt: bool,
 }
 
 impl Default for ClusterOptions {
@@ -55,6 +57,7 @@ impl Default for ClusterOptions {
             server: ServerOptions::default(),
             run_log: None,
             cleanup_on_interrupt: false,
+            seal_on_interrupt: false,
         }
     }
 }
@@ -287,9 +290,13 @@ pub async fn run(
         tracing::warn!(
             reason = why,
             cleanup = opts.cleanup_on_interrupt,
+            seal = opts.seal_on_interrupt,
             "the run is interrupted"
         );
-        agg.set_run_phase(buoy_aggregator::state::RunPhase::Interrupted(why.into()));
+        agg.set_run_phase(buoy_aggregator::state::RunPhase::Interrupted {
+            why: why.into(),
+            sealed: None,
+        });
         if opts.cleanup_on_interrupt {
             delete_plugins(&api, &plugins, &launched, true).await;
         }
@@ -298,7 +305,35 @@ pub async fn run(
             Err(_) => Publisher::new(api.clone(), opts.publish.clone()),
         };
         publisher.publish(&agg.status()).await;
-        handle.abort().await;
+        if opts.seal_on_interrupt {
+            let msg = format!("no result: {why}");
+            for key in agg.inspect(|s| s.open_keys()) {
+                if let Err(e) = agg.submit_error(&key, &msg, None).await {
+                    tracing::warn!(key = %key, error = %e, "cannot record the missing result");
+                }
+            }
+            if let Some(log) = &opts.run_log {
+                let _ = log.close_into(&agg.run_dir().join("meta/run.log"));
+            }
+            let sealed = handle.seal_and_serve(std::future::ready(()), false).await;
+            let tar = match sealed {
+                Ok(f) => {
+                    tracing::info!(tarball = %f.tarball.display(), "what arrived before the stop is sealed");
+                    Some(f.tar_info)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot seal what arrived before the stop");
+                    None
+                }
+            };
+            agg.set_run_phase(buoy_aggregator::state::RunPhase::Interrupted {
+                why: why.into(),
+                sealed: tar,
+            });
+            publisher.publish(&agg.status()).await;
+        } else {
+            handle.abort().await;
+        }
         return Err(KubeError::Aggregator(
             buoy_aggregator::AggError::Interrupted,
         ));
@@ -823,9 +858,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stop_before_every_result_publishes_failed_with_the_reason_and_cleans_up_only_if_asked(
+    async fn a_stop_before_every_result_publishes_failed_with_the_reason_and_cleans_up_or_seals_only_if_asked(
     ) {
-        for cleanup in [false, true] {
+        for (cleanup, seal) in [(false, false), (true, false), (false, true)] {
             let (client, rec) = scripted_cluster(|_| json!({"phase": "Running"}), vec![]);
             let api = KubeApi::new(client, "sonobuoy");
             let out = tempfile::tempdir().unwrap();
@@ -838,6 +873,7 @@ mod tests {
             opts.output_dir = out.path().to_path_buf();
             opts.listener = Some(listener);
             opts.cleanup_on_interrupt = cleanup;
+            opts.seal_on_interrupt = seal;
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let run = tokio::spawn(run(api, config(port, 0), plugins, opts, async {
                 let _ = stop_rx.await;
@@ -873,7 +909,23 @@ mod tests {
                 last.interrupted.as_deref().unwrap().contains("SIGTERM"),
                 "{last:?}"
             );
-            assert_eq!(last.plugins.as_ref().unwrap()[0].status, "running");
+            let row = &last.plugins.as_ref().unwrap()[0];
+            if seal {
+                // The missing result is an error result, and the tarball is named.
+                assert_eq!(row.status, "failed");
+                assert!(out.path().join(&last.tar_info.name).is_file(), "{last:?}");
+                let err: Value = serde_json::from_slice(
+                    &std::fs::read(out.path().join(
+                        "8d8b1f4e-3f6a-4b8e-9a51-0c1d2e3f4a5b/plugins/e2e/errors/global/error.json",
+                    ))
+                    .unwrap(),
+                )
+                .unwrap();
+                assert!(err["error"].as_str().unwrap().contains("SIGTERM"), "{err}");
+            } else {
+                assert_eq!(row.status, "running");
+                assert!(last.tar_info.name.is_empty());
+            }
             let sid = pod["metadata"]["labels"]["sonobuoy-run"].as_str().unwrap();
             let deleted = all.iter().any(|c| {
                 c.method == "DELETE"

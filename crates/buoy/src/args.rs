@@ -357,6 +357,11 @@ pub(crate) struct AggregatorArgs {
     /// why, either way).
     #[arg(long)]
     pub(crate) cleanup_on_interrupt: bool,
+    /// In-cluster: on such a stop, record an error result for every missing one and seal what
+    /// arrived (the status then says `failed`, why, and the tarball). Sealing must fit in the
+    /// pod's termination grace period.
+    #[arg(long)]
+    pub(crate) seal_on_interrupt: bool,
     /// Start a new run even if --output holds an unfinished one.
     #[arg(long, conflicts_with = "run_id")]
     pub(crate) new_run: bool,

@@ -163,6 +163,7 @@ async fn aggregator_in_cluster(
         aggregator: args.options(),
         run_log: Some(run_log),
         cleanup_on_interrupt: args.cleanup_on_interrupt,
+        seal_on_interrupt: args.seal_on_interrupt,
         ..Default::default()
     };
     let finished = buoy_kube::cluster::run(api, cfg, plugins, opts, shutdown_signal())
