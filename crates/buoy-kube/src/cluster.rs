@@ -1,7 +1,8 @@
 //! The in-cluster run of `buoy aggregator` (compat §6.3-6.5): initial status, node listing,
 //! expected results, certificates, the HTTPS server, status publication, plugin launch in
 //! order groups with a monitor per plugin, gathering, cleanup, `definition.json`, `run.log`,
-//! sealing and the final status. Handlers never call the Kubernetes API; only this module and its helpers do.
+//! sealing and the final status, or the interrupted status on a stop. Handlers never call the
+//! Kubernetes API; only this module and its helpers do.
 
 use std::path::PathBuf;
 use std::sync::Arc;
