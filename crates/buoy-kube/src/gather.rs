@@ -230,6 +230,27 @@ impl LineCounter {
     }
 }
 
+/// One page's URL: `base` with the page size, the selectors that are set, and the token of
+/// the page before.
+fn page_url(base: &str, selectors: &[(&str, &str)], cont: Option<&str>) -> String {
+    let mut q = format!("{base}?limit={GATHER_PAGE}");
+    for (name, value) in selectors.iter().filter(|(_, v)| !v.is_empty()) {
+        q.push_str(&format!("&{name}={}", query_escape(value)));
+    }
+    if let Some(c) = cont {
+        q.push_str(&format!("&continue={}", query_escape(c)));
+    }
+    q
+}
+
+/// The token of the next page, if the list goes on.
+fn next_page(page: &Value) -> Option<String> {
+    page["metadata"]["continue"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+}
+
 /// A path component taken from an object's name: refused if it could leave its directory.
 fn safe_component(s: &str) -> Option<&str> {
     (!s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')).then_some(s)
@@ -376,13 +397,7 @@ impl Gatherer<'_> {
             let mut tail: Option<Value> = None;
             let mut count = 0usize;
             loop {
-                let mut q = format!("{base}?limit={GATHER_PAGE}");
-                if !label_selector.is_empty() {
-                    q.push_str(&format!("&labelSelector={}", query_escape(label_selector)));
-                }
-                if let Some(c) = &cont {
-                    q.push_str(&format!("&continue={}", query_escape(c)));
-                }
+                let q = page_url(&base, &[("labelSelector", label_selector)], cont.as_deref());
                 let mut page = self.api.get_json(&q).await?;
                 if tail.is_none() {
                     let kind = page["kind"]
@@ -431,10 +446,7 @@ impl Gatherer<'_> {
                         .map_err(io_error(dest))?;
                     count += 1;
                 }
-                cont = page["metadata"]["continue"]
-                    .as_str()
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_string);
+                cont = next_page(&page);
                 if cont.is_none() {
                     break;
                 }
@@ -504,10 +516,7 @@ impl Gatherer<'_> {
         let mut names = Vec::new();
         let mut cont: Option<String> = None;
         loop {
-            let mut q = format!("{}?limit={GATHER_PAGE}", ns_res.path(None));
-            if let Some(c) = &cont {
-                q.push_str(&format!("&continue={}", query_escape(c)));
-            }
+            let q = page_url(&ns_res.path(None), &[], cont.as_deref());
             match self.api.get_json(&q).await {
                 Ok(page) => {
                     names.extend(
@@ -517,10 +526,7 @@ impl Gatherer<'_> {
                             .flatten()
                             .map(|n| text(&n["metadata"]["name"])),
                     );
-                    cont = page["metadata"]["continue"]
-                        .as_str()
-                        .filter(|c| !c.is_empty())
-                        .map(str::to_string);
+                    cont = next_page(&page);
                     if cont.is_none() {
                         return names;
                     }
@@ -548,17 +554,11 @@ impl Gatherer<'_> {
         let mut pods = Vec::new();
         let mut cont: Option<String> = None;
         loop {
-            let mut q = format!("{base}?limit={GATHER_PAGE}");
-            let label = &self.cfg.pod_logs.label_selector;
-            if !label.is_empty() {
-                q.push_str(&format!("&labelSelector={}", query_escape(label)));
-            }
-            if let Some(f) = field_selector.filter(|f| !f.is_empty()) {
-                q.push_str(&format!("&fieldSelector={}", query_escape(f)));
-            }
-            if let Some(c) = &cont {
-                q.push_str(&format!("&continue={}", query_escape(c)));
-            }
+            let selectors = [
+                ("labelSelector", self.cfg.pod_logs.label_selector.as_str()),
+                ("fieldSelector", field_selector.unwrap_or_default()),
+            ];
+            let q = page_url(&base, &selectors, cont.as_deref());
             let page = self.api.get_json(&q).await?;
             for p in page["items"].as_array().into_iter().flatten() {
                 let uid = text(&p["metadata"]["uid"]);
@@ -587,10 +587,7 @@ impl Gatherer<'_> {
                     containers,
                 });
             }
-            cont = page["metadata"]["continue"]
-                .as_str()
-                .filter(|c| !c.is_empty())
-                .map(str::to_string);
+            cont = next_page(&page);
             if cont.is_none() {
                 return Ok(pods);
             }
