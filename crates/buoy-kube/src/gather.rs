@@ -27,6 +27,8 @@ use crate::error::KubeError;
 
 /// Whole objects per page of a gathered list (a page of pods is about 1 MB).
 const GATHER_PAGE: u32 = 100;
+/// Pod logs fetched at once.
+const LOG_CONCURRENCY: usize = 8;
 /// The longest log line the error summary looks at whole (Go's `bufio.Scanner` limit); the rest
 /// of a longer line is copied but not scanned.
 const MAX_SCANNED_LINE: usize = 64 * 1024;
@@ -268,6 +270,63 @@ struct LogPod {
     namespace: String,
     name: String,
     containers: Vec<String>,
+}
+
+/// Copies one container's log to its file under `work` as it arrives, counting matching lines.
+/// Returns the file's path in the tarball and its Errors and Warnings counts (also for what
+/// arrived before a broken read), and whether the copy was whole.
+async fn copy_log(
+    api: &KubeApi,
+    cfg: &GatherConfig,
+    work: &Path,
+    pod: &LogPod,
+    container: &str,
+) -> (Option<(String, u64, u64)>, Result<(), KubeError>) {
+    let (Some(ns), Some(name), Some(c)) = (
+        safe_component(&pod.namespace),
+        safe_component(&pod.name),
+        safe_component(container),
+    ) else {
+        return (None, Ok(()));
+    };
+    let rel = format!("podlogs/{ns}/{name}/logs/{c}.txt");
+    let dest = work.join(&rel);
+    let q = format!(
+        "/api/v1/namespaces/{ns}/pods/{name}/log?{}",
+        cfg.pod_logs.log_query(c)
+    );
+    let mut body = match api.get_stream(&q).await {
+        Ok(b) => b,
+        Err(e) => return (None, Err(e)),
+    };
+    let mut out = match fs::create_dir_all(dest.parent().expect("a parent"))
+        .and_then(|()| File::create(&dest))
+    {
+        Ok(f) => BufWriter::new(f),
+        Err(e) => return (None, Err(io_error(&dest)(e))),
+    };
+    let mut counter = LineCounter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let copied = loop {
+        match body.read(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                counter.feed(&buf[..n]);
+                if let Err(e) = out.write_all(&buf[..n]) {
+                    break Err(io_error(&dest)(e));
+                }
+            }
+            Err(source) => {
+                break Err(KubeError::Io {
+                    context: format!("reading the log of {ns}/{name} container {c}"),
+                    source,
+                })
+            }
+        }
+    };
+    let copied = copied.and(out.flush().map_err(io_error(&dest)));
+    let (errors, warnings) = counter.finish();
+    (Some((rel, errors, warnings)), copied)
 }
 
 struct Gatherer<'a> {
@@ -594,70 +653,47 @@ impl Gatherer<'_> {
         }
     }
 
-    /// Copies one container's log to its file as it arrives, counting matching lines.
-    async fn copy_log(&mut self, pod: &LogPod, container: &str) -> Result<(), KubeError> {
-        let (Some(ns), Some(name), Some(c)) = (
-            safe_component(&pod.namespace),
-            safe_component(&pod.name),
-            safe_component(container),
-        ) else {
-            return Ok(());
-        };
-        let rel = format!("podlogs/{ns}/{name}/logs/{c}.txt");
-        let dest = self.work.join(&rel);
-        let q = format!(
-            "/api/v1/namespaces/{ns}/pods/{name}/log?{}",
-            self.cfg.pod_logs.log_query(c)
-        );
-        let mut body = self.api.get_stream(&q).await?;
-        fs::create_dir_all(dest.parent().expect("a parent")).map_err(io_error(&dest))?;
-        let mut out = BufWriter::new(File::create(&dest).map_err(io_error(&dest))?);
-        let mut counter = LineCounter::default();
-        let mut buf = vec![0u8; 64 * 1024];
-        let copied = loop {
-            match body.read(&mut buf).await {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    counter.feed(&buf[..n]);
-                    out.write_all(&buf[..n]).map_err(io_error(&dest))?;
-                }
-                Err(source) => {
-                    break Err(KubeError::Io {
-                        context: format!("reading the log of {ns}/{name} container {c}"),
-                        source,
-                    })
-                }
-            }
-        };
-        out.flush().map_err(io_error(&dest))?;
-        // What arrived before a broken read is kept and counted.
-        let (errors, warnings) = counter.finish();
-        for (pattern, n) in [("Errors", errors), ("Warnings", warnings)] {
-            if n > 0 {
-                self.health
-                    .error_summary
-                    .entry(pattern.into())
-                    .or_default()
-                    .insert(rel.clone(), n);
-            }
-        }
-        copied
-    }
-
     async fn logs_of(
         &mut self,
         ns: Option<&str>,
         field_selector: Option<&str>,
         visited: &mut HashSet<String>,
     ) -> Result<(), KubeError> {
+        use futures_util::StreamExt;
         let pods = self.log_pods(ns, field_selector, visited).await?;
+        let (api, cfg, work) = (self.api, self.cfg, self.work.clone());
+        // Owned jobs, so the stream's closure takes no borrowed argument (the future must be
+        // Send for any lifetime).
+        let jobs: Vec<(usize, String)> = pods
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.containers.iter().map(move |c| (i, c.clone())))
+            .collect();
+        let (pods, work) = (&pods, &work);
+        // A few at a time: each is one request and a file, so thousands of pods are not
+        // thousands of round trips end to end.
+        let mut copies = futures_util::stream::iter(jobs)
+            .map(|(i, c)| async move {
+                let copied = copy_log(api, cfg, work, &pods[i], &c).await;
+                (&pods[i], c, copied)
+            })
+            .buffer_unordered(LOG_CONCURRENCY);
         let mut first_error = None;
-        for pod in &pods {
-            for c in &pod.containers {
-                if let Err(e) = self.copy_log(pod, c).await {
-                    tracing::warn!(pod = %pod.name, namespace = %pod.namespace, container = %c, error = %e, "gathering: no log");
-                    first_error.get_or_insert(e);
+        while let Some((pod, c, (counts, copied))) = copies.next().await {
+            if let Some((rel, errors, warnings)) = counts {
+                for (pattern, n) in [("Errors", errors), ("Warnings", warnings)] {
+                    if n > 0 {
+                        self.health
+                            .error_summary
+                            .entry(pattern.into())
+                            .or_default()
+                            .insert(rel.clone(), n);
+                    }
                 }
+            }
+            if let Err(e) = copied {
+                tracing::warn!(pod = %pod.name, namespace = %pod.namespace, container = %c, error = %e, "gathering: no log");
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
