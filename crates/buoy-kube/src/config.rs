@@ -74,6 +74,9 @@ pub struct GatherConfig {
     pub namespaces: regex::Regex,
     /// `Filters.LabelSelector`, for every resource list.
     pub label_selector: String,
+    /// The namespaces whose pods' logs are gathered ([`PodLogLimits::namespace_filter`] with
+    /// the run's namespace); `None` gathers logs by namespace nowhere.
+    pub pod_log_namespaces: Option<regex::Regex>,
     pub pod_logs: PodLogLimits,
 }
 
@@ -288,6 +291,11 @@ impl ClusterConfig {
                 None => format!("{}:{}", buoy_wire::host_name(), server.bindport),
             };
         }
+        let namespace = if t.namespace.is_empty() {
+            "sonobuoy".to_string()
+        } else {
+            t.namespace
+        };
         let ns_pattern = t.filters.namespaces.clone().unwrap_or_else(|| ".*".into());
         let namespaces = regex::Regex::new(&ns_pattern).map_err(|e| {
             bad(format!(
@@ -295,13 +303,16 @@ impl ClusterConfig {
             ))
         })?;
         let pod_logs = t.limits.pod_logs.clone();
-        let log_pattern = pod_logs.namespace_filter("sonobuoy");
-        if let Err(e) = regex::Regex::new(&log_pattern) {
-            return Err(bad(format!(
-                "Limits.PodLogs.Namespaces {:?} is not a pattern: {e}",
-                pod_logs.namespaces
-            )));
-        }
+        let log_pattern = pod_logs.namespace_filter(&namespace);
+        let pod_log_namespaces = match log_pattern.is_empty() {
+            true => None,
+            false => Some(regex::Regex::new(&log_pattern).map_err(|e| {
+                bad(format!(
+                    "Limits.PodLogs.Namespaces {:?} is not a pattern: {e}",
+                    pod_logs.namespaces
+                ))
+            })?),
+        };
         if pod_logs.since_seconds.is_some()
             && pod_logs
                 .since_time
@@ -316,6 +327,7 @@ impl ClusterConfig {
             resources: t.resources.clone(),
             namespaces,
             label_selector: t.filters.label_selector.clone(),
+            pod_log_namespaces,
             pod_logs,
         };
         let uuid = if t.uuid.is_empty() {
@@ -327,11 +339,6 @@ impl ClusterConfig {
             .var("RESULTS_DIR")
             .or_else(|| Some(t.results_dir).filter(|d| !d.is_empty()))
             .unwrap_or_else(|| DEFAULT_RESULTS_DIR.into());
-        let namespace = if t.namespace.is_empty() {
-            "sonobuoy".to_string()
-        } else {
-            t.namespace
-        };
         let obj = raw.as_object_mut().expect("checked above");
         obj.insert("UUID".into(), uuid.clone().into());
         obj.insert("ResultsDir".into(), results_dir.clone().into());

@@ -253,6 +253,27 @@ fn next_page(page: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Lists `base` page by page with the selectors that are set, handing each page to `take`
+/// before the next one is asked for.
+async fn each_page(
+    api: &KubeApi,
+    base: &str,
+    selectors: &[(&str, &str)],
+    mut take: impl FnMut(Value) -> Result<(), KubeError>,
+) -> Result<(), KubeError> {
+    let mut cont: Option<String> = None;
+    loop {
+        let page = api
+            .get_json(&page_url(base, selectors, cont.as_deref()))
+            .await?;
+        cont = next_page(&page);
+        take(page)?;
+        if cont.is_none() {
+            return Ok(());
+        }
+    }
+}
+
 /// A path component taken from an object's name: refused if it could leave its directory.
 fn safe_component(s: &str) -> Option<&str> {
     (!s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')).then_some(s)
@@ -450,21 +471,20 @@ impl Gatherer<'_> {
         mut each: impl FnMut(&Value),
     ) -> Result<usize, KubeError> {
         let mut out: Option<BufWriter<File>> = None;
-        let result = async {
-            let base = res.path(ns);
-            let mut cont: Option<String> = None;
-            let mut tail: Option<Value> = None;
-            let mut count = 0usize;
-            loop {
-                let q = page_url(&base, &[("labelSelector", label_selector)], cont.as_deref());
-                let mut page = self.api.get_json(&q).await?;
+        // The list's kind and resourceVersion, from its first page.
+        let mut tail: Option<(String, Value)> = None;
+        let mut count = 0usize;
+        let listed = each_page(
+            self.api,
+            &res.path(ns),
+            &[("labelSelector", label_selector)],
+            |mut page| {
                 if tail.is_none() {
                     let kind = page["kind"]
                         .as_str()
                         .map(str::to_string)
                         .unwrap_or_else(|| format!("{}List", res.kind));
-                    let rv = page["metadata"]["resourceVersion"].clone();
-                    tail = Some(json!({"kind": kind, "metadata": {"resourceVersion": rv}}));
+                    tail = Some((kind, page["metadata"]["resourceVersion"].take()));
                 }
                 let items = page
                     .get_mut("items")
@@ -505,23 +525,23 @@ impl Gatherer<'_> {
                         .map_err(io_error(dest))?;
                     count += 1;
                 }
-                cont = next_page(&page);
-                if cont.is_none() {
-                    break;
-                }
-            }
-            if let (Some(w), Some(tail)) = (&mut out, tail) {
+                Ok(())
+            },
+        )
+        .await;
+        let result = listed.and_then(|()| {
+            if let (Some(w), Some((kind, rv))) = (&mut out, tail) {
                 write!(
                     w,
                     "],\"kind\":{},\"metadata\":{}}}",
-                    tail["kind"], tail["metadata"]
+                    json!(kind),
+                    json!({"resourceVersion": rv})
                 )
                 .and_then(|()| w.flush())
                 .map_err(io_error(dest))?;
             }
             Ok(count)
-        }
-        .await;
+        });
         if result.is_err() && out.take().is_some() {
             let _ = fs::remove_file(dest);
         }
@@ -565,35 +585,18 @@ impl Gatherer<'_> {
 
     /// Every namespace's name; if they cannot be listed, the run's own (as Sonobuoy).
     async fn namespaces(&mut self) -> Vec<String> {
-        let ns_res = Resource {
-            group: String::new(),
-            version: "v1".into(),
-            name: "namespaces".into(),
-            kind: "Namespace".into(),
-            namespaced: false,
-        };
         let mut names = Vec::new();
-        let mut cont: Option<String> = None;
-        loop {
-            let q = page_url(&ns_res.path(None), &[], cont.as_deref());
-            match self.api.get_json(&q).await {
-                Ok(page) => {
-                    names.extend(
-                        page["items"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|n| text(&n["metadata"]["name"])),
-                    );
-                    cont = next_page(&page);
-                    if cont.is_none() {
-                        return names;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "gathering: cannot list namespaces; only the run's own is gathered");
-                    return vec![self.api.namespace().to_string()];
-                }
+        let listed = each_page(self.api, "/api/v1/namespaces", &[], |page| {
+            let items = page["items"].as_array().into_iter().flatten();
+            names.extend(items.map(|n| text(&n["metadata"]["name"])));
+            Ok(())
+        })
+        .await;
+        match listed {
+            Ok(()) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "gathering: cannot list namespaces; only the run's own is gathered");
+                vec![self.api.namespace().to_string()]
             }
         }
     }
@@ -610,15 +613,12 @@ impl Gatherer<'_> {
             Some(ns) => format!("/api/v1/namespaces/{ns}/pods"),
             None => "/api/v1/pods".to_string(),
         };
+        let selectors = [
+            ("labelSelector", self.cfg.pod_logs.label_selector.as_str()),
+            ("fieldSelector", field_selector.unwrap_or_default()),
+        ];
         let mut pods = Vec::new();
-        let mut cont: Option<String> = None;
-        loop {
-            let selectors = [
-                ("labelSelector", self.cfg.pod_logs.label_selector.as_str()),
-                ("fieldSelector", field_selector.unwrap_or_default()),
-            ];
-            let q = page_url(&base, &selectors, cont.as_deref());
-            let page = self.api.get_json(&q).await?;
+        each_page(self.api, &base, &selectors, |page| {
             for p in page["items"].as_array().into_iter().flatten() {
                 let uid = text(&p["metadata"]["uid"]);
                 let name = text(&p["metadata"]["name"]);
@@ -646,11 +646,10 @@ impl Gatherer<'_> {
                     containers,
                 });
             }
-            cont = next_page(&page);
-            if cont.is_none() {
-                return Ok(pods);
-            }
-        }
+            Ok(())
+        })
+        .await?;
+        Ok(pods)
     }
 
     async fn logs_of(
@@ -701,26 +700,17 @@ impl Gatherer<'_> {
 
     async fn pod_logs(&mut self, namespaces: &[String]) {
         let mut visited = HashSet::new();
-        let filter = self.cfg.pod_logs.namespace_filter(self.api.namespace());
-        if !filter.is_empty() {
-            // Checked when the config was loaded.
-            if let Ok(re) = regex::Regex::new(&filter) {
-                for ns in namespaces.iter().filter(|n| re.is_match(n)) {
-                    let started = Instant::now();
-                    let r = self.logs_of(Some(ns), None, &mut visited).await;
-                    self.record("PodLogs", ns, started, r.err().as_ref());
-                }
+        let cfg = self.cfg;
+        if let Some(re) = &cfg.pod_log_namespaces {
+            for ns in namespaces.iter().filter(|n| re.is_match(n)) {
+                let started = Instant::now();
+                let r = self.logs_of(Some(ns), None, &mut visited).await;
+                self.record("PodLogs", ns, started, r.err().as_ref());
             }
         }
         let started = Instant::now();
         let mut err = None;
-        let selectors = self
-            .cfg
-            .pod_logs
-            .field_selectors
-            .clone()
-            .unwrap_or_default();
-        for fs in &selectors {
+        for fs in cfg.pod_logs.field_selectors.iter().flatten() {
             if let Err(e) = self.logs_of(None, Some(fs), &mut visited).await {
                 err.get_or_insert(e);
             }
@@ -730,14 +720,8 @@ impl Gatherer<'_> {
 
     async fn object(&mut self, what: &str, path: &str, file: &str) -> Option<Value> {
         let started = Instant::now();
-        let result = self.api.get_json(path).await;
-        let result = match result {
-            Ok(v) => {
-                let dest = self.work.join(file);
-                fs::write(&dest, serde_json::to_vec(&v).expect("JSON"))
-                    .map_err(io_error(&dest))
-                    .map(|()| v)
-            }
+        let result = match self.api.get_json(path).await {
+            Ok(v) => self.write_json(file, &v).map(|()| v),
             Err(e) => Err(e),
         };
         self.record(what, "", started, result.as_ref().err());
