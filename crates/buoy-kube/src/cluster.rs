@@ -284,6 +284,12 @@ pub async fn run(
     launcher.abort();
     let _ = stop_tx.send(true);
     let launched = std::mem::take(&mut *launched.lock().expect("launch list"));
+    // The publisher stopped with the monitors; the last patches (interrupted, or complete once
+    // sealed) come from the same publisher, so an earlier fallback to the summary still holds.
+    let mut publisher = match publisher_task.await {
+        Ok(p) => p,
+        Err(_) => Publisher::new(api.clone(), opts.publish.clone()),
+    };
     if !completed {
         // Interrupted is a state: the last word in the annotation says so, never `running`.
         let why =
@@ -301,10 +307,6 @@ pub async fn run(
         if opts.cleanup_on_interrupt {
             delete_plugins(&api, &plugins, &launched, true).await;
         }
-        let mut publisher = match publisher_task.await {
-            Ok(p) => p,
-            Err(_) => Publisher::new(api.clone(), opts.publish.clone()),
-        };
         publisher.publish(&agg.status()).await;
         if opts.seal_on_interrupt {
             let msg = format!("no result: {why}");
@@ -313,9 +315,7 @@ pub async fn run(
                     tracing::warn!(key = %key, error = %e, "cannot record the missing result");
                 }
             }
-            if let Some(log) = &opts.run_log {
-                let _ = log.close_into(&agg.run_dir().join("meta/run.log"));
-            }
+            move_run_log(opts.run_log.as_ref(), &agg);
             let sealed = handle.seal_and_serve(std::future::ready(()), false).await;
             let tar = match sealed {
                 Ok(f) => {
@@ -355,18 +355,7 @@ pub async fn run(
         let m = &plugins[l.index];
         write_definition(&agg, m, &l.sid, &ctx, !m.config.skip_cleanup)?;
     }
-    // The publisher stopped with the monitors; completion gets its own final patch below, from
-    // the same publisher, so an earlier fallback to the summary still holds.
-    let mut publisher = match publisher_task.await {
-        Ok(p) => p,
-        Err(_) => Publisher::new(api.clone(), opts.publish.clone()),
-    };
-    if let Some(log) = &opts.run_log {
-        tracing::info!("Log lines after this point will not appear in the downloaded tarball.");
-        if let Err(e) = log.close_into(&agg.run_dir().join("meta/run.log")) {
-            tracing::warn!(error = %e, "cannot move run.log into the run directory");
-        }
-    }
+    move_run_log(opts.run_log.as_ref(), &agg);
     // The final status is published once sealed; with --no-exit the server then keeps going.
     let finished = if opts.no_exit {
         let publish_then_wait = async {
@@ -381,6 +370,17 @@ pub async fn run(
     };
     tracing::info!(tarball = %finished.tarball.display(), "Results available at {}", finished.tarball.display());
     Ok(finished)
+}
+
+/// Ends `meta/run.log` just before sealing: the file moves into the run directory.
+fn move_run_log(log: Option<&RunLog>, agg: &Aggregator) {
+    let Some(log) = log else {
+        return;
+    };
+    tracing::info!("Log lines after this point will not appear in the downloaded tarball.");
+    if let Err(e) = log.close_into(&agg.run_dir().join("meta/run.log")) {
+        tracing::warn!(error = %e, "cannot move run.log into the run directory");
+    }
 }
 
 /// Deletes each launched plugin's pods or DaemonSet by its run label; `all` ignores the
