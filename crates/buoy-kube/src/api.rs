@@ -160,8 +160,29 @@ impl KubeApi {
     /// DaemonSet's nodes reads), from a paged metadata-only list, so a large cluster's node
     /// status never enters memory.
     pub async fn try_list_nodes(&self) -> Result<Vec<Node>, KubeError> {
-        let nodes = Api::<Node>::all(self.client.clone());
         let mut out = Vec::new();
+        self.each_node_metadata("listing nodes", |items| {
+            out.extend(items.into_iter().map(|n| Node {
+                metadata: kube::api::ObjectMeta {
+                    name: n.metadata.name,
+                    labels: n.metadata.labels,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }))
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Every node's metadata, a page at a time (no spec or status is sent), each page handed
+    /// to `take` before the next is asked for.
+    async fn each_node_metadata(
+        &self,
+        context: &'static str,
+        take: impl FnMut(Vec<kube::core::PartialObjectMeta<Node>>),
+    ) -> Result<(), KubeError> {
+        let nodes = Api::<Node>::all(self.client.clone());
         each_page(
             ListParams::default(),
             |lp| {
@@ -170,22 +191,12 @@ impl KubeApi {
                     nodes
                         .list_metadata(&lp)
                         .await
-                        .map_err(KubeError::api("listing nodes"))
+                        .map_err(KubeError::api(context))
                 }
             },
-            |items| {
-                out.extend(items.into_iter().map(|n| Node {
-                    metadata: kube::api::ObjectMeta {
-                        name: n.metadata.name,
-                        labels: n.metadata.labels,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                }))
-            },
+            take,
         )
-        .await?;
-        Ok(out)
+        .await
     }
 
     /// The aggregator pod's name: label `sonobuoy-component=aggregator`, then the deprecated
@@ -305,21 +316,10 @@ impl KubeApi {
 
     /// The cluster's node names: a paged metadata-only list (no spec or status is sent).
     pub async fn list_node_names(&self) -> Result<std::collections::BTreeSet<String>, KubeError> {
-        let nodes = Api::<Node>::all(self.client.clone());
         let mut out = std::collections::BTreeSet::new();
-        each_page(
-            ListParams::default(),
-            |lp| {
-                let nodes = nodes.clone();
-                async move {
-                    nodes
-                        .list_metadata(&lp)
-                        .await
-                        .map_err(KubeError::api("listing node names"))
-                }
-            },
-            |items| out.extend(items.into_iter().filter_map(|n| n.metadata.name)),
-        )
+        self.each_node_metadata("listing node names", |items| {
+            out.extend(items.into_iter().filter_map(|n| n.metadata.name))
+        })
         .await?;
         Ok(out)
     }
