@@ -18,6 +18,23 @@ fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} header in {:?}", r.headers))
 }
 
+/// Checks that `buoy retrieve` exited 0 and printed the path of the tarball `want` in `dir`,
+/// whole and with its SHA-256; returns its stderr.
+pub(crate) fn assert_retrieved(
+    got: &std::process::Output,
+    dir: &std::path::Path,
+    want: &buoy_wire::TarInfo,
+) -> String {
+    let err = String::from_utf8_lossy(&got.stderr).into_owned();
+    assert_eq!(got.status.code(), Some(0), "{err}");
+    let path = String::from_utf8_lossy(&got.stdout).trim().to_string();
+    assert_eq!(path, dir.join(&want.name).display().to_string());
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as i64, want.size);
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), want.sha256);
+    err
+}
+
 /// Bytes gzip cannot shrink, so the tarball is about as big as the result.
 pub(crate) fn noise(n: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -232,13 +249,7 @@ async fn retrieve_resumes_after_cut_connections_and_checks_the_sha256() {
         .output()
         .await
         .unwrap();
-    let err = String::from_utf8_lossy(&got.stderr);
-    assert_eq!(got.status.code(), Some(0), "{err}");
-    let path = String::from_utf8_lossy(&got.stdout).trim().to_string();
-    assert_eq!(path, out.join(&want.name).display().to_string());
-    let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(bytes.len() as i64, want.size);
-    assert_eq!(hex::encode(Sha256::digest(&bytes)), want.sha256);
+    let err = assert_retrieved(&got, &out, &want);
     assert!(err.contains("2 requests tried again"), "{err}");
     // The status, one connection per range (more than four of 64 KiB), two of them again.
     let ranges = (want.size as usize).div_ceil(65536);
