@@ -103,6 +103,15 @@ impl KubeApi {
         }
     }
 
+    /// A client from `kubeconfig` (or the in-cluster config, see [`connect`]) bound to
+    /// `namespace`.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        namespace: impl Into<String>,
+    ) -> Result<Self, KubeError> {
+        Ok(Self::new(connect(kubeconfig).await?, namespace))
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }

@@ -150,8 +150,8 @@ async fn aggregator_in_cluster(
         plugins.iter().map(|m| m.name()).collect::<Vec<_>>(),
         cfg.server.advertiseaddress
     );
-    let client = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
-    let api = buoy_kube::api::KubeApi::new(client, cfg.namespace.clone());
+    let api =
+        buoy_kube::api::KubeApi::connect(args.kubeconfig.as_deref(), cfg.namespace.clone()).await?;
     let view_listener = match args.status_page {
         Some(addr) => Some(bind_status_page(addr).await?),
         None => None,
@@ -199,19 +199,17 @@ async fn aggregator(args: AggregatorArgs, run_log: buoy_kube::runlog::RunLog) ->
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
-    let mut resumed = None;
-    let uuid = match &args.run_id {
-        Some(id) => id
-            .parse::<uuid::Uuid>()
-            .with_context(|| format!("--run-id {id:?} is not a UUID"))?
-            .to_string(),
-        None if args.new_run => uuid::Uuid::new_v4().to_string(),
+    let (uuid, resumed) = match &args.run_id {
+        Some(id) => (
+            id.parse::<uuid::Uuid>()
+                .with_context(|| format!("--run-id {id:?} is not a UUID"))?
+                .to_string(),
+            false,
+        ),
+        None if args.new_run => (uuid::Uuid::new_v4().to_string(), false),
         None => match buoy_aggregator::run::unfinished_runs(&args.output).as_slice() {
-            [] => uuid::Uuid::new_v4().to_string(),
-            [one] => {
-                resumed = Some(one.clone());
-                one.clone()
-            }
+            [] => (uuid::Uuid::new_v4().to_string(), false),
+            [one] => (one.clone(), true),
             many => bail!(
                 "{} holds {} unfinished runs ({}): choose one with --run-id, or start another with --new-run",
                 args.output.display(),
@@ -228,9 +226,9 @@ async fn aggregator(args: AggregatorArgs, run_log: buoy_kube::runlog::RunLog) ->
     let bound = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("buoy: aggregator for run {uuid} listening on {bound}; workers use AGGREGATOR_URL={scheme}://{advertise}:{}", bound.port());
-    if let Some(id) = &resumed {
+    if resumed {
         eprintln!(
-            "buoy: resuming the unfinished run {id} found in {}: results it stored are kept and not asked for again (--new-run starts another run)",
+            "buoy: resuming the unfinished run {uuid} found in {}: results it stored are kept and not asked for again (--new-run starts another run)",
             args.output.display()
         );
     }
@@ -361,8 +359,11 @@ async fn retrieve(args: RetrieveArgs) -> Result<i32> {
     let (url, _forward) = match &args.url {
         Some(url) => (url.clone(), None),
         None => {
-            let kube = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
-            let api = buoy_kube::api::KubeApi::new(kube, args.namespace.clone());
+            let api = buoy_kube::api::KubeApi::connect(
+                args.kubeconfig.as_deref(),
+                args.namespace.clone(),
+            )
+            .await?;
             let pod = api.aggregator_pod_name().await?;
             let port = buoy_kube::manifest::STATUS_PAGE_PORT;
             let forward = buoy_kube::forward::Forward::start(&api, &pod, port).await?;
@@ -418,8 +419,8 @@ async fn retrieve(args: RetrieveArgs) -> Result<i32> {
 }
 
 async fn delete(args: DeleteArgs) -> Result<i32> {
-    let client = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
-    let api = buoy_kube::api::KubeApi::new(client, args.namespace.clone());
+    let api = buoy_kube::api::KubeApi::connect(args.kubeconfig.as_deref(), args.namespace.clone())
+        .await?;
     let opts = buoy_kube::delete::DeleteOptions {
         wait: args.wait,
         ..Default::default()
@@ -445,8 +446,8 @@ async fn fetch_status(args: &StatusArgs) -> Result<buoy_wire::Status> {
         }
         return serde_json::from_slice(&reply.body).context("the status does not decode");
     }
-    let client = buoy_kube::api::connect(args.kubeconfig.as_deref()).await?;
-    let api = buoy_kube::api::KubeApi::new(client, args.namespace.clone());
+    let api = buoy_kube::api::KubeApi::connect(args.kubeconfig.as_deref(), args.namespace.clone())
+        .await?;
     Ok(buoy_kube::status::read_status(&api).await?)
 }
 
