@@ -197,6 +197,11 @@ impl RunHandle {
         &self.agg
     }
 
+    /// Whether an earlier aggregator sealed this run: it is final, and only served.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.is_some()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -2,6 +2,7 @@
 //! aggregator pod lookup, object creation, pod listing for monitoring, the status annotation
 //! patch and cleanup. Callers never build requests themselves.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -10,6 +11,21 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::Client;
 
 use crate::error::{api_code, KubeError};
+
+/// The label every plugin object of Sonobuoy's and Buoy's carries.
+const PLUGIN_SELECTOR: &str = "component=sonobuoy,sonobuoy-component=plugin";
+
+/// `Ok(true)` for an object read, `Ok(false)` for a 404.
+fn found<T>(
+    r: Result<T, kube::Error>,
+    context: impl FnOnce() -> String,
+) -> Result<bool, KubeError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if api_code(&e) == Some(404) => Ok(false),
+        Err(e) => Err(KubeError::api(context())(e)),
+    }
+}
 
 /// The annotation the status is published in.
 pub const STATUS_ANNOTATION: &str = "sonobuoy.hept.io/status";
@@ -324,8 +340,8 @@ impl KubeApi {
     }
 
     /// The cluster's node names: a paged metadata-only list (no spec or status is sent).
-    pub async fn list_node_names(&self) -> Result<std::collections::BTreeSet<String>, KubeError> {
-        let mut out = std::collections::BTreeSet::new();
+    pub async fn list_node_names(&self) -> Result<BTreeSet<String>, KubeError> {
+        let mut out = BTreeSet::new();
         self.each_node_metadata("listing node names", |items| {
             out.extend(items.into_iter().filter_map(|n| n.metadata.name))
         })
@@ -341,6 +357,92 @@ impl KubeApi {
                 .map_err(KubeError::api(format!("listing daemonsets {selector}")))?
                 .items,
         )
+    }
+
+    /// Whether the named Secret exists.
+    pub async fn secret_exists(&self, name: &str) -> Result<bool, KubeError> {
+        found(
+            Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+                .get_metadata(name)
+                .await,
+            || format!("reading secret {name}"),
+        )
+    }
+
+    /// Whether the named pod exists.
+    pub async fn pod_exists(&self, name: &str) -> Result<bool, KubeError> {
+        found(self.pods().get_metadata(name).await, || {
+            format!("reading pod {name}")
+        })
+    }
+
+    /// The plugin instances whose Job pods or DaemonSets name `owner_uid` as their owner:
+    /// `(plugin, session ID, DaemonSet?)`, from metadata-only lists (a DaemonSet's own pods
+    /// are owned by it, so they never count).
+    pub async fn owned_plugin_instances(
+        &self,
+        owner_uid: &str,
+    ) -> Result<BTreeSet<(String, String, bool)>, KubeError> {
+        let lp = ListParams::default().labels(PLUGIN_SELECTOR);
+        let owned = |m: &kube::api::ObjectMeta| {
+            m.owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == owner_uid)
+        };
+        let instance = |m: kube::api::ObjectMeta, ds: bool| {
+            let labels = m.labels.unwrap_or_default();
+            Some((
+                labels.get("sonobuoy-plugin")?.clone(),
+                labels.get("sonobuoy-run")?.clone(),
+                ds,
+            ))
+        };
+        let mut out = BTreeSet::new();
+        let pods = self.pods();
+        each_page(
+            lp.clone(),
+            |lp| {
+                let pods = pods.clone();
+                async move {
+                    pods.list_metadata(&lp)
+                        .await
+                        .map_err(KubeError::api("listing plugin pods"))
+                }
+            },
+            |items| {
+                out.extend(
+                    items
+                        .into_iter()
+                        .filter(|p| owned(&p.metadata))
+                        .filter_map(|p| instance(p.metadata, false)),
+                )
+            },
+        )
+        .await?;
+        let sets = Api::<DaemonSet>::namespaced(self.client.clone(), &self.namespace)
+            .list_metadata(&lp)
+            .await
+            .map_err(KubeError::api("listing plugin daemonsets"))?;
+        out.extend(
+            sets.items
+                .into_iter()
+                .filter(|d| owned(&d.metadata))
+                .filter_map(|d| instance(d.metadata, true)),
+        );
+        Ok(out)
+    }
+
+    /// Deletes the named Secret; one already gone is no error.
+    pub async fn delete_secret(&self, name: &str) -> Result<(), KubeError> {
+        match Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if api_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(KubeError::api(format!("deleting secret {name}"))(e)),
+        }
     }
 
     /// Sets the status annotation on `pod` with a JSON merge patch.

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::api::KubeApi;
 use crate::config::ClusterConfig;
 use crate::error::KubeError;
+use crate::identity::{self, LaunchRecord, PluginRecord, RunRecord};
 use crate::monitor::{MonitorOptions, Watched};
 use crate::objects::{self, DriverContext};
 use crate::publish::{PublishOptions, Publisher};
@@ -70,31 +71,43 @@ fn plugin_pod_spec(m: &Manifest) -> Option<PodSpec> {
         .and_then(|p| serde_json::from_value(p.clone()).ok())
 }
 
+/// One plugin's keys: its global key for a Job, a key per node for a DaemonSet.
+fn plugin_keys(m: &Manifest, nodes: &[String]) -> Vec<ResultKey> {
+    match m.driver {
+        Driver::Job => vec![ResultKey::global(m.name())],
+        Driver::DaemonSet => nodes.iter().map(|n| ResultKey::new(m.name(), n)).collect(),
+    }
+}
+
 /// The results every plugin expects, in plugin order (DaemonSet nodes in node-list order),
 /// and each DaemonSet plugin's nodes.
 pub fn expected_results(
     plugins: &[Manifest],
     nodes: &[k8s_openapi::api::core::v1::Node],
 ) -> (Vec<ResultKey>, Vec<Vec<String>>) {
-    let mut keys = Vec::new();
-    let mut per_plugin = Vec::new();
-    for m in plugins {
-        match m.driver {
-            Driver::Job => {
-                keys.push(ResultKey::global(m.name()));
-                per_plugin.push(Vec::new());
-            }
-            Driver::DaemonSet => {
-                let spec = plugin_pod_spec(m);
-                let names: Vec<String> = crate::nodes::filter_nodes(spec.as_ref(), nodes)
-                    .into_iter()
-                    .map(String::from)
-                    .collect();
-                keys.extend(names.iter().map(|n| ResultKey::new(m.name(), n)));
-                per_plugin.push(names);
-            }
-        }
-    }
+    let per_plugin: Vec<Vec<String>> = plugins
+        .iter()
+        .map(|m| match m.driver {
+            Driver::Job => Vec::new(),
+            Driver::DaemonSet => crate::nodes::filter_nodes(plugin_pod_spec(m).as_ref(), nodes)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        })
+        .collect();
+    expectations(plugins, per_plugin)
+}
+
+/// The keys of `plugins` given each one's nodes.
+fn expectations(
+    plugins: &[Manifest],
+    per_plugin: Vec<Vec<String>>,
+) -> (Vec<ResultKey>, Vec<Vec<String>>) {
+    let keys = plugins
+        .iter()
+        .zip(&per_plugin)
+        .flat_map(|(m, nodes)| plugin_keys(m, nodes))
+        .collect();
     (keys, per_plugin)
 }
 
@@ -129,35 +142,216 @@ async fn launch(
     }
 }
 
+/// Makes sure a recorded plugin instance has its Secret and its Pod or DaemonSet, creating only
+/// what is missing; returns what it created.
+async fn adopt(
+    api: &KubeApi,
+    m: &Manifest,
+    sid: &str,
+    ctx: &DriverContext,
+    cert: &buoy_pki::Issued,
+) -> Result<Vec<&'static str>, KubeError> {
+    let mut made = Vec::new();
+    if !api
+        .secret_exists(&objects::secret_name(m.name(), sid))
+        .await?
+    {
+        let secret = objects::tls_secret(m.name(), sid, ctx, &cert.cert_pem, &cert.key_pem);
+        exists_ok(api.create_secret(&secret).await)?;
+        made.push("secret");
+    }
+    match m.driver {
+        Driver::Job => {
+            if !api.pod_exists(&objects::pod_name(m.name(), sid)).await? {
+                exists_ok(api.create_pod(&objects::job_pod(m, sid, ctx)?).await)?;
+                made.push("pod");
+            }
+        }
+        Driver::DaemonSet => {
+            if api
+                .list_daemonsets(&objects::run_selector(sid))
+                .await?
+                .is_empty()
+            {
+                exists_ok(
+                    api.create_daemonset(&objects::daemonset(m, sid, ctx)?)
+                        .await,
+                )?;
+                made.push("daemonset");
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// A create that lost a race with an object of the same name (one still terminating, say)
+/// finds what it wanted.
+fn exists_ok(r: Result<(), KubeError>) -> Result<(), KubeError> {
+    match r {
+        Err(KubeError::Api { source, .. }) if crate::error::api_code(&source) == Some(409) => {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// Deletes the plugin instances this aggregator pod owns that its record does not name (a
+/// launch the record gave up, after a CA change), with their Secrets.
+async fn remove_strays(api: &KubeApi, record: &RunRecord, owner_uid: &str) {
+    let keep = record.sessions();
+    let found = match api.owned_plugin_instances(owner_uid).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for stray plugin objects");
+            return;
+        }
+    };
+    for (plugin, sid, ds) in found
+        .iter()
+        .filter(|(_, sid, _)| !keep.contains(sid.as_str()))
+    {
+        let deleted = match api
+            .delete_plugin_objects(&objects::run_selector(sid), *ds)
+            .await
+        {
+            Ok(()) => api.delete_secret(&objects::secret_name(plugin, sid)).await,
+            Err(e) => Err(e),
+        };
+        match deleted {
+            Ok(()) => {
+                tracing::info!(plugin = %plugin, session = %sid, "deleted a stray plugin instance of this run")
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %plugin, session = %sid, error = %e, "cannot delete a stray plugin instance")
+            }
+        }
+    }
+}
+
+/// A plugin that cannot be launched gets an error result for each of its keys.
+async fn fail_plugin(agg: &Aggregator, m: &Manifest, nodes: &[String], e: &KubeError) {
+    tracing::error!(plugin = m.name(), error = %e, "cannot launch plugin");
+    let msg = format!("error running plugin {}: {e}", m.name());
+    for key in plugin_keys(m, nodes) {
+        let _ = agg.submit_error(&key, &msg, None).await;
+    }
+}
+
+/// The run an output directory's record says this start carries on, if any: the record when
+/// the config names no UUID or the same one, with the same plugins.
+fn resumable(
+    cfg: &ClusterConfig,
+    names: &[String],
+    output_dir: &std::path::Path,
+) -> Result<Option<RunRecord>, KubeError> {
+    let Some(record) = identity::load(output_dir)? else {
+        return Ok(None);
+    };
+    if cfg.uuid_given && cfg.uuid != record.uuid {
+        tracing::warn!(recorded = %record.uuid, config = %cfg.uuid,
+            "the output directory holds another run; starting the one the config names");
+        return Ok(None);
+    }
+    let recorded: Vec<&str> = record.plugins.iter().map(|p| p.name.as_str()).collect();
+    if recorded != names {
+        return Err(KubeError::RunRecord {
+            path: output_dir.join(identity::RECORD_FILE),
+            reason: format!(
+                "it runs the plugins {recorded:?}, this config {names:?}; restore the config, or \
+                 start a new run in an empty output directory"
+            ),
+        });
+    }
+    Ok(Some(record))
+}
+
 /// Runs the whole in-cluster job and returns once the tarball is sealed and the final status
-/// published (and, with `no_exit`, once `shutdown` resolves).
+/// published (and, with `no_exit`, once `shutdown` resolves). A run recorded in the output
+/// directory by an earlier start (a restarted container) is carried on: same UUID, CA and
+/// session IDs, its objects adopted, and only what is missing created.
 pub async fn run(
     api: KubeApi,
-    cfg: ClusterConfig,
+    mut cfg: ClusterConfig,
     plugins: Vec<Manifest>,
     opts: ClusterOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<Finished, KubeError> {
+    let names: Vec<String> = plugins.iter().map(|m| m.name().to_string()).collect();
+    let resumed = resumable(&cfg, &names, &opts.output_dir)?;
+    if let Some(r) = &resumed {
+        cfg.uuid = r.uuid.clone();
+        if let Some(obj) = cfg.raw.as_object_mut() {
+            obj.insert("UUID".into(), r.uuid.clone().into());
+        }
+    }
     if let Some(log) = &opts.run_log {
         let path = opts.output_dir.join(format!(".buoy-run-{}.log", cfg.uuid));
+        // A restart during sealing finds the log moved into the run already: it goes on there.
+        let moved = opts.output_dir.join(&cfg.uuid).join("meta/run.log");
+        if !path.exists() && moved.is_file() {
+            let _ = std::fs::rename(&moved, &path);
+        }
         if let Err(e) = std::fs::create_dir_all(&opts.output_dir).and_then(|()| log.open(&path)) {
             tracing::warn!(path = %path.display(), error = %e, "no run.log for this run");
         }
     }
     let mut publisher = Publisher::new(api.clone(), opts.publish.clone());
-    publisher.publish(&Status::initial()).await;
-
-    let nodes = if plugins.is_empty() {
-        Vec::new()
-    } else {
-        api.list_nodes().await?
+    let resuming = resumed.is_some();
+    let (mut record, expected, ds_nodes) = match resumed {
+        Some(record) => {
+            tracing::info!(uuid = %record.uuid, launched = record.sessions().len(),
+                "carrying on the run recorded in the output directory");
+            let nodes = record.plugins.iter().map(|p| p.nodes.clone()).collect();
+            let (expected, ds_nodes) = expectations(&plugins, nodes);
+            (record, expected, ds_nodes)
+        }
+        None => {
+            publisher.publish(&Status::initial()).await;
+            let nodes = if plugins.is_empty() {
+                Vec::new()
+            } else {
+                api.list_nodes().await?
+            };
+            let (expected, ds_nodes) = expected_results(&plugins, &nodes);
+            tracing::info!(plugins = ?names, nodes = nodes.len(), expected = expected.len(), "starting the run");
+            let record = RunRecord {
+                uuid: cfg.uuid.clone(),
+                ca_sha256: String::new(),
+                plugins: names
+                    .iter()
+                    .zip(&ds_nodes)
+                    .map(|(name, nodes)| PluginRecord {
+                        name: name.clone(),
+                        nodes: nodes.clone(),
+                        launch: None,
+                    })
+                    .collect(),
+            };
+            (record, expected, ds_nodes)
+        }
     };
-    let (expected, ds_nodes) = expected_results(&plugins, &nodes);
-    let names: Vec<String> = plugins.iter().map(|m| m.name().to_string()).collect();
-    tracing::info!(plugins = ?names, nodes = nodes.len(), expected = expected.len(), "starting the run");
 
     let host = cfg.advertise_host();
-    let pki = buoy_pki::RunPki::generate(&host, &[], &names)?;
+    // Kept beside the run, so a restart serves with the same CA and running workers deliver.
+    let pki = buoy_pki::RunPki::load_or_create(
+        &identity::pki_dir(&opts.output_dir, &cfg.uuid),
+        &host,
+        &[],
+        &names,
+    )?;
+    let ca_sha256 = identity::ca_fingerprint(pki.ca.cert_pem());
+    if record.ca_sha256 != ca_sha256 {
+        // Workers holding another CA's certificates can never deliver here: those plugins are
+        // launched again, and their old objects go as strays.
+        for p in &mut record.plugins {
+            if let Some(l) = p.launch.take() {
+                tracing::warn!(plugin = %p.name, session = %l.session, "the run's CA changed; launching the plugin again");
+            }
+        }
+        record.ca_sha256 = ca_sha256;
+    }
+    // Before any object is created, so that none is ever unknown to a restart.
+    identity::save(&opts.output_dir, &record)?;
     let listener = match opts.listener {
         Some(l) => l,
         None => {
@@ -201,6 +395,21 @@ pub async fn run(
         }
         None => None,
     };
+    if handle.is_sealed() {
+        // Sealed before the restart: final. Nothing is launched or gathered again.
+        let finished = handle
+            .seal_and_serve(
+                async {
+                    publisher.publish(&agg.status()).await;
+                    if opts.no_exit {
+                        shutdown.await;
+                    }
+                },
+                true,
+            )
+            .await?;
+        return Ok(finished);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let publisher_task = tokio::spawn(publisher.run(agg.clone(), stop_rx.clone()));
 
@@ -226,7 +435,25 @@ pub async fn run(
         owner: objects::owner_reference(&owner_pod),
     };
 
-    let launched: Arc<std::sync::Mutex<Vec<Launched>>> = Arc::default();
+    if resuming {
+        remove_strays(&api, &record, &ctx.owner.uid).await;
+    }
+
+    // Known before the launcher runs: a resumed run that has every result completes at once,
+    // and its cleanup must still find every recorded plugin.
+    let launched: Arc<std::sync::Mutex<Vec<Launched>>> = Arc::new(std::sync::Mutex::new(
+        record
+            .plugins
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                Some(Launched {
+                    index,
+                    sid: p.launch.as_ref()?.session.clone(),
+                })
+            })
+            .collect(),
+    ));
     let launcher = {
         let (api, agg, plugins, launched, stop_rx) = (
             api.clone(),
@@ -237,33 +464,79 @@ pub async fn run(
         );
         let (ctx, monitor_opts, timeout) =
             (ctx.clone(), opts.monitor.clone(), cfg.plugin_timeout());
+        let output_dir = opts.output_dir.clone();
         async move {
             for group in buoy_wire::manifest::order_groups(&plugins) {
                 for &i in &group {
                     let m = &plugins[i];
-                    let sid = objects::session_id();
+                    let done = agg.inspect(|s| s.plugin_done(m.name()));
+                    let prior = record.plugins[i].launch.clone();
+                    if done && prior.is_none() {
+                        tracing::info!(
+                            plugin = m.name(),
+                            "every result of the plugin is stored already; not launched"
+                        );
+                        continue;
+                    }
+                    let (sid, at) = match &prior {
+                        Some(l) => (l.session.clone(), l.launched()),
+                        None => {
+                            let l =
+                                LaunchRecord::new(objects::session_id(), OffsetDateTime::now_utc());
+                            record.plugins[i].launch = Some(l.clone());
+                            let (dir, r) = (output_dir.clone(), record.clone());
+                            let saved =
+                                tokio::task::spawn_blocking(move || identity::save(&dir, &r))
+                                    .await
+                                    .unwrap_or_else(|e| {
+                                        Err(KubeError::Plugin {
+                                            plugin: m.name().into(),
+                                            reason: e.to_string(),
+                                        })
+                                    });
+                            if let Err(e) = saved {
+                                fail_plugin(&agg, m, &ds_nodes[i], &e).await;
+                                continue;
+                            }
+                            (l.session.clone(), l.launched())
+                        }
+                    };
+                    if prior.is_none() {
+                        launched.lock().expect("launch list").push(Launched {
+                            index: i,
+                            sid: sid.clone(),
+                        });
+                    }
+                    if done {
+                        tracing::info!(plugin = m.name(), session = %sid, "every result of the plugin is stored already; its objects stay until cleanup");
+                        continue;
+                    }
                     let cert = pki.client(m.name()).expect("a certificate per plugin");
+                    let made = if prior.is_some() {
+                        adopt(&api, m, &sid, &ctx, cert).await
+                    } else {
+                        launch(&api, m, &sid, &ctx, cert).await.map(|()| Vec::new())
+                    };
+                    match made {
+                        Err(e) => {
+                            fail_plugin(&agg, m, &ds_nodes[i], &e).await;
+                            continue;
+                        }
+                        Ok(made) if prior.is_some() => {
+                            tracing::info!(plugin = m.name(), session = %sid, created_again = ?made, "plugin adopted")
+                        }
+                        Ok(_) => {
+                            tracing::info!(plugin = m.name(), session = %sid, "plugin launched")
+                        }
+                    }
                     let w = Watched {
                         plugin: m.name().to_string(),
                         driver: m.driver,
-                        sid: sid.clone(),
+                        sid,
                         nodes: ds_nodes[i].clone(),
-                        launched: OffsetDateTime::now_utc(),
+                        launched: at,
                         timeout,
                     };
-                    launched.lock().expect("launch list").push(Launched {
-                        index: i,
-                        sid: sid.clone(),
-                    });
-                    if let Err(e) = launch(&api, m, &sid, &ctx, cert).await {
-                        tracing::error!(plugin = m.name(), error = %e, "cannot launch plugin");
-                        let msg = format!("error running plugin {}: {e}", m.name());
-                        for key in w.keys() {
-                            let _ = agg.submit_error(&key, &msg, None).await;
-                        }
-                        continue;
-                    }
-                    tracing::info!(plugin = m.name(), session = %sid, "plugin launched");
                     tokio::spawn(crate::monitor::monitor(
                         api.clone(),
                         agg.clone(),
@@ -447,8 +720,24 @@ mod tests {
         pod_status: impl Fn(&str) -> Value + Send + 'static,
         ds_pod_nodes: Vec<&'static str>,
     ) -> (kube::Client, Recorded) {
+        scripted_cluster_holding(Arc::default(), pod_status, ds_pod_nodes)
+    }
+
+    type Store = Arc<std::sync::Mutex<Vec<Value>>>;
+
+    /// The same, keeping its objects in `created`, which the test may read and seed.
+    fn scripted_cluster_holding(
+        created: Store,
+        pod_status: impl Fn(&str) -> Value + Send + 'static,
+        ds_pod_nodes: Vec<&'static str>,
+    ) -> (kube::Client, Recorded) {
         let (client, server) = pair();
-        let created: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let named = |created: &[Value], kind: &str, name: &str| {
+            created
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .cloned()
+        };
         let recorded = server.serve(move |c: &Call| {
             let sel = c.query("labelSelector").unwrap_or_default();
             let mut created = created.lock().unwrap();
@@ -482,11 +771,18 @@ mod tests {
                     (200, list("PodList", pods))
                 }
                 ("GET", "/apis/apps/v1/namespaces/sonobuoy/daemonsets") => {
-                    let sid = sel.trim_start_matches("sonobuoy-run=");
-                    let ds: Vec<Value> = created.iter().filter(|o| o["kind"] == "DaemonSet" && o["metadata"]["labels"]["sonobuoy-run"] == sid).cloned().collect();
+                    let sid = sel.strip_prefix("sonobuoy-run=");
+                    let ds: Vec<Value> = created.iter().filter(|o| o["kind"] == "DaemonSet" && sid.is_none_or(|sid| o["metadata"]["labels"]["sonobuoy-run"] == sid)).cloned().collect();
                     (200, list("DaemonSetList", ds))
                 }
                 ("PATCH" | "GET", p) if p == format!("{NS}/pods/sonobuoy") => (200, aggregator_pod()),
+                ("GET", p) if (p.starts_with(&format!("{NS}/secrets/")) || p.starts_with(&format!("{NS}/pods/"))) && !p.ends_with("/log") => {
+                    let (kind, name) = if let Some(n) = p.strip_prefix(&format!("{NS}/secrets/")) { ("Secret", n) } else { ("Pod", &p[NS.len() + 6..]) };
+                    match named(&created, kind, name) {
+                        Some(o) => (200, o),
+                        None => (404, crate::fixtures::api_error(404, "NotFound", name)),
+                    }
+                }
                 // What gathering asks for: discovery, the version, namespaces, logs.
                 ("GET", "/api") => (200, json!({"kind": "APIVersions", "versions": ["v1"]})),
                 ("GET", "/apis") => (200, json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})),
@@ -526,7 +822,12 @@ mod tests {
     }
 
     fn config(port: u16, timeout: u64) -> ClusterConfig {
-        let text = json!({"UUID": "8d8b1f4e-3f6a-4b8e-9a51-0c1d2e3f4a5b", "Namespace": "sonobuoy", "WorkerImage": "buoy:test",
+        config_with_uuid(port, timeout, "8d8b1f4e-3f6a-4b8e-9a51-0c1d2e3f4a5b")
+    }
+
+    /// `uuid` empty, as `buoy manifest` writes it, makes a new UUID at each start.
+    fn config_with_uuid(port: u16, timeout: u64, uuid: &str) -> ClusterConfig {
+        let text = json!({"UUID": uuid, "Namespace": "sonobuoy", "WorkerImage": "buoy:test",
             "Server": {"advertiseaddress": format!("127.0.0.1:{port}"), "timeoutseconds": timeout}});
         ClusterConfig::parse(None, &text.to_string(), &|_: &str| None).unwrap()
     }
@@ -934,5 +1235,411 @@ mod tests {
             });
             assert_eq!(deleted, cleanup);
         }
+    }
+    fn job_and_daemonset() -> Vec<Manifest> {
+        vec![
+            plugin("sonobuoy-config: {driver: Job, plugin-name: e2e}\nspec: {name: e2e, image: e2e:1}\n"),
+            plugin("sonobuoy-config: {driver: DaemonSet, plugin-name: logs, order: 1}\nspec: {name: logs, image: l:1}\n"),
+        ]
+    }
+
+    /// An aggregator on its own runtime, so that dropping the runtime ends every task of it at
+    /// once, as `kill -9` ends a process: nothing of it runs on, and nothing is cleaned up.
+    fn start_killable(
+        client: &kube::Client,
+        out: &Path,
+        port: u16,
+        listener: std::net::TcpListener,
+    ) -> tokio::runtime::Runtime {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let api = KubeApi::new(client.clone(), "sonobuoy");
+        let mut opts = quick();
+        opts.output_dir = out.to_path_buf();
+        rt.spawn(async move {
+            listener.set_nonblocking(true).unwrap();
+            opts.listener = Some(TcpListener::from_std(listener).unwrap());
+            let cfg = config_with_uuid(port, 0, "");
+            let _ = run(api, cfg, job_and_daemonset(), opts, std::future::pending()).await;
+        });
+        rt
+    }
+
+    /// A restart on the same output directory and port (the pod keeps its IP and emptyDir).
+    async fn restart(
+        client: &kube::Client,
+        out: &Path,
+        port: u16,
+    ) -> tokio::task::JoinHandle<Result<Finished, KubeError>> {
+        // The killed runtime's listener closes as its tasks are dropped.
+        let listener = within(async {
+            loop {
+                match TcpListener::bind(("127.0.0.1", port)).await {
+                    Ok(l) => return l,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await;
+        let mut opts = quick();
+        opts.output_dir = out.to_path_buf();
+        opts.listener = Some(listener);
+        tokio::spawn(run(
+            KubeApi::new(client.clone(), "sonobuoy"),
+            config_with_uuid(port, 0, ""),
+            job_and_daemonset(),
+            opts,
+            std::future::pending(),
+        ))
+    }
+
+    fn posts(rec: &Recorded, kind_path: &str) -> usize {
+        calls(rec)
+            .iter()
+            .filter(|c| c.method == "POST" && c.path().ends_with(kind_path))
+            .count()
+    }
+
+    fn deleted(rec: &Recorded, path_end: &str, selector: &str) -> bool {
+        calls(rec).iter().any(|c| {
+            c.method == "DELETE"
+                && c.path().ends_with(path_end)
+                && c.query("labelSelector").unwrap_or_default() == selector
+        })
+    }
+
+    fn free_port() -> (std::net::TcpListener, u16) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_mid_results_keeps_uuid_ca_and_sessions_launches_nothing_twice_and_removes_strays(
+    ) {
+        let store: Store = Arc::default();
+        let (client, rec) = scripted_cluster_holding(
+            store.clone(),
+            |_| json!({"phase": "Running"}),
+            vec!["n1", "n2"],
+        );
+        let out = tempfile::tempdir().unwrap();
+        let (listener, port) = free_port();
+        let first = start_killable(&client, out.path(), port, listener);
+        let secret = wait_for_post(&rec, "/secrets", "e2e").await;
+        let pod = wait_for_post(&rec, "/pods", "e2e").await;
+        play_worker(
+            &pod["spec"],
+            &secret,
+            "",
+            &out.path().join("w-e2e"),
+            "junit.xml",
+        )
+        .await;
+        let logs_secret = wait_for_post(&rec, "/secrets", "logs").await;
+        let ds = wait_for_post(&rec, "/daemonsets", "logs").await;
+        let ds_spec = &ds["spec"]["template"]["spec"];
+        play_worker(
+            ds_spec,
+            &logs_secret,
+            "n1",
+            &out.path().join("w-n1"),
+            "logs.txt",
+        )
+        .await;
+        first.shutdown_background();
+        let record = identity::load(out.path()).unwrap().unwrap();
+        assert_eq!(record.sessions().len(), 2);
+
+        // Objects the restart must sort out: a Job pod of this aggregator pod that the record
+        // does not name (a stray), and one of another owner (not ours to touch).
+        let stray = |sid: &str, owner: &str| {
+            json!({"kind": "Pod", "metadata": {"name": format!("sonobuoy-e2e-job-{sid}"),
+                "labels": {"component": "sonobuoy", "sonobuoy-component": "plugin", "sonobuoy-plugin": "e2e", "sonobuoy-run": sid},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "x", "uid": owner}]}})
+        };
+        store
+            .lock()
+            .unwrap()
+            .push(stray("0000000000000000", "agg-uid"));
+        store
+            .lock()
+            .unwrap()
+            .push(stray("1111111111111111", "someone-else"));
+
+        let second = restart(&client, out.path(), port).await;
+        // The first instance's worker on n2, holding the first instance's Secret, delivers to
+        // the second: same CA, same identity.
+        play_worker(
+            ds_spec,
+            &logs_secret,
+            "n2",
+            &out.path().join("w-n2"),
+            "logs.txt",
+        )
+        .await;
+        let finished = within(second).await.unwrap().unwrap();
+
+        assert_eq!(
+            finished.run_dir.file_name().unwrap().to_str().unwrap(),
+            record.uuid
+        );
+        for key in [
+            "e2e/results/global/junit.xml",
+            "logs/results/n1/logs.txt",
+            "logs/results/n2/logs.txt",
+        ] {
+            assert!(
+                finished.run_dir.join("plugins").join(key).is_file(),
+                "{key}"
+            );
+        }
+        assert!(!finished.run_dir.join("plugins/logs/errors").exists());
+        assert_eq!(
+            (
+                posts(&rec, "/secrets"),
+                posts(&rec, "/pods"),
+                posts(&rec, "/daemonsets")
+            ),
+            (2, 1, 1),
+            "no plugin is launched twice"
+        );
+        for (plugin, sid) in record
+            .plugins
+            .iter()
+            .map(|p| (&p.name, &p.launch.as_ref().unwrap().session))
+        {
+            let path = if plugin == "e2e" {
+                "/pods"
+            } else {
+                "/daemonsets"
+            };
+            assert!(
+                deleted(&rec, path, &format!("sonobuoy-run={sid}")),
+                "{plugin} cleaned up"
+            );
+        }
+        assert!(deleted(&rec, "/pods", "sonobuoy-run=0000000000000000"));
+        assert!(calls(&rec).iter().any(|c| c.method == "DELETE"
+            && c.path()
+                .ends_with("/secrets/sonobuoy-plugin-e2e-0000000000000000")));
+        assert!(!deleted(&rec, "/pods", "sonobuoy-run=1111111111111111"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_right_after_launch_adopts_and_one_during_sealing_seals_without_launching_again(
+    ) {
+        let (client, rec) = scripted_cluster(|_| json!({"phase": "Running"}), vec!["n1", "n2"]);
+        let out = tempfile::tempdir().unwrap();
+        let (listener, port) = free_port();
+        let first = start_killable(&client, out.path(), port, listener);
+        let secret = wait_for_post(&rec, "/secrets", "e2e").await;
+        let pod = wait_for_post(&rec, "/pods", "e2e").await;
+        first.shutdown_background();
+
+        let second = restart(&client, out.path(), port).await;
+        // The Job pod the first instance made delivers to the second, which launches the
+        // DaemonSet plugin itself.
+        play_worker(
+            &pod["spec"],
+            &secret,
+            "",
+            &out.path().join("w-e2e"),
+            "junit.xml",
+        )
+        .await;
+        let logs_secret = wait_for_post(&rec, "/secrets", "logs").await;
+        let ds = wait_for_post(&rec, "/daemonsets", "logs").await;
+        for n in ["n1", "n2"] {
+            let dir = out.path().join(format!("w-{n}"));
+            play_worker(
+                &ds["spec"]["template"]["spec"],
+                &logs_secret,
+                n,
+                &dir,
+                "logs.txt",
+            )
+            .await;
+        }
+        let finished = within(second).await.unwrap().unwrap();
+        let launches = (
+            posts(&rec, "/secrets"),
+            posts(&rec, "/pods"),
+            posts(&rec, "/daemonsets"),
+        );
+        assert_eq!(launches, (2, 1, 1), "no plugin is launched twice");
+        let uuid = finished
+            .run_dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+
+        // A crash while sealing leaves no tarball and no sealed record, maybe a partial one.
+        std::fs::remove_file(&finished.tarball).unwrap();
+        std::fs::remove_file(out.path().join(format!(".buoy-sealed-{uuid}.json"))).unwrap();
+        let partial = out
+            .path()
+            .join(format!(".202611251200_sonobuoy_{uuid}.tar.gz.partial"));
+        std::fs::write(&partial, "half a tarball").unwrap();
+        let deletes_before = calls(&rec).iter().filter(|c| c.method == "DELETE").count();
+        let third = within(restart(&client, out.path(), port).await)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(third.tarball.is_file());
+        assert!(!partial.exists());
+        assert_eq!(third.run_dir, finished.run_dir);
+        assert_eq!(
+            (
+                posts(&rec, "/secrets"),
+                posts(&rec, "/pods"),
+                posts(&rec, "/daemonsets")
+            ),
+            launches,
+            "sealing again launches nothing"
+        );
+        assert!(
+            calls(&rec).iter().filter(|c| c.method == "DELETE").count() > deletes_before,
+            "and cleans up again"
+        );
+
+        // A restart of a sealed run serves it as it is.
+        let calls_before = calls(&rec).len();
+        let fourth = within(restart(&client, out.path(), port).await)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fourth.tar_info.sha256, third.tar_info.sha256);
+        assert_eq!(fourth.tarball, third.tarball);
+        let later: Vec<Call> = calls(&rec).split_off(calls_before);
+        assert!(
+            later
+                .iter()
+                .all(|c| c.method == "PATCH" || c.method == "GET"),
+            "a sealed run creates and deletes nothing, it only publishes its status: {:?}",
+            later
+                .iter()
+                .map(|c| format!("{} {}", c.method, c.uri))
+                .collect::<Vec<_>>()
+        );
+        assert!(later
+            .iter()
+            .any(|c| c.body.to_string().contains("complete")));
+    }
+
+    #[test]
+    fn a_recorded_run_is_carried_on_only_with_its_uuid_and_plugins() {
+        let out = tempfile::tempdir().unwrap();
+        let names = vec!["e2e".to_string(), "logs".to_string()];
+        let record = RunRecord {
+            uuid: "11111111-2222-4333-8444-555555555555".into(),
+            ca_sha256: String::new(),
+            plugins: names
+                .iter()
+                .map(|n| PluginRecord {
+                    name: n.clone(),
+                    nodes: vec![],
+                    launch: None,
+                })
+                .collect(),
+        };
+        identity::save(out.path(), &record).unwrap();
+        let cfg = |uuid: &str| config_with_uuid(1, 0, uuid);
+        assert_eq!(
+            resumable(&cfg(""), &names, out.path()).unwrap(),
+            Some(record.clone())
+        );
+        assert_eq!(
+            resumable(&cfg(&record.uuid), &names, out.path()).unwrap(),
+            Some(record.clone())
+        );
+        assert_eq!(
+            resumable(
+                &cfg("99999999-2222-4333-8444-555555555555"),
+                &names,
+                out.path()
+            )
+            .unwrap(),
+            None,
+            "a config naming another run starts that one"
+        );
+        let e = resumable(&cfg(""), &names[..1], out.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(identity::RECORD_FILE) && e.contains("[\"e2e\", \"logs\"]"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_plugins_timeout_counts_from_its_first_launch_and_missing_objects_are_made_again(
+    ) {
+        let (client, rec) = scripted_cluster(|_| json!({"phase": "Running"}), vec![]);
+        let out = tempfile::tempdir().unwrap();
+        let uuid = "11111111-2222-4333-8444-555555555555";
+        let names = vec!["e2e".to_string()];
+        let pki = buoy_pki::RunPki::load_or_create(
+            &identity::pki_dir(out.path(), uuid),
+            "127.0.0.1",
+            &[],
+            &names,
+        )
+        .unwrap();
+        let an_hour_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let record = RunRecord {
+            uuid: uuid.into(),
+            ca_sha256: identity::ca_fingerprint(pki.ca.cert_pem()),
+            plugins: vec![PluginRecord {
+                name: "e2e".into(),
+                nodes: vec![],
+                launch: Some(LaunchRecord::new("abcdef0123456789".into(), an_hour_ago)),
+            }],
+        };
+        identity::save(out.path(), &record).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut opts = quick();
+        opts.output_dir = out.path().to_path_buf();
+        opts.listener = Some(listener);
+        // A 10-minute timeout, launched an hour ago: it has passed, whatever the restart.
+        let finished = within(run(
+            KubeApi::new(client, "sonobuoy"),
+            config_with_uuid(port, 600, ""),
+            vec![plugin("sonobuoy-config: {driver: Job, plugin-name: e2e}\nspec: {name: e2e, image: e2e:1}\n")],
+            opts,
+            std::future::pending(),
+        ))
+        .await
+        .unwrap();
+        let err: Value = serde_json::from_slice(
+            &std::fs::read(
+                finished
+                    .run_dir
+                    .join("plugins/e2e/errors/global/error.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(err["error"], buoy_wire::TIMEOUT_ERROR_MESSAGE);
+        // The Secret and the pod were gone (the API server had neither): made again under the
+        // recorded session, never under a new one.
+        let made: Vec<String> = calls(&rec)
+            .iter()
+            .filter(|c| c.method == "POST")
+            .map(|c| c.body["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            made,
+            [
+                "sonobuoy-plugin-e2e-abcdef0123456789",
+                "sonobuoy-e2e-job-abcdef0123456789"
+            ]
+        );
     }
 }

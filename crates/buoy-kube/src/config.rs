@@ -193,6 +193,9 @@ struct Limits {
 pub struct ClusterConfig {
     pub path: Option<PathBuf>,
     pub uuid: String,
+    /// Whether the config named the UUID (`sonobuoy gen` does); `buoy manifest` leaves it
+    /// empty, and a new one is made at each start.
+    pub uuid_given: bool,
     pub namespace: String,
     /// The plugins' results directory (mounted in every plugin pod).
     pub results_dir: String,
@@ -330,6 +333,7 @@ impl ClusterConfig {
             pod_log_namespaces,
             pod_logs,
         };
+        let uuid_given = !t.uuid.is_empty();
         let uuid = if t.uuid.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -356,6 +360,7 @@ impl ClusterConfig {
         Ok(Self {
             path: path.map(Path::to_path_buf),
             uuid,
+            uuid_given,
             namespace,
             results_dir,
             server,

@@ -30,6 +30,8 @@ pub enum KubeError {
     NoStatus(String),
     #[error("the status annotation does not decode: {0}")]
     BadStatus(String),
+    #[error("cannot carry on the run recorded in {path}: {reason}")]
+    RunRecord { path: PathBuf, reason: String },
     #[error(transparent)]
     Pki(#[from] buoy_pki::PkiError),
     #[error(transparent)]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod failing;
 pub mod forward;
 pub mod gather;
+pub mod identity;
 pub mod manifest;
 pub mod monitor;
 pub mod nodes;

@@ -99,7 +99,7 @@ pub fn objects(o: &ManifestOptions, plugin_names: &[String]) -> Vec<Value> {
                      "labels": {"component": "sonobuoy", "sonobuoy-component": "aggregator", "tier": "sonobuoy-automation"}},
         "spec": {
             "serviceAccountName": "sonobuoy-serviceaccount",
-            "restartPolicy": "Never",
+            "restartPolicy": "OnFailure",
             "tolerations": [{"key": "kubernetes.io/e2e-evict-taint-key", "operator": "Exists"}],
             "containers": [{
                 "name": "kube-sonobuoy",
@@ -190,6 +190,17 @@ mod tests {
             "aggregator"
         );
         assert_eq!(pod["spec"]["containers"][0]["name"], "kube-sonobuoy");
+        // A crashed aggregator is restarted in the same pod, on the same emptyDir, where it
+        // finds its run record and carries the run on.
+        assert_eq!(pod["spec"]["restartPolicy"], "OnFailure");
+        assert_eq!(
+            pod["spec"]["volumes"][2],
+            json!({"name": "output-volume", "emptyDir": {}})
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"][2]["mountPath"],
+            crate::objects::SONOBUOY_DIR
+        );
         assert_eq!(
             pod["spec"]["containers"][0]["command"],
             json!(["/sonobuoy"])

@@ -300,7 +300,13 @@ pub async fn monitor(
 ) {
     let mut st = MonitorState::default();
     let mut wait = opts.poll;
-    let deadline = w.timeout.map(|t| tokio::time::Instant::now() + t);
+    // From the launch, which a resumed run recorded before a restart.
+    let deadline = w.timeout.map(|t| {
+        let spent = (OffsetDateTime::now_utc() - w.launched)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + t.saturating_sub(spent)
+    });
     loop {
         if *stop.borrow() || agg.inspect(|s| s.plugin_done(&w.plugin)) {
             return;
