@@ -495,6 +495,8 @@ pub async fn run(
                                         })
                                     });
                             if let Err(e) = saved {
+                                // Not on disk, so never claimed: no later save may name it.
+                                record.plugins[i].launch = None;
                                 fail_plugin(&agg, m, &ds_nodes[i], &e).await;
                                 continue;
                             }

@@ -316,12 +316,22 @@ pub(crate) struct RunArgs {
 }
 
 #[derive(Args)]
+#[group(id = "expectations", multiple = true)]
 pub(crate) struct AggregatorArgs {
     /// Results to expect: PLUGIN=NODE[,NODE...]; NODE `global` for a Job plugin. Without it,
     /// the aggregator runs in-cluster: it reads Sonobuoy's config.json and plugins.d, launches
     /// the plugins and publishes the status annotation.
-    #[arg(long = "expect", value_name = "PLUGIN=NODE[,NODE...]")]
+    #[arg(
+        long = "expect",
+        value_name = "PLUGIN=NODE[,NODE...]",
+        group = "expectations"
+    )]
     pub(crate) expect: Vec<String>,
+    /// Results to expect, read from a file: one PLUGIN=NODE[,NODE...] per line (lines may
+    /// repeat a plugin; blank lines and lines starting with `#` are skipped). For node lists
+    /// longer than one command-line argument may be (128 KiB on Linux). Adds to --expect.
+    #[arg(long = "expect-file", value_name = "FILE", group = "expectations")]
+    pub(crate) expect_files: Vec<PathBuf>,
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub(crate) bind: SocketAddr,
     /// Where the run directory `<UUID>/` and the tarball are written.
@@ -372,7 +382,7 @@ pub(crate) struct AggregatorArgs {
     pub(crate) caps: CapFlags,
     /// With --expect: plugin manifests (files or directories) giving each plugin's
     /// result-format and result-files for post-processing; plugins not found are `raw`.
-    #[arg(long = "plugins", value_name = "PATH", requires = "expect")]
+    #[arg(long = "plugins", value_name = "PATH", requires = "expectations")]
     pub(crate) plugin_manifests: Vec<PathBuf>,
     /// In-cluster mode (no --expect): the kubeconfig to use instead of the in-cluster config.
     #[arg(long)]

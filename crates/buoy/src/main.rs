@@ -64,25 +64,51 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-fn parse_expect(specs: &[String]) -> Result<(Vec<String>, Vec<ResultKey>)> {
+/// Every expectation of `--expect` and `--expect-file`, each with where it came from for errors.
+fn expectations(args: &AggregatorArgs) -> Result<Vec<(String, String)>> {
+    let mut specs: Vec<(String, String)> = args
+        .expect
+        .iter()
+        .map(|s| (format!("--expect {s:?}"), s.clone()))
+        .collect();
+    for file in &args.expect_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--expect-file {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                specs.push((
+                    format!("{} line {}", file.display(), n + 1),
+                    line.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(specs)
+}
+
+fn parse_expect(specs: &[(String, String)]) -> Result<(Vec<String>, Vec<ResultKey>)> {
     let mut plugins: Vec<String> = Vec::new();
     let mut keys = Vec::new();
-    for spec in specs {
+    for (origin, spec) in specs {
         let (plugin, nodes) = spec
             .split_once('=')
-            .with_context(|| format!("--expect {spec:?}: expected PLUGIN=NODE[,NODE...]"))?;
+            .with_context(|| format!("{origin}: expected PLUGIN=NODE[,NODE...]"))?;
         if !buoy_wire::key::is_valid_name(plugin) {
-            bail!("--expect {spec:?}: invalid plugin name {plugin:?}");
+            bail!("{origin}: invalid plugin name {plugin:?}");
         }
         for node in nodes.split(',') {
             if !buoy_wire::key::is_valid_name(node) {
-                bail!("--expect {spec:?}: invalid node name {node:?}");
+                bail!("{origin}: invalid node name {node:?}");
             }
             keys.push(ResultKey::new(plugin, node));
         }
         if !plugins.iter().any(|p| p == plugin) {
             plugins.push(plugin.to_string());
         }
+    }
+    if specs.is_empty() {
+        bail!("--expect-file: no PLUGIN=NODE[,NODE...] line found");
     }
     Ok((plugins, keys))
 }
@@ -176,10 +202,10 @@ async fn aggregator_in_cluster(
 
 async fn aggregator(args: AggregatorArgs, run_log: buoy_kube::runlog::RunLog) -> Result<i32> {
     let _ = &args.compat;
-    if args.expect.is_empty() {
+    if args.expect.is_empty() && args.expect_files.is_empty() {
         return aggregator_in_cluster(args, run_log).await;
     }
-    let (plugins, expected) = parse_expect(&args.expect)?;
+    let (plugins, expected) = parse_expect(&expectations(&args)?)?;
     let advertise = args
         .advertise
         .clone()

@@ -290,6 +290,64 @@ async fn certs_dir_serves_mtls_to_a_real_worker_process() {
 }
 
 #[tokio::test]
+async fn an_expect_file_adds_to_expect_and_a_bad_line_is_named_by_its_number() {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("expect.txt");
+    std::fs::write(&file, "# nodes of p\n\np=n1\n  p=n2  \n").unwrap();
+    let (child, addr) = start_aggregator(&[
+        "--insecure-http",
+        "--expect-file",
+        file.to_str().unwrap(),
+        "--expect=e2e=global",
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+    ])
+    .await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n3/p", &[], "x")
+            .await
+            .status,
+        403
+    );
+    for path in [
+        "/api/v1/results/by-node/n1/p",
+        "/api/v1/results/by-node/n2/p",
+        "/api/v1/results/global/e2e",
+    ] {
+        assert_eq!(put(&c, path, &[], "r").await.status, 200, "{path}");
+    }
+    let (code, stdout) = exit_and_stdout(child).await;
+    assert_eq!(
+        code, 0,
+        "all three expected results sealed the run: {stdout}"
+    );
+
+    for (text, want) in [
+        ("p=n1\nnot a spec\n", "line 2: expected PLUGIN=NODE"),
+        ("# nothing\n", "no PLUGIN=NODE"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let o = within(
+            buoy()
+                .args(["aggregator", "--insecure-http", "--bind", "127.0.0.1:0"])
+                .arg("--expect-file")
+                .arg(&file)
+                .arg("--output")
+                .arg(out.path())
+                .output(),
+        )
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn bad_invocations_say_what_is_wrong() {
     let o = within(buoy().args(["aggregator", "--insecure-http"]).output())
         .await
