@@ -15,7 +15,7 @@ use crate::error::{api_code, KubeError};
 /// The label every plugin object of Sonobuoy's and Buoy's carries.
 const PLUGIN_SELECTOR: &str = "component=sonobuoy,sonobuoy-component=plugin";
 
-/// `Ok(true)` for an object read, `Ok(false)` for a 404.
+/// `Ok(true)` when the object was there (read or deleted), `Ok(false)` for a 404.
 fn found<T>(
     r: Result<T, kube::Error>,
     context: impl FnOnce() -> String,
@@ -435,14 +435,13 @@ impl KubeApi {
 
     /// Deletes the named Secret; one already gone is no error.
     pub async fn delete_secret(&self, name: &str) -> Result<(), KubeError> {
-        match Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
-            .delete(name, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if api_code(&e) == Some(404) => Ok(()),
-            Err(e) => Err(KubeError::api(format!("deleting secret {name}"))(e)),
-        }
+        found(
+            Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+                .delete(name, &DeleteParams::default())
+                .await,
+            || format!("deleting secret {name}"),
+        )
+        .map(drop)
     }
 
     /// Sets the status annotation on `pod` with a JSON merge patch.
@@ -487,14 +486,12 @@ impl KubeApi {
             .map_err(KubeError::api(format!(
                 "deleting the cluster roles of {ns}"
             )))?;
-        match Api::<Namespace>::all(self.client.clone())
-            .delete(ns, &dp)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if api_code(&e) == Some(404) => Ok(false),
-            Err(e) => Err(KubeError::api(format!("deleting namespace {ns}"))(e)),
-        }
+        found(
+            Api::<Namespace>::all(self.client.clone())
+                .delete(ns, &dp)
+                .await,
+            || format!("deleting namespace {ns}"),
+        )
     }
 
     /// Whether the run's namespace still exists (it lingers while it terminates).

@@ -42,6 +42,14 @@ impl Default for MonitorOptions {
     }
 }
 
+/// One plugin's keys: its global key for a Job, a key per node for a DaemonSet.
+pub fn plugin_keys(plugin: &str, driver: Driver, nodes: &[String]) -> Vec<ResultKey> {
+    match driver {
+        Driver::Job => vec![ResultKey::global(plugin)],
+        Driver::DaemonSet => nodes.iter().map(|n| ResultKey::new(plugin, n)).collect(),
+    }
+}
+
 /// One launched plugin instance, as the monitor sees it.
 #[derive(Debug, Clone)]
 pub struct Watched {
@@ -56,14 +64,7 @@ pub struct Watched {
 
 impl Watched {
     pub fn keys(&self) -> Vec<ResultKey> {
-        match self.driver {
-            Driver::Job => vec![ResultKey::global(&self.plugin)],
-            Driver::DaemonSet => self
-                .nodes
-                .iter()
-                .map(|n| ResultKey::new(&self.plugin, n))
-                .collect(),
-        }
+        plugin_keys(&self.plugin, self.driver, &self.nodes)
     }
 }
 
