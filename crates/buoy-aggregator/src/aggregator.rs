@@ -483,11 +483,7 @@ impl Aggregator {
                 staged: Some(staged.clone()),
             };
             let committed = match data {
-                Some(data) => {
-                    agg.store
-                        .write_result(ticket.id, &ticket.key, &filename, data)
-                        .await
-                }
+                Some(data) => agg.store.write_result(&ticket.key, &filename, data).await,
                 None => agg.store.commit_result(&staged, &ticket.key).await,
             };
             match committed {
@@ -637,8 +633,21 @@ impl Aggregator {
     /// Post-processes every plugin into `plugins/<p>/sonobuoy_results.yaml` and gives each
     /// status entry its `result-status` and `result-counts` (compat §5.4, every entry, even
     /// after one whose node has no item). Returns each plugin's summary.
-    pub async fn post_process(&self, specs: Vec<PluginSpec>) -> Vec<PluginReport> {
-        self.process_results(specs, true).await
+    pub async fn post_process(
+        &self,
+        specs: Vec<PluginSpec>,
+    ) -> Result<Vec<PluginReport>, AggError> {
+        self.flush().await?;
+        Ok(self.process_results(specs, true).await)
+    }
+
+    /// Lays out every journaled result as its files in the run directory, which
+    /// post-processing, sealing and anyone reading the directory after the run expect.
+    pub async fn flush(&self) -> Result<(), AggError> {
+        self.store
+            .flush()
+            .await
+            .map_err(AggError::io("cannot lay out the journaled results"))
     }
 
     /// Marks a run that an earlier aggregator already sealed as complete, without touching
@@ -715,7 +724,7 @@ impl Aggregator {
         specs: Vec<PluginSpec>,
     ) -> Result<Sealed, AggError> {
         self.set_run_phase(RunPhase::PostProcessing);
-        let reports = self.post_process(specs).await;
+        let reports = self.post_process(specs).await?;
         let run_dir = self.store.run_dir().to_path_buf();
         let tmp_dir = self.store.staging_root().to_path_buf();
         let dest = self.output_dir();

@@ -12,6 +12,7 @@ pub mod body;
 pub mod budget;
 pub mod error;
 pub mod extract;
+mod journal;
 pub mod metrics;
 pub mod page;
 pub mod run;

@@ -245,7 +245,12 @@ impl RunHandle {
     /// Stops serving a run that did not complete; its run directory stays for a resume.
     pub async fn abort(self) {
         tracing::warn!("shutdown requested before every result arrived; stopping");
+        let agg = self.agg.clone();
         self.stop_server().await;
+        // What arrived is left as files, for a reader of the directory or a resume.
+        if let Err(e) = agg.flush().await {
+            tracing::error!(error = %e, "the journal stays for the next aggregator on this directory to lay out");
+        }
     }
 
     /// Seals a completed run into its tarball, then keeps serving until `shutdown` when

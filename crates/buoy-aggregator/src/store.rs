@@ -4,7 +4,8 @@
 //! place only when complete. Durability is a group commit: one committer thread syncs the file
 //! system once for the data of every write that is ready, renames them, syncs once more for
 //! the renames, and only then answers each writer, so a 200 always follows the sync of its own
-//! data and name and writes that finish together share the cost.
+//! data and name and writes that finish together share the cost. Small results held in memory
+//! skip the staging directory: they go to the journal (`journal.rs`) and are laid out later.
 
 use std::collections::HashSet;
 use std::fs;
@@ -16,7 +17,11 @@ use buoy_wire::ResultKey;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::journal::{self, Journal};
 use crate::state::Outcome;
+
+/// The journal's file name inside the staging directory.
+const JOURNAL: &str = "journal";
 
 /// Writes in one group commit at most; more wait for the next.
 const MAX_BATCH: usize = 4096;
@@ -25,21 +30,39 @@ const MAX_BATCH: usize = 4096;
 pub struct Store {
     run_dir: PathBuf,
     staging: PathBuf,
-    committer: mpsc::Sender<CommitJob>,
+    committer: mpsc::Sender<Job>,
 }
 
-/// One write for the committer: a staged directory (written already, or to write now with one
-/// file) to make durable and then rename to `target`.
-struct CommitJob {
-    staged: PathBuf,
-    file: Option<(String, Bytes)>,
-    target: PathBuf,
-    done: oneshot::Sender<io::Result<()>>,
+/// Work for the committer thread.
+enum Job {
+    /// A staged directory (written already, or to write now with one file) to make durable
+    /// and then rename to `target`.
+    Place {
+        staged: PathBuf,
+        file: Option<(String, Bytes)>,
+        target: PathBuf,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    /// A small result for the journal: `target` relative to the run directory.
+    Journal {
+        target: String,
+        name: String,
+        data: Bytes,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    /// Lay out every journaled result and empty the journal.
+    Flush(oneshot::Sender<io::Result<()>>),
 }
+
+/// How long the committer waits for work before it lays out journaled results: under load
+/// it never does, and the tree catches up as soon as uploads pause.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+/// Journaled results laid out per idle moment, so new work waits at most one chunk.
+const IDLE_CHUNK: usize = 64;
 
 /// Makes everything written on the file system of `dir` (an open directory) durable: one call
 /// covers every write of a batch, which is what makes a durable 200 cheap under load.
-fn sync_fs(dir: &fs::File) -> io::Result<()> {
+pub(crate) fn sync_fs(dir: &fs::File) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         nix::unistd::syncfs(dir).map_err(io::Error::from)
@@ -69,22 +92,125 @@ fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// The group committer: a thread that takes every write that is ready, makes their data
-/// durable with one file-system sync, renames each into place, syncs once more for the
-/// renames, and only then answers each writer. A writer's 200 therefore always follows the
-/// sync of its own data and name; writers that finish together share the syncs.
-fn committer(staging: fs::File, rx: mpsc::Receiver<CommitJob>) {
-    let mut parents: HashSet<PathBuf> = HashSet::new();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
+/// What the committer thread owns.
+struct Committer {
+    run_dir: PathBuf,
+    staging: PathBuf,
+    /// Opened once: the committer syncs through it for the life of the run.
+    staging_dir: fs::File,
+    journal: Journal,
+    parents: HashSet<PathBuf>,
+    /// Set when laying out failed while idle; only a flush tries again (and reports it).
+    idle_failed: bool,
+}
+
+impl Committer {
+    /// The group committer's loop: take every job that is ready; journal records are made
+    /// durable with one `fdatasync`, staged directories with one file-system sync for their
+    /// data and one for their renames; only then is each writer answered. Writers that
+    /// finish together share the syncs. When no work comes for a moment, journaled results
+    /// are laid out in the tree.
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        loop {
+            let first = if self.journal.has_pending() && !self.idle_failed {
+                match rx.recv_timeout(IDLE) {
+                    Ok(j) => j,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = self.lay_out(IDLE_CHUNK) {
+                            tracing::warn!(error = %e, "cannot lay out journaled results; they stay in the journal until the run is sealed");
+                            self.idle_failed = true;
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => break,
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let mut places = Vec::new();
+            let mut records = Vec::new();
+            let mut flushes = Vec::new();
+            for job in batch {
+                match job {
+                    Job::Place {
+                        staged,
+                        file,
+                        target,
+                        done,
+                    } => places.push((staged, file, target, done)),
+                    Job::Journal {
+                        target,
+                        name,
+                        data,
+                        done,
+                    } => records.push((target, name, data, done)),
+                    Job::Flush(done) => flushes.push(done),
+                }
+            }
+            if !records.is_empty() {
+                let writes: Vec<(&str, &str, &[u8])> = records
+                    .iter()
+                    .map(|(t, n, d, _)| (t.as_str(), n.as_str(), &d[..]))
+                    .collect();
+                let answers = self.journal.append(&self.run_dir, &writes);
+                for ((.., done), a) in records.into_iter().zip(answers) {
+                    let _ = done.send(a);
+                }
+            }
+            if !places.is_empty() {
+                self.place_all(places);
+            }
+            if !flushes.is_empty() {
+                let r = self.lay_out(usize::MAX);
+                if r.is_ok() {
+                    self.idle_failed = false;
+                }
+                for done in flushes {
+                    let _ = done.send(
+                        r.as_ref()
+                            .map(|_| ())
+                            .map_err(|e| io::Error::new(e.kind(), e.to_string())),
+                    );
+                }
             }
         }
-        let mut results: Vec<io::Result<()>> = batch.iter().map(write_staged).collect();
-        if let Err(e) = sync_fs(&staging) {
+    }
+
+    /// Lays out up to `max` journaled results; once none is left, syncs and empties the
+    /// journal.
+    fn lay_out(&mut self, max: usize) -> io::Result<()> {
+        self.journal
+            .lay_out(max, &self.run_dir, &self.staging, &mut self.parents)?;
+        self.journal.settle(&self.staging_dir)
+    }
+
+    /// Writes, syncs and renames staged directories: data synced before the rename, the
+    /// rename synced before the answer.
+    #[allow(clippy::type_complexity)]
+    fn place_all(
+        &mut self,
+        jobs: Vec<(
+            PathBuf,
+            Option<(String, Bytes)>,
+            PathBuf,
+            oneshot::Sender<io::Result<()>>,
+        )>,
+    ) {
+        let mut results: Vec<io::Result<()>> = jobs
+            .iter()
+            .map(|(staged, file, ..)| write_staged(staged, file.as_ref()))
+            .collect();
+        if let Err(e) = sync_fs(&self.staging_dir) {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(io::Error::new(
                     e.kind(),
@@ -93,20 +219,20 @@ fn committer(staging: fs::File, rx: mpsc::Receiver<CommitJob>) {
             }
         }
         let mut renamed = Vec::new();
-        for (i, (job, r)) in batch.iter().zip(results.iter_mut()).enumerate() {
+        for (i, ((staged, _, target, _), r)) in jobs.iter().zip(results.iter_mut()).enumerate() {
             if r.is_err() {
                 continue;
             }
-            *r = place(job, &mut parents);
+            *r = place(staged, target, &mut self.parents);
             if r.is_ok() {
                 renamed.push(i);
             }
         }
         if !renamed.is_empty() {
-            if let Err(e) = sync_fs(&staging) {
+            if let Err(e) = sync_fs(&self.staging_dir) {
                 // Visible but not durable: take the names back, so a retry finds the key open.
                 for &i in &renamed {
-                    let _ = fs::remove_dir_all(&batch[i].target);
+                    let _ = fs::remove_dir_all(&jobs[i].2);
                     results[i] = Err(io::Error::new(
                         e.kind(),
                         format!("cannot sync the rename: {e}"),
@@ -114,39 +240,40 @@ fn committer(staging: fs::File, rx: mpsc::Receiver<CommitJob>) {
                 }
             }
         }
-        for (job, r) in batch.into_iter().zip(results) {
-            if r.is_err() && job.file.is_some() {
-                let _ = fs::remove_dir_all(&job.staged);
+        for ((staged, file, _, done), r) in jobs.into_iter().zip(results) {
+            if r.is_err() && file.is_some() {
+                let _ = fs::remove_dir_all(&staged);
             }
-            let _ = job.done.send(r);
+            let _ = done.send(r);
         }
     }
 }
 
 /// Creates and fills the staged directory of a job that brings its file.
-fn write_staged(job: &CommitJob) -> io::Result<()> {
-    let Some((name, data)) = &job.file else {
+fn write_staged(staged: &Path, file: Option<&(String, Bytes)>) -> io::Result<()> {
+    let Some((name, data)) = file else {
         return Ok(());
     };
-    fs::create_dir(&job.staged)?;
+    fs::create_dir(staged)?;
     // The same open as a streamed upload's: a new name only, and the same mode (0644 less the umask).
-    let mut f = crate::extract::open_new_file(&job.staged.join(name), false)?;
+    let mut f = crate::extract::open_new_file(&staged.join(name), false)?;
     io::Write::write_all(&mut f, data)
 }
 
-/// Renames a job's staged directory to its target, creating the target's parents once.
-fn place(job: &CommitJob, parents: &mut HashSet<PathBuf>) -> io::Result<()> {
-    let parent = job
-        .target
-        .parent()
-        .expect("result paths always have a parent");
+/// Renames a staged directory to its target, creating the target's parents once.
+pub(crate) fn place(
+    staged: &Path,
+    target: &Path,
+    parents: &mut HashSet<PathBuf>,
+) -> io::Result<()> {
+    let parent = target.parent().expect("result paths always have a parent");
     if !parents.contains(parent) {
         fs::create_dir_all(parent)?;
         parents.insert(parent.to_path_buf());
     }
-    rename_new(&job.staged, &job.target).map_err(|e| {
+    rename_new(staged, target).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
-            io::Error::new(e.kind(), format!("{} already exists", job.target.display()))
+            io::Error::new(e.kind(), format!("{} already exists", target.display()))
         } else {
             e
         }
@@ -160,15 +287,29 @@ impl Store {
         fs::create_dir_all(run_dir.join("plugins"))?;
         fs::create_dir_all(run_dir.join("meta"))?;
         if staging.exists() {
+            // Results an earlier aggregator acknowledged but had not laid out yet.
+            let replayed = journal::replay(&staging.join(JOURNAL), run_dir, staging)?;
+            if replayed > 0 {
+                tracing::info!(
+                    results = replayed,
+                    "laid out the results journaled by an earlier aggregator on this directory"
+                );
+            }
             fs::remove_dir_all(staging)?;
         }
         fs::create_dir_all(staging)?;
         let (tx, rx) = mpsc::channel();
-        // Opened once: the committer syncs through it for the life of the run.
-        let root = fs::File::open(staging)?;
+        let committer = Committer {
+            run_dir: run_dir.to_path_buf(),
+            staging: staging.to_path_buf(),
+            staging_dir: fs::File::open(staging)?,
+            journal: Journal::new(&staging.join(JOURNAL)),
+            parents: HashSet::new(),
+            idle_failed: false,
+        };
         std::thread::Builder::new()
             .name("buoy-commit".into())
-            .spawn(move || committer(root, rx))?;
+            .spawn(move || committer.run(rx))?;
         Ok(Self {
             run_dir: run_dir.to_path_buf(),
             staging: staging.to_path_buf(),
@@ -222,23 +363,38 @@ impl Store {
         }
     }
 
+    /// Hands `job` (made with its answer's sender) to the committer and waits for the answer.
+    async fn send(
+        &self,
+        job: impl FnOnce(oneshot::Sender<io::Result<()>>) -> Job,
+    ) -> io::Result<()> {
+        let (done, rx) = oneshot::channel();
+        self.committer
+            .send(job(done))
+            .map_err(|_| io::Error::other("the committer has stopped"))?;
+        rx.await
+            .unwrap_or_else(|_| Err(io::Error::other("the committer has stopped")))
+    }
+
     async fn commit(
         &self,
         staged: PathBuf,
         file: Option<(String, Bytes)>,
         target: PathBuf,
     ) -> io::Result<()> {
-        let (done, rx) = oneshot::channel();
-        self.committer
-            .send(CommitJob {
-                staged,
-                file,
-                target,
-                done,
-            })
-            .map_err(|_| io::Error::other("the committer has stopped"))?;
-        rx.await
-            .unwrap_or_else(|_| Err(io::Error::other("the committer has stopped")))
+        self.send(|done| Job::Place {
+            staged,
+            file,
+            target,
+            done,
+        })
+        .await
+    }
+
+    /// Lays out every journaled result in the tree and empties the journal: what
+    /// post-processing and sealing read must be on disk as files.
+    pub async fn flush(&self) -> io::Result<()> {
+        self.send(Job::Flush).await
     }
 
     /// Makes a complete staged upload durable and moves it into `results/<node>`.
@@ -247,17 +403,19 @@ impl Store {
             .await
     }
 
-    /// Stores `data` as `results/<node>/<name>` (a small upload held in memory), durably.
-    pub async fn write_result(
-        &self,
-        id: u64,
-        key: &ResultKey,
-        name: &str,
-        data: Bytes,
-    ) -> io::Result<()> {
-        let file = Some((name.to_string(), data));
-        self.commit(self.staged_path(id), file, self.result_dir(key))
-            .await
+    /// Stores `data` as `results/<node>/<name>` (a small upload held in memory), durably:
+    /// in the journal at once, in the tree when the committer is idle or at the next
+    /// [`Store::flush`].
+    pub async fn write_result(&self, key: &ResultKey, name: &str, data: Bytes) -> io::Result<()> {
+        let target = format!("plugins/{}/results/{}", key.plugin, key.node);
+        let name = name.to_string();
+        self.send(|done| Job::Journal {
+            target,
+            name,
+            data,
+            done,
+        })
+        .await
     }
 
     /// Writes `body` as `errors/<node>/error.json`, durably and atomically.
@@ -302,39 +460,96 @@ mod tests {
         assert_eq!(s.recorded(&key), Some(Outcome::Result));
         let st2 = s.stage(2).unwrap();
         assert!(s.commit_result(&st2, &key).await.is_err());
-        // A written upload for a stored key is refused too, and leaves no staging behind.
+        // A written upload for a stored key is refused too, and leaves nothing behind.
         let e = s
-            .write_result(3, &key, "result", Bytes::from_static(b"y"))
+            .write_result(&key, "result", Bytes::from_static(b"y"))
             .await
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        assert!(!s.staged_path(3).exists());
+        s.flush().await.unwrap();
         assert_eq!(fs::read(s.result_dir(&key).join("result")).unwrap(), b"x");
     }
 
     #[tokio::test]
-    async fn many_writes_at_once_share_the_syncs_and_all_land() {
+    async fn many_small_writes_are_journaled_then_laid_out_by_a_flush() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("run"), &d.path().join("stage")).unwrap();
         let writes = (0..200u64).map(|i| {
             let s = s.clone();
             tokio::spawn(async move {
                 let key = ResultKey::new("p", format!("n{i}"));
-                s.write_result(i, &key, "r", Bytes::from(i.to_string()))
-                    .await
+                s.write_result(&key, "r", Bytes::from(i.to_string())).await
             })
         });
         for w in writes.collect::<Vec<_>>() {
             w.await.unwrap().unwrap();
         }
+        let journal = s.staging_root().join(JOURNAL);
+        assert!(fs::metadata(&journal).unwrap().len() > 0);
+        let again = s
+            .write_result(&ResultKey::new("p", "n7"), "r", Bytes::new())
+            .await;
+        assert_eq!(again.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        s.flush().await.unwrap();
         for i in 0..200u64 {
             let key = ResultKey::new("p", format!("n{i}"));
+            assert_eq!(s.recorded(&key), Some(Outcome::Result));
             assert_eq!(
                 fs::read_to_string(s.result_dir(&key).join("r")).unwrap(),
                 i.to_string()
             );
         }
-        assert_eq!(fs::read_dir(s.staging_root()).unwrap().count(), 0);
+        assert_eq!(
+            fs::metadata(&journal).unwrap().len(),
+            0,
+            "emptied once laid out"
+        );
+        let names: Vec<_> = fs::read_dir(s.staging_root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [JOURNAL], "nothing staged is left");
+    }
+
+    #[tokio::test]
+    async fn journaled_results_are_laid_out_when_the_committer_is_idle() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("run"), &d.path().join("stage")).unwrap();
+        let key = ResultKey::new("p", "n1");
+        s.write_result(&key, "r", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        let journal = s.staging_root().join(JOURNAL);
+        // No flush: the committer lays it out and empties the journal on its own.
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while fs::metadata(&journal).unwrap().len() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the journal was never emptied");
+        assert_eq!(fs::read(s.result_dir(&key).join("r")).unwrap(), b"1");
+    }
+
+    #[tokio::test]
+    async fn a_store_reopened_after_a_crash_lays_out_what_its_journal_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let (run, stage) = (d.path().join("run"), d.path().join("stage"));
+        let s = Store::open(&run, &stage).unwrap();
+        s.write_result(&ResultKey::new("p", "n1"), "r", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        // A crash before the lay-out: what the journal holds, copied aside while it is whole.
+        let held = fs::read(stage.join(JOURNAL)).unwrap();
+        assert!(!held.is_empty());
+        drop(s);
+        let _ = fs::remove_dir_all(&run);
+        fs::create_dir_all(&stage).unwrap();
+        fs::write(stage.join(JOURNAL), &held).unwrap();
+        let s = Store::open(&run, &stage).unwrap();
+        let key = ResultKey::new("p", "n1");
+        assert_eq!(s.recorded(&key), Some(Outcome::Result));
+        assert_eq!(fs::read(s.result_dir(&key).join("r")).unwrap(), b"1");
     }
 
     #[tokio::test]

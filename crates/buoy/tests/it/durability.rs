@@ -1,8 +1,10 @@
 //! Every 200 is durable, proven from the system calls: a real `buoy aggregator` runs under
 //! strace while `buoy bench` uploads plain and tarball results, and for every acknowledged
-//! result the trace must show its data synced before its rename, and the rename synced before
-//! the 200 was written to its connection. (A `kill -9` test cannot show this: the page cache
-//! outlives the process.) Linux with strace; CI installs it and sets `BUOY_REQUIRE_STRACE`.
+//! result the trace must show either its journal record written and that file synced before
+//! the 200 was written to its connection (small plain results), or its data synced before its
+//! rename and the rename synced before the 200 (streamed ones). (A `kill -9` test cannot show
+//! this: the page cache outlives the process.) Linux with strace; CI installs it and sets
+//! `BUOY_REQUIRE_STRACE`.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -85,8 +87,10 @@ fn parse(trace: &str) -> Vec<Call> {
     calls
 }
 
+/// The first argument as a file descriptor (`fdatasync(13)`'s argument text is `13)`).
 fn fd_of(c: &Call) -> Option<i64> {
-    c.args.split(',').next()?.trim().parse().ok()
+    let first = c.args.split(',').next()?.trim();
+    first.split(')').next()?.trim().parse().ok()
 }
 
 /// The quoted strings of a call's arguments, in order.
@@ -102,6 +106,19 @@ fn upload_dir(path: &str) -> Option<&str> {
         .map(|j| i + 1 + j)
         .unwrap_or(path.len());
     Some(&path[..end])
+}
+
+/// The key (`plugin/node`) of a journal record whose header starts `s`:
+/// `BUOYJ <crc> <target len> <name len> <data len>\n<target>...`, target
+/// `plugins/<p>/results/<node>`.
+fn journal_key(s: &str) -> Option<String> {
+    let (head, rest) = s.strip_prefix("BUOYJ ")?.split_once("\\n")?;
+    let target_len: usize = head.split(' ').nth(1)?.parse().ok()?;
+    let parts: Vec<&str> = rest.get(..target_len)?.split('/').collect();
+    match parts[..] {
+        ["plugins", p, "results", node] => Some(format!("{p}/{node}")),
+        _ => None,
+    }
 }
 
 #[derive(Debug)]
@@ -183,6 +200,8 @@ async fn every_acknowledged_result_is_synced_before_its_200() {
     let mut request: HashMap<i64, String> = HashMap::new();
     let mut acked: Vec<(String, usize)> = Vec::new();
     let mut renamed: HashMap<String, Renamed> = HashMap::new();
+    // key -> (journal path, end of the write of its record)
+    let mut journaled: HashMap<String, (String, usize)> = HashMap::new();
     // (path synced or None for the whole file system, start, end)
     let mut syncs: Vec<(Option<String>, usize, usize)> = Vec::new();
     for c in &calls {
@@ -228,6 +247,9 @@ async fn every_acknowledged_result_is_synced_before_its_200() {
                     }
                 } else if let Some(u) = paths.get(&fd).and_then(|p| upload_dir(p)) {
                     last_write.insert(u.to_string(), c.end);
+                } else if let Some(key) = strings(c).first().and_then(|s| journal_key(s)) {
+                    let path = paths.get(&fd).cloned().unwrap_or_default();
+                    journaled.insert(key, (path, c.end));
                 }
             }
             "rename" | "renameat" | "renameat2" if ret == 0 => {
@@ -263,7 +285,21 @@ async fn every_acknowledged_result_is_synced_before_its_200() {
             .iter()
             .any(|(p, s, e)| covers(p) && *s > after && *e < before)
     };
+    let mut by_journal = 0;
     for (key, answered) in &acked {
+        if let Some((journal, wrote)) = journaled.get(key) {
+            assert!(journal.ends_with("/journal"), "{key}: written to {journal}");
+            assert!(
+                synced_between(
+                    &|p| p.is_none() || p.as_deref() == Some(journal.as_str()),
+                    *wrote,
+                    *answered
+                ),
+                "{key}: its journal record was not synced before the 200"
+            );
+            by_journal += 1;
+            continue;
+        }
         let r = renamed
             .get(key)
             .unwrap_or_else(|| panic!("{key} was acknowledged but never renamed into place"));
@@ -289,5 +325,26 @@ async fn every_acknowledged_result_is_synced_before_its_200() {
             synced_between(&|p| p.is_none(), wrote, r.start),
             "{key}: its data was not synced before its rename"
         );
+    }
+    assert_eq!(
+        by_journal, plain,
+        "every small plain result went through the journal"
+    );
+    // And each was laid out in the tree by the time the run was sealed.
+    let run_dir = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_type().unwrap().is_dir() && !e.file_name().to_string_lossy().starts_with('.')
+        })
+        .unwrap()
+        .path();
+    for node in &p_nodes {
+        let files: Vec<_> = std::fs::read_dir(run_dir.join("plugins/p/results").join(node))
+            .unwrap_or_else(|e| panic!("p/{node} was not laid out: {e}"))
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .collect();
+        assert_eq!(files, [8 << 10], "p/{node}");
     }
 }
