@@ -50,13 +50,24 @@ pub(crate) fn header(target: &str, name: &str, data: &[u8]) -> Vec<u8> {
     h
 }
 
-/// A record whose data is durable in the journal and not yet laid out in the tree.
-#[derive(Debug)]
+/// A record that is durable in the journal and not yet laid out in the tree: where its
+/// target, name and data lie in the file. 16 bytes, so 10,000 pending results cost 160 KB;
+/// the names are read back with the data.
+#[derive(Debug, Clone, Copy)]
 struct Pending {
-    target: String,
-    name: String,
-    data_at: u64,
-    data_len: usize,
+    at: u64,
+    target_len: u16,
+    name_len: u16,
+    data_len: u32,
+}
+
+/// A target's hash: pending targets are kept as hashes only (a collision, at odds of one in
+/// 2^64, would refuse one upload with a clear error; it cannot lose a stored one).
+fn target_hash(target: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    target.hash(&mut h);
+    h.finish()
 }
 
 /// The open journal, owned by the committer thread.
@@ -66,8 +77,9 @@ pub(crate) struct Journal {
     file: Option<File>,
     len: u64,
     pending: VecDeque<Pending>,
-    /// Targets of `pending`, so a second write for one of them is refused as a stored one is.
-    targets: HashSet<String>,
+    /// Hashes of the targets of `pending`, so a second write for one of them is refused as a
+    /// stored one is.
+    targets: HashSet<u64>,
     laid_out: u64,
 }
 
@@ -96,6 +108,15 @@ fn valid_target(target: &str) -> bool {
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+/// Whether replay would accept a record of these: the one rule for writing and reading.
+fn replayable(target: &str, name: &str, data: &[u8]) -> bool {
+    target.len() <= MAX_TARGET
+        && name.len() <= MAX_NAME
+        && data.len() <= MAX_DATA
+        && valid_target(target)
+        && valid_name(name)
 }
 
 impl Journal {
@@ -144,7 +165,7 @@ impl Journal {
         writes: &[(&str, &str, &[u8])],
     ) -> Vec<io::Result<()>> {
         let start = self.len;
-        let mut added: Vec<Pending> = Vec::new();
+        let mut added: Vec<(u64, Pending)> = Vec::new();
         let mut answers: Vec<io::Result<()>> = Vec::with_capacity(writes.len());
         let mut failed: Option<io::Error> = None;
         for &(target, name, data) in writes {
@@ -152,7 +173,16 @@ impl Journal {
                 answers.push(Err(io::Error::other("an earlier journal write failed")));
                 continue;
             }
-            let taken = self.targets.contains(target) || added.iter().any(|p| p.target == target);
+            // Replay stops at the first record it would refuse, so none is ever written.
+            if !replayable(target, name, data) {
+                answers.push(Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{target}/{name} cannot be journaled"),
+                )));
+                continue;
+            }
+            let hash = target_hash(target);
+            let taken = self.targets.contains(&hash) || added.iter().any(|(h, _)| *h == hash);
             if taken || run_dir.join(target).exists() {
                 let e = io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -167,13 +197,16 @@ impl Journal {
                 .and_then(|f| write_all_vectored(f, &mut [IoSlice::new(&h), IoSlice::new(data)]));
             match written {
                 Ok(()) => {
+                    added.push((
+                        hash,
+                        Pending {
+                            at: self.len + (h.len() - target.len() - name.len()) as u64,
+                            target_len: target.len() as u16,
+                            name_len: name.len() as u16,
+                            data_len: data.len() as u32,
+                        },
+                    ));
                     self.len += (h.len() + data.len()) as u64;
-                    added.push(Pending {
-                        target: target.to_string(),
-                        name: name.to_string(),
-                        data_at: self.len - data.len() as u64,
-                        data_len: data.len(),
-                    });
                     answers.push(Ok(()));
                 }
                 Err(e) => {
@@ -208,8 +241,8 @@ impl Journal {
             return answers;
         }
         for p in added {
-            self.targets.insert(p.target.clone());
-            self.pending.push_back(p);
+            self.targets.insert(p.0);
+            self.pending.push_back(p.1);
         }
         answers
     }
@@ -226,16 +259,34 @@ impl Journal {
         let mut buf = Vec::new();
         let mut done = 0;
         while done < max {
-            let Some(p) = self.pending.front() else { break };
-            buf.resize(p.data_len, 0);
+            let Some(&p) = self.pending.front() else {
+                break;
+            };
+            let (tl, nl) = (p.target_len as usize, p.name_len as usize);
+            buf.resize(tl + nl + p.data_len as usize, 0);
             let file = self.file.as_ref().expect("pending records have a journal");
-            file.read_exact_at(&mut buf, p.data_at)?;
+            file.read_exact_at(&mut buf, p.at)?;
+            let names = std::str::from_utf8(&buf[..tl + nl]).map_err(io::Error::other)?;
+            let (target, name) = (&names[..tl], &names[tl..]);
             self.laid_out += 1;
             let staged = staging.join(format!("journal-{}", self.laid_out));
-            place_file(run_dir, &staged, &p.target, &p.name, &buf, false, parents)?;
-            let p = self.pending.pop_front().expect("front was there");
-            self.targets.remove(&p.target);
+            place_file(
+                run_dir,
+                &staged,
+                target,
+                name,
+                &buf[tl + nl..],
+                false,
+                parents,
+            )?;
+            self.targets.remove(&target_hash(target));
+            self.pending.pop_front();
             done += 1;
+        }
+        if self.pending.is_empty() {
+            // A run's worth of entries is not kept once they are all laid out.
+            self.pending.shrink_to_fit();
+            self.targets.shrink_to_fit();
         }
         Ok(done)
     }
@@ -328,7 +379,7 @@ fn read_record<R: BufRead>(r: &mut R) -> io::Result<Option<(String, String, Vec<
     let (Ok(target), Ok(name)) = (String::from_utf8(body), String::from_utf8(name)) else {
         return Err(bad("a record whose names are not text"));
     };
-    if !valid_target(&target) || !valid_name(&name) {
+    if !replayable(&target, &name, &data) {
         return Err(bad("a record whose target is not a result directory"));
     }
     Ok(Some((target, name, data)))
@@ -467,6 +518,12 @@ mod tests {
         assert_eq!(
             again[0].as_ref().unwrap_err().kind(),
             io::ErrorKind::AlreadyExists
+        );
+        // Nothing replay would refuse is ever written.
+        let refused = j.append(&run, &[("plugins/p/results/n4", "../x", b"x")]);
+        assert_eq!(
+            refused[0].as_ref().unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
         );
         // Records after an emptying land where they are read back from.
         assert!(j.append(&run, &[("plugins/p/results/n3", "c", b"333")])[0].is_ok());
