@@ -57,7 +57,8 @@ enum Job {
 /// How long the committer waits for work before it lays out journaled results: under load
 /// it never does, and the tree catches up as soon as uploads pause.
 const IDLE: std::time::Duration = std::time::Duration::from_millis(20);
-/// Journaled results laid out per idle moment, so new work waits at most one chunk.
+/// Journaled results laid out between two looks for new work, so new work waits at most one
+/// chunk.
 const IDLE_CHUNK: usize = 64;
 
 /// Makes everything written on the file system of `dir` (an open directory) durable: one call
@@ -111,11 +112,26 @@ impl Committer {
     /// finish together share the syncs. When no work comes for a moment, journaled results
     /// are laid out in the tree.
     fn run(mut self, rx: mpsc::Receiver<Job>) {
+        // Idle: no work came for `IDLE`; chunks are then laid out back to back until work
+        // comes again.
+        let mut idle = false;
         loop {
             let first = if self.journal.has_pending() && !self.idle_failed {
-                match rx.recv_timeout(IDLE) {
-                    Ok(j) => j,
+                let next = if idle {
+                    rx.try_recv().map_err(|e| match e {
+                        mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                        mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+                    })
+                } else {
+                    rx.recv_timeout(IDLE)
+                };
+                match next {
+                    Ok(j) => {
+                        idle = false;
+                        j
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
+                        idle = true;
                         if let Err(e) = self.lay_out(IDLE_CHUNK) {
                             tracing::warn!(error = %e, "cannot lay out journaled results; they stay in the journal until the run is sealed");
                             self.idle_failed = true;
