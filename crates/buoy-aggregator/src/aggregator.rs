@@ -28,6 +28,8 @@ use crate::store::Store;
 /// Plain bodies up to this size (by `Content-Length`) are read into memory and written by the
 /// committer directly; at most `max_concurrent_uploads` of them are held at once.
 const SMALL_BODY: u64 = 64 << 10;
+/// How long the run's driver lets changes gather before it looks again.
+const DRIVE_COALESCE: Duration = Duration::from_millis(5);
 
 /// Tunables of one aggregator.
 #[derive(Debug, Clone)]
@@ -624,7 +626,13 @@ impl Aggregator {
             }
             let wake = deadline.filter(|_| !self.lock().timed_out());
             tokio::select! {
-                r = rx.changed() => { if r.is_err() { return; } }
+                r = rx.changed() => {
+                    if r.is_err() { return; }
+                    // Changes come thousands of times a second under load (every result and
+                    // progress update); looking at most every few milliseconds lets them
+                    // coalesce instead of waking this task, and its thread, for each one.
+                    tokio::time::sleep(DRIVE_COALESCE).await;
+                }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
             }
         }

@@ -378,6 +378,8 @@ async fn failed_write_then_retry_overwrites_and_nothing_half_written_is_visible(
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // A small result is journaled at its 200 and laid out as a file by a flush (or when idle).
+    a.agg.flush().await.unwrap();
     assert_eq!(
         std::fs::read(a.plugins_dir().join("systemd_logs/results/node1/result")).unwrap(),
         vec![b'z'; 10_000]
@@ -569,8 +571,8 @@ async fn a_restarted_aggregator_keeps_results_it_acknowledged() {
     assert_eq!(agg.status().plugins.unwrap()[0].status, "complete");
 }
 
-/// A small plain body (held in memory, written by the committer) and a large one (streamed
-/// to disk) are stored with the same permissions. The committer once opened with the default
+/// A small plain body (held in memory, journaled, then laid out by the committer) and a large
+/// one (streamed to disk) are stored with the same permissions. The committer once opened with the default
 /// 0666: under a umask of 002 small results were 0664 and streamed ones 0644 (this test fails
 /// there; under the usual 022 both come out 0644).
 #[cfg(unix)]
@@ -597,6 +599,8 @@ async fn small_and_streamed_plain_results_get_the_same_file_mode() {
         .status,
         200
     );
+    // The small one is journaled until a flush lays it out.
+    a.agg.flush().await.unwrap();
     let mode = |node: &str| {
         std::fs::metadata(a.plugins_dir().join("p/results").join(node).join("r.txt"))
             .unwrap()

@@ -93,6 +93,8 @@ async fn a_real_workers_requests_are_accepted_byte_for_byte() {
         assert_eq!(replay(a.addr, &read(c), 1).await, [400], "{c}");
     }
 
+    // Small results are journaled at their 200; a flush lays them out as files.
+    a.agg.flush().await.unwrap();
     let plugins = a.plugins_dir();
     let files = files_under(&plugins);
     assert!(
