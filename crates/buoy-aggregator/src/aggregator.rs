@@ -25,8 +25,8 @@ use crate::metrics::Metrics;
 use crate::state::{Outcome, Refusal, RunPhase, RunState, Ticket};
 use crate::store::Store;
 
-/// Plain bodies up to this size (by `Content-Length`) are read into memory and written by the
-/// committer directly; at most `max_concurrent_uploads` of them are held at once.
+/// Plain bodies up to this size (by `Content-Length`) are read into memory and appended to the
+/// journal by the committer; at most `max_concurrent_uploads` of them are held at once.
 const SMALL_BODY: u64 = 64 << 10;
 /// How long the run's driver lets changes gather before it looks again.
 const DRIVE_COALESCE: Duration = Duration::from_millis(5);
@@ -352,8 +352,8 @@ impl Aggregator {
         };
         let gzip = content_type == Some(buoy_wire::routes::GZIP_CONTENT_TYPE);
         let filename = buoy_wire::disposition::stored_filename(disposition);
-        // A small plain body is read into memory and written by the committer itself: no
-        // staging directory made here and no trip through the blocking pool.
+        // A small plain body is read into memory and journaled by the committer: no staging
+        // directory made here, no trip through the blocking pool, no inode until it is laid out.
         let small = !gzip && content_length.is_some_and(|n| n <= SMALL_BODY);
         let staged = if small {
             self.store.staged_path(ticket.id)
