@@ -422,6 +422,15 @@ pub(crate) fn replay(path: &Path, run_dir: &Path, staging: &Path) -> io::Result<
 mod tests {
     use super::*;
 
+    /// A temporary directory holding an empty run directory and staging directory.
+    fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let (run, staging) = (d.path().join("run"), d.path().join("staging"));
+        fs::create_dir_all(&run).unwrap();
+        fs::create_dir_all(&staging).unwrap();
+        (d, run, staging)
+    }
+
     fn record(target: &str, name: &str, data: &[u8]) -> Vec<u8> {
         let mut r = header(target, name, data);
         r.extend_from_slice(data);
@@ -430,10 +439,7 @@ mod tests {
 
     #[test]
     fn replay_lays_out_whole_records_and_drops_a_torn_tail() {
-        let d = tempfile::tempdir().unwrap();
-        let (run, staging) = (d.path().join("run"), d.path().join("staging"));
-        fs::create_dir_all(&run).unwrap();
-        fs::create_dir_all(&staging).unwrap();
+        let (_d, run, staging) = dirs();
         // An earlier lay-out of n1 that was never synced: replay replaces it.
         fs::create_dir_all(run.join("plugins/p/results/n1")).unwrap();
         fs::write(run.join("plugins/p/results/n1/stale"), b"").unwrap();
@@ -462,10 +468,7 @@ mod tests {
 
     #[test]
     fn replay_stops_at_a_damaged_record_and_never_writes_outside_the_results() {
-        let d = tempfile::tempdir().unwrap();
-        let (run, staging) = (d.path().join("run"), d.path().join("staging"));
-        fs::create_dir_all(&run).unwrap();
-        fs::create_dir_all(&staging).unwrap();
+        let (d, run, staging) = dirs();
         let mut flipped = record("plugins/p/results/n1", "r", b"data");
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
@@ -484,10 +487,7 @@ mod tests {
 
     #[test]
     fn appended_records_are_laid_out_and_the_journal_empties_once_synced() {
-        let d = tempfile::tempdir().unwrap();
-        let (run, staging) = (d.path().join("run"), d.path().join("staging"));
-        fs::create_dir_all(&run).unwrap();
-        fs::create_dir_all(&staging).unwrap();
+        let (_d, run, staging) = dirs();
         let mut j = Journal::new(&staging.join("journal"));
         let answers = j.append(
             &run,
