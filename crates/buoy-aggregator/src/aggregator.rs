@@ -658,6 +658,14 @@ impl Aggregator {
             .map_err(AggError::io("cannot lay out the journaled results"))
     }
 
+    /// Flushes, then takes no more small results: the run's storage is about to be closed.
+    pub async fn close_store(&self) -> Result<(), AggError> {
+        self.store
+            .close()
+            .await
+            .map_err(AggError::io("cannot lay out the journaled results"))
+    }
+
     /// Marks a run that an earlier aggregator already sealed as complete, without touching
     /// its directory or its tarball: the per-entry results are read back from the run
     /// directory, and the recorded tar-info (and so the SHA-256) is served as it was.

@@ -292,7 +292,16 @@ impl RunHandle {
                 sealed
             }
         };
-        let _ = std::fs::remove_dir_all(&self.staging);
+        // A result that arrived after sealing (an interrupted run keeps serving its uploads)
+        // is laid out before the staging directory, with the journal in it, goes.
+        match self.agg.close_store().await {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&self.staging);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the journal stays for the next aggregator on this directory to lay out")
+            }
+        }
         let status = self.agg.status();
         let run_dir = self.agg.run_dir().to_path_buf();
         if keep_serving {

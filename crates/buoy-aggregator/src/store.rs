@@ -50,8 +50,12 @@ enum Job {
         data: Bytes,
         done: oneshot::Sender<io::Result<()>>,
     },
-    /// Lay out every journaled result and empty the journal.
-    Flush(oneshot::Sender<io::Result<()>>),
+    /// Lay out every journaled result and empty the journal; with `close`, take no more
+    /// results into the journal afterwards.
+    Flush {
+        close: bool,
+        done: oneshot::Sender<io::Result<()>>,
+    },
 }
 
 /// How long the committer waits for work before it lays out journaled results: under load
@@ -103,6 +107,9 @@ struct Committer {
     parents: HashSet<PathBuf>,
     /// Set when laying out failed while idle; only a flush tries again (and reports it).
     idle_failed: bool,
+    /// Set by a closing flush: the staging directory (and the journal in it) is about to go,
+    /// and a record written into it now would be acknowledged and then lost.
+    closed: bool,
 }
 
 impl Committer {
@@ -170,7 +177,14 @@ impl Committer {
                         data,
                         done,
                     } => records.push((target, name, data, done)),
-                    Job::Flush(done) => flushes.push(done),
+                    Job::Flush { close, done } => flushes.push((close, done)),
+                }
+            }
+            if self.closed {
+                for (.., done) in records.drain(..) {
+                    let _ = done.send(Err(io::Error::other(
+                        "the run is sealed: no more results are stored",
+                    )));
                 }
             }
             if !records.is_empty() {
@@ -190,8 +204,9 @@ impl Committer {
                 let r = self.lay_out(usize::MAX);
                 if r.is_ok() {
                     self.idle_failed = false;
+                    self.closed |= flushes.iter().any(|(close, _)| *close);
                 }
-                for done in flushes {
+                for (_, done) in flushes {
                     let _ = done.send(
                         r.as_ref()
                             .map(|_| ())
@@ -322,6 +337,7 @@ impl Store {
             journal: Journal::new(&staging.join(JOURNAL)),
             parents: HashSet::new(),
             idle_failed: false,
+            closed: false,
         };
         std::thread::Builder::new()
             .name("buoy-commit".into())
@@ -410,7 +426,13 @@ impl Store {
     /// Lays out every journaled result in the tree and empties the journal: what
     /// post-processing and sealing read must be on disk as files.
     pub async fn flush(&self) -> io::Result<()> {
-        self.send(Job::Flush).await
+        self.send(|done| Job::Flush { close: false, done }).await
+    }
+
+    /// Flushes, then refuses small results from then on: before the staging directory, with
+    /// the journal in it, is removed at the end of a run.
+    pub async fn close(&self) -> io::Result<()> {
+        self.send(|done| Job::Flush { close: true, done }).await
     }
 
     /// Makes a complete staged upload durable and moves it into `results/<node>`.
@@ -525,6 +547,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [JOURNAL], "nothing staged is left");
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_lays_out_what_it_took_and_refuses_more() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("run"), &d.path().join("stage")).unwrap();
+        let key = ResultKey::new("p", "n1");
+        s.write_result(&key, "r", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        s.close().await.unwrap();
+        assert_eq!(fs::read(s.result_dir(&key).join("r")).unwrap(), b"1");
+        let late = s
+            .write_result(&ResultKey::new("p", "n2"), "r", Bytes::from_static(b"2"))
+            .await
+            .unwrap_err();
+        assert!(late.to_string().contains("sealed"), "{late}");
     }
 
     #[tokio::test]
