@@ -485,6 +485,57 @@ mod tests {
         assert_eq!(replay(&d.path().join("none"), &run, &staging).unwrap(), 0);
     }
 
+    /// Every prefix of a journal, and copies with single bytes changed: replay never panics,
+    /// lays out only whole records in order, and writes nothing but result directories.
+    #[test]
+    fn replay_of_any_cut_or_damaged_journal_keeps_whole_records_only() {
+        let (d, _, _) = dirs();
+        let mut whole = Vec::new();
+        let mut ends = Vec::new();
+        for i in 0..3 {
+            let data = vec![b'a' + i as u8; 40 + i * 7];
+            whole.extend(record(&format!("plugins/p/results/n{i}"), "f", &data));
+            ends.push(whole.len());
+        }
+        let mut cases: Vec<Vec<u8>> = (0..=whole.len()).map(|n| whole[..n].to_vec()).collect();
+        let mut x: u32 = 12345;
+        for _ in 0..300 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let mut c = whole.clone();
+            let at = (x as usize >> 8) % c.len();
+            c[at] = c[at].wrapping_add(1 + (x as u8 % 255));
+            cases.push(c);
+        }
+        for (i, case) in cases.iter().enumerate() {
+            let (run, staging) = (
+                d.path().join(format!("r{i}")),
+                d.path().join(format!("s{i}")),
+            );
+            fs::create_dir_all(&run).unwrap();
+            fs::create_dir_all(&staging).unwrap();
+            let path = staging.join("journal");
+            fs::write(&path, case).unwrap();
+            let n = replay(&path, &run, &staging).unwrap();
+            // Whole records up to the first damage: a prefix keeps the records it holds whole.
+            if i <= whole.len() {
+                assert_eq!(
+                    n,
+                    ends.iter().filter(|e| **e <= i).count(),
+                    "prefix of {i} bytes"
+                );
+            }
+            for k in 0..3 {
+                let f = run.join(format!("plugins/p/results/n{k}/f"));
+                assert_eq!(f.exists(), k < n, "case {i}: n{k}");
+            }
+            let top: Vec<_> = fs::read_dir(&run)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(top.is_empty() || top == ["plugins"], "case {i}: {top:?}");
+        }
+    }
+
     #[test]
     fn appended_records_are_laid_out_and_the_journal_empties_once_synced() {
         let (_d, run, staging) = dirs();
