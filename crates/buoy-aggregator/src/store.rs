@@ -523,7 +523,7 @@ mod tests {
             w.await.unwrap().unwrap();
         }
         let journal = s.staging_root().join(JOURNAL);
-        assert!(fs::metadata(&journal).unwrap().len() > 0);
+        // Journaled or already laid out by an idle moment, a stored key is refused.
         let again = s
             .write_result(&ResultKey::new("p", "n7"), "r", Bytes::new())
             .await;
@@ -549,14 +549,20 @@ mod tests {
         assert_eq!(names, [JOURNAL], "nothing staged is left");
     }
 
-    #[tokio::test]
-    async fn a_closed_store_lays_out_what_it_took_and_refuses_more() {
+    /// A store holding one small result, `p/n1` with `r` = "1".
+    async fn store_with_one_result() -> (tempfile::TempDir, Store, ResultKey) {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("run"), &d.path().join("stage")).unwrap();
         let key = ResultKey::new("p", "n1");
         s.write_result(&key, "r", Bytes::from_static(b"1"))
             .await
             .unwrap();
+        (d, s, key)
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_lays_out_what_it_took_and_refuses_more() {
+        let (_d, s, key) = store_with_one_result().await;
         s.close().await.unwrap();
         assert_eq!(fs::read(s.result_dir(&key).join("r")).unwrap(), b"1");
         let late = s
@@ -568,12 +574,7 @@ mod tests {
 
     #[tokio::test]
     async fn journaled_results_are_laid_out_when_the_committer_is_idle() {
-        let d = tempfile::tempdir().unwrap();
-        let s = Store::open(&d.path().join("run"), &d.path().join("stage")).unwrap();
-        let key = ResultKey::new("p", "n1");
-        s.write_result(&key, "r", Bytes::from_static(b"1"))
-            .await
-            .unwrap();
+        let (_d, s, key) = store_with_one_result().await;
         let journal = s.staging_root().join(JOURNAL);
         // No flush: the committer lays it out and empties the journal on its own.
         tokio::time::timeout(std::time::Duration::from_secs(60), async {
@@ -590,21 +591,21 @@ mod tests {
     async fn a_store_reopened_after_a_crash_lays_out_what_its_journal_holds() {
         let d = tempfile::tempdir().unwrap();
         let (run, stage) = (d.path().join("run"), d.path().join("stage"));
-        let s = Store::open(&run, &stage).unwrap();
-        s.write_result(&ResultKey::new("p", "n1"), "r", Bytes::from_static(b"1"))
-            .await
-            .unwrap();
-        // A crash before the lay-out: what the journal holds, copied aside while it is whole.
-        let held = fs::read(stage.join(JOURNAL)).unwrap();
-        assert!(!held.is_empty());
-        drop(s);
-        let _ = fs::remove_dir_all(&run);
+        // What a crash before the lay-out leaves: a journal written by the journal's own writer
+        // (no committer here, so no idle lay-out can empty it first).
         fs::create_dir_all(&stage).unwrap();
-        fs::write(stage.join(JOURNAL), &held).unwrap();
+        let mut j = Journal::new(&stage.join(JOURNAL));
+        let written = j.append(&run, &[("plugins/p/results/n1", "r", b"1")]);
+        assert!(written[0].is_ok());
+        drop(j);
         let s = Store::open(&run, &stage).unwrap();
         let key = ResultKey::new("p", "n1");
         assert_eq!(s.recorded(&key), Some(Outcome::Result));
         assert_eq!(fs::read(s.result_dir(&key).join("r")).unwrap(), b"1");
+        assert!(
+            !stage.join(JOURNAL).exists(),
+            "replayed, then a fresh staging directory"
+        );
     }
 
     #[tokio::test]
