@@ -132,11 +132,12 @@ async fn put_result(
     agg: Arc<Aggregator>,
     peer: Option<Extension<PeerIdentity>>,
     key: ResultKey,
-    headers: HeaderMap,
-    body: Body,
+    req: Request<Body>,
 ) -> Result<StatusCode, ApiError> {
     let started = std::time::Instant::now();
-    let answer = receive(&agg, peer, key, headers, body).await;
+    // The request itself rather than axum's `HeaderMap` extractor, which copies every header.
+    let (parts, body) = req.into_parts();
+    let answer = receive(&agg, peer, key, &parts.headers, body).await;
     let code = match &answer {
         Ok(()) => StatusCode::OK,
         Err(e) => e.status(),
@@ -150,14 +151,14 @@ async fn receive(
     agg: &Arc<Aggregator>,
     peer: Option<Extension<PeerIdentity>>,
     key: ResultKey,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<(), ApiError> {
     let ids = peer.as_ref().and_then(|Extension(p)| p.0.clone());
     agg.authorize(&key.plugin, ids.as_deref().map(Vec::as_slice))?;
-    let ct = header_str(&headers, header::CONTENT_TYPE);
-    let cd = header_str(&headers, header::CONTENT_DISPOSITION);
-    let len = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let ct = header_str(headers, header::CONTENT_TYPE);
+    let cd = header_str(headers, header::CONTENT_DISPOSITION);
+    let len = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     let metrics = agg.metrics().clone();
     let counted = body
         .into_data_stream()
@@ -170,22 +171,20 @@ async fn put_by_node(
     State(agg): State<Arc<Aggregator>>,
     peer: Option<Extension<PeerIdentity>>,
     Path((node, plugin)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request<Body>,
 ) -> Result<StatusCode, ApiError> {
     let key = key_of(plugin, Some(node))?;
-    put_result(agg, peer, key, headers, body).await
+    put_result(agg, peer, key, req).await
 }
 
 async fn put_global(
     State(agg): State<Arc<Aggregator>>,
     peer: Option<Extension<PeerIdentity>>,
     Path(plugin): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request<Body>,
 ) -> Result<StatusCode, ApiError> {
     let key = key_of(plugin, None)?;
-    put_result(agg, peer, key, headers, body).await
+    put_result(agg, peer, key, req).await
 }
 
 async fn post_progress(
@@ -341,6 +340,19 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
         .with_state(agg)
 }
 
+/// Whether `clean_path` would leave `p` as it is: rooted, no empty, `.` or `..` segment
+/// (a trailing slash aside). Nearly every request's path is, and then nothing is allocated.
+fn is_clean(p: &str) -> bool {
+    if p == "/" {
+        return true;
+    }
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/').all(|seg| !matches!(seg, "" | "." | ".."))
+}
+
 /// Go's `path.Clean` as gorilla/mux applies it: a trailing slash is kept.
 pub fn clean_path(p: &str) -> String {
     if p.is_empty() {
@@ -367,8 +379,8 @@ pub fn clean_path(p: &str) -> String {
 /// Sonobuoy's router; everything else goes to `router`.
 pub async fn dispatch(router: Router, req: Request<Body>) -> Response {
     let path = req.uri().path();
-    let clean = clean_path(path);
-    if clean != path {
+    if !is_clean(path) {
+        let clean = clean_path(path);
         let loc = match req.uri().query() {
             Some(q) => format!("{clean}?{q}"),
             None => clean,
@@ -406,5 +418,32 @@ mod tests {
             clean_path("/api/v1/results/global/p"),
             "/api/v1/results/global/p"
         );
+    }
+
+    #[test]
+    fn a_path_is_taken_as_clean_exactly_when_cleaning_leaves_it_alone() {
+        for p in [
+            "",
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//b",
+            "//a",
+            "/a/./b",
+            "/a/../b",
+            "/a/.",
+            "/a/..",
+            "/..",
+            "/.",
+            "/a/b/",
+            "/a/b//",
+            "a/b",
+            "/a.b/c..d/.e",
+            "/./",
+            "/a/.../b",
+        ] {
+            assert_eq!(is_clean(p), clean_path(p) == p, "{p:?}");
+        }
     }
 }

@@ -49,14 +49,24 @@ pub struct GuardedBody<S> {
     inner: S,
     seen: u64,
     guards: BodyGuards,
-    idle_sleep: Pin<Box<Sleep>>,
-    deadline: Pin<Box<Sleep>>,
-    /// Fires at the end of each rate window.
-    rate_tick: Pin<Box<Sleep>>,
+    started: Instant,
+    /// When the idle guard trips unless more data comes first.
+    idle_at: Instant,
+    /// Made the first time the body waits on the client: a small body usually arrives whole
+    /// with its request head, and a timer armed (or re-armed per chunk) in the runtime's
+    /// timer wheel for every upload cost more than the rest of the guarding.
+    timers: Option<Timers>,
     /// `seen` when the current rate window began.
     window_start_seen: u64,
     failure: FailureSlot,
     done: bool,
+}
+
+struct Timers {
+    idle: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    /// Fires at the end of each rate window.
+    rate_tick: Pin<Box<Sleep>>,
 }
 
 impl<S> GuardedBody<S> {
@@ -67,9 +77,9 @@ impl<S> GuardedBody<S> {
             Self {
                 inner,
                 seen: 0,
-                idle_sleep: Box::pin(tokio::time::sleep_until(now + guards.idle)),
-                deadline: Box::pin(tokio::time::sleep_until(now + guards.total)),
-                rate_tick: Box::pin(tokio::time::sleep_until(now + guards.rate_window)),
+                started: now,
+                idle_at: now + guards.idle,
+                timers: None,
                 window_start_seen: 0,
                 guards,
                 failure: failure.clone(),
@@ -86,11 +96,11 @@ impl<S> GuardedBody<S> {
             return None;
         }
         loop {
-            self.rate_tick.as_mut().poll(cx).is_ready().then_some(())?;
+            let tick = &mut self.timers.as_mut()?.rate_tick;
+            tick.as_mut().poll(cx).is_ready().then_some(())?;
+            tick.as_mut().reset(Instant::now() + window);
             let got = self.seen - self.window_start_seen;
             self.window_start_seen = self.seen;
-            let next = Instant::now() + window;
-            self.rate_tick.as_mut().reset(next);
             let rate = (got as f64 / window.as_secs_f64()) as u64;
             if rate < self.guards.min_rate && self.guards.contention.load(Ordering::SeqCst) > 0 {
                 return Some(BodyFailure::Slow {
@@ -137,8 +147,7 @@ where
                     let limit = self.guards.limit;
                     return self.fail(BodyFailure::TooLarge(limit));
                 }
-                let next = Instant::now() + self.guards.idle;
-                self.idle_sleep.as_mut().reset(next);
+                self.idle_at = Instant::now() + self.guards.idle;
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => self.fail(BodyFailure::Read(e.to_string())),
@@ -147,11 +156,21 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if self.deadline.as_mut().poll(cx).is_ready() {
+                let (started, idle_at, g) = (self.started, self.idle_at, &self.guards);
+                let (total, window) = (g.total, g.rate_window);
+                let t = self.timers.get_or_insert_with(|| Timers {
+                    idle: Box::pin(tokio::time::sleep_until(idle_at)),
+                    deadline: Box::pin(tokio::time::sleep_until(started + total)),
+                    rate_tick: Box::pin(tokio::time::sleep_until(started + window)),
+                });
+                if t.idle.deadline() != idle_at {
+                    t.idle.as_mut().reset(idle_at);
+                }
+                if t.deadline.as_mut().poll(cx).is_ready() {
                     let t = self.guards.total;
                     return self.fail(BodyFailure::Deadline(t));
                 }
-                if self.idle_sleep.as_mut().poll(cx).is_ready() {
+                if t.idle.as_mut().poll(cx).is_ready() {
                     let t = self.guards.idle;
                     return self.fail(BodyFailure::Idle(t));
                 }

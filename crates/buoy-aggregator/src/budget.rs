@@ -13,6 +13,11 @@ use crate::extract::ExtractError;
 
 /// How often (in bytes written) a running upload checks the free space again.
 const CHECK_EVERY: u64 = 4 << 20;
+/// How long a reading of the free space stands for the uploads that follow it, as long as
+/// they write less than half the room it left above the reserve: a `statfs` for each of
+/// thousands of small uploads a second told nothing new. Other processes' writes are noticed
+/// within this time.
+const PROBE_TTL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Reads the free bytes on the file system holding a path.
 pub type FreeSpaceFn = dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync;
@@ -43,7 +48,21 @@ pub struct DiskBudget {
     max_run_bytes: u64,
     reserve_bytes: u64,
     used: AtomicU64,
+    /// Every byte ever charged (never given back): what was written since a reading.
+    written: AtomicU64,
+    last: std::sync::Mutex<LastProbe>,
+    probe_ttl: std::time::Duration,
     probe: FreeSpaceProbe,
+}
+
+/// The last reading of the free space that was above the reserve.
+#[derive(Debug, Default)]
+struct LastProbe {
+    at: Option<std::time::Instant>,
+    /// `written` at that moment.
+    written: u64,
+    /// Free bytes above the reserve then.
+    room: u64,
 }
 
 impl DiskBudget {
@@ -60,6 +79,9 @@ impl DiskBudget {
             max_run_bytes,
             reserve_bytes,
             used: AtomicU64::new(already_used),
+            written: AtomicU64::new(0),
+            last: Default::default(),
+            probe_ttl: PROBE_TTL,
             probe,
         }
     }
@@ -72,14 +94,36 @@ impl DiskBudget {
         if self.reserve_bytes == 0 {
             return Ok(());
         }
-        match (self.probe.0)(&self.path) {
-            Ok(free) if free < self.reserve_bytes => Err(ExtractError::NoSpace(format!(
-                "the aggregator's disk has {free} bytes free, below its reserve of {} bytes; \
-                 try again once space is freed",
-                self.reserve_bytes
-            ))),
+        let written = self.written.load(Ordering::Relaxed);
+        {
+            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = last.at.is_some_and(|at| at.elapsed() < self.probe_ttl);
+            if fresh && written.saturating_sub(last.written) < last.room / 2 {
+                return Ok(());
+            }
+        }
+        let reading = (self.probe.0)(&self.path);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match reading {
+            Ok(free) if free < self.reserve_bytes => {
+                // Below the reserve every upload looks again, so one finds the space return.
+                *last = LastProbe::default();
+                Err(ExtractError::NoSpace(format!(
+                    "the aggregator's disk has {free} bytes free, below its reserve of {} bytes; \
+                     try again once space is freed",
+                    self.reserve_bytes
+                )))
+            }
+            Ok(free) => {
+                *last = LastProbe {
+                    at: Some(std::time::Instant::now()),
+                    written,
+                    room: free - self.reserve_bytes,
+                };
+                Ok(())
+            }
             // A file system that cannot say is not a reason to refuse results.
-            _ => Ok(()),
+            Err(_) => Ok(()),
         }
     }
 
@@ -117,6 +161,7 @@ impl Meter<'_> {
     pub fn charge(&mut self, n: u64) -> Result<(), ExtractError> {
         let b = self.budget;
         let before = b.used.fetch_add(n, Ordering::Relaxed);
+        b.written.fetch_add(n, Ordering::Relaxed);
         self.charged += n;
         if before.saturating_add(n) > b.max_run_bytes {
             return Err(ExtractError::NoSpace(format!(
@@ -204,6 +249,49 @@ mod tests {
             m.charge(CHECK_EVERY),
             Err(ExtractError::NoSpace(_))
         ));
+    }
+
+    #[test]
+    fn a_reading_stands_only_while_little_is_written_and_never_below_the_reserve() {
+        let probes = Arc::new(AtomicU64::new(0));
+        let free = Arc::new(AtomicU64::new(1_000_000));
+        let (p2, f2) = (probes.clone(), free.clone());
+        let probe = FreeSpaceProbe(Arc::new(move |_| {
+            p2.fetch_add(1, Ordering::Relaxed);
+            Ok(f2.load(Ordering::Relaxed))
+        }));
+        // 999,000 bytes of room above the reserve: a reading stands for 499,499 written.
+        let mut b = DiskBudget::new(Path::new("/"), u64::MAX, 1000, 0, probe);
+        // However slow this machine is today, time alone does not expire the reading here.
+        b.probe_ttl = std::time::Duration::from_secs(3600);
+        for _ in 0..10 {
+            let mut m = b.meter().unwrap();
+            m.charge(10_000).unwrap();
+            m.keep();
+        }
+        assert_eq!(
+            probes.load(Ordering::Relaxed),
+            1,
+            "small uploads share one reading"
+        );
+        let mut m = b.meter().unwrap();
+        m.charge(500_000).unwrap();
+        m.keep();
+        free.store(10, Ordering::Relaxed);
+        assert!(matches!(b.meter(), Err(ExtractError::NoSpace(_))));
+        assert_eq!(
+            probes.load(Ordering::Relaxed),
+            2,
+            "half the room written: read again"
+        );
+        assert!(b.meter().is_err());
+        assert_eq!(
+            probes.load(Ordering::Relaxed),
+            3,
+            "below the reserve, every upload reads"
+        );
+        free.store(1_000_000, Ordering::Relaxed);
+        assert!(b.meter().is_ok(), "space that returned is seen at once");
     }
 
     #[test]

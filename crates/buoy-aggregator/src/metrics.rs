@@ -35,6 +35,8 @@ const PHASES: [&str; 3] = [
 pub struct Metrics {
     registry: Registry,
     uploads: Family<Labels, Counter>,
+    /// `uploads{code="200"}`, found once: the label set is built and looked up otherwise.
+    ok_uploads: std::sync::OnceLock<Counter>,
     upload_bytes: Counter,
     upload_seconds: Histogram,
     progress_updates: Family<Labels, Counter>,
@@ -99,6 +101,7 @@ impl Metrics {
         Self {
             registry,
             uploads,
+            ok_uploads: Default::default(),
             upload_bytes,
             upload_seconds,
             progress_updates,
@@ -110,9 +113,16 @@ impl Metrics {
 
     /// One result upload answered with `code` after `seconds`.
     pub fn upload_answered(&self, code: u16, seconds: f64) {
-        self.uploads
-            .get_or_create(&labels(&[("code", &code.to_string())]))
-            .inc();
+        let by_code = |code: &str| {
+            self.uploads
+                .get_or_create(&labels(&[("code", code)]))
+                .clone()
+        };
+        if code == 200 {
+            self.ok_uploads.get_or_init(|| by_code("200")).inc();
+        } else {
+            by_code(&code.to_string()).inc();
+        }
         self.upload_seconds.observe(seconds);
     }
 
