@@ -32,6 +32,8 @@ run_buoy() { # $1: label, $2...: extra aggregator flags; then bench flags after 
   # A new directory each run, nothing deleted until the end: ext4 is slow to create inodes for
   # about 30 s after many were deleted, which would charge one run for the previous one.
   out="$work/out-$((++runs))"; mkdir -p "$out"; : >"$work/agg.log"
+  # The previous server's files are written back first, not during this run.
+  sync
   "$buoy" aggregator --bind 127.0.0.1:18181 --output "$out" --no-exit "${agg[@]}" "${expect[@]}" >/dev/null 2>"$work/agg.log" &
   local pid=$!
   until grep -q "listening on" "$work/agg.log"; do sleep 0.1; done
@@ -54,7 +56,7 @@ for ((r = 1; r <= rounds; r++)); do
   run_buoy "buoy, mTLS new conn/upload" --certs "$work/certs" --advertise 127.0.0.1 -- \
     --url https://127.0.0.1:18181 --certs "$work/certs" --new-conn
   if command -v nginx >/dev/null; then
-    ngx="$work/ngx-$r"; scripts/nginx-put.sh 18182 "$ngx" >/dev/null
+    ngx="$work/ngx-$r"; scripts/nginx-put.sh 18182 "$ngx" >/dev/null; sync
     json="$("$buoy" bench --url http://127.0.0.1:18182 --nodes "$nodes" --size "$size" -c 50 --json || true)"
     kill "$(cat "$ngx/nginx.pid")"; rm -f "$ngx/nginx.pid"
     [ "$size" -le 1048576 ] || rm -rf "$ngx/data"
