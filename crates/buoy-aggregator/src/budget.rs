@@ -1,7 +1,8 @@
 //! The run's disk budget: every byte an upload writes is charged here before it is written.
 //! Two limits hold across all uploads at once: the run's total (`max_run_bytes`) and a reserve
 //! of free space on the run directory's file system (`reserve_bytes`, checked when an upload
-//! starts and every few MiB while it writes). Crossing either refuses the upload with 507 and
+//! starts and every few MiB while it writes; a recent reading with room to spare answers for
+//! the file system). Crossing either refuses the upload with 507 and
 //! leaves its key open, so the same upload succeeds once space returns. A failed upload's bytes
 //! are given back when its meter is dropped.
 
