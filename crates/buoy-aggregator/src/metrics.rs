@@ -21,6 +21,47 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// A counter family with one label, whose counters are found by the label's value once and
+/// then kept: building a label set and looking it up in the family for every upload or progress
+/// update (tens of thousands a second) cost more than counting. The values are bounded by
+/// what the callers pass (status codes, expected plugins).
+#[derive(Debug)]
+struct ByLabel<K> {
+    label: &'static str,
+    family: Family<Labels, Counter>,
+    known: std::sync::RwLock<std::collections::HashMap<K, Counter>>,
+}
+
+impl<K: std::hash::Hash + Eq> ByLabel<K> {
+    fn new(label: &'static str) -> Self {
+        Self {
+            label,
+            family: Family::default(),
+            known: Default::default(),
+        }
+    }
+
+    /// Adds one to the counter of `key`, whose label value is `value`.
+    fn inc<Q>(&self, key: &Q, value: impl FnOnce() -> String)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let known = self.known.read().ok().and_then(|m| m.get(key).cloned());
+        let counter = known.unwrap_or_else(|| {
+            let c = self
+                .family
+                .get_or_create(&labels(&[(self.label, &value())]))
+                .clone();
+            if let Ok(mut m) = self.known.write() {
+                m.insert(key.to_owned(), c.clone());
+            }
+            c
+        });
+        counter.inc();
+    }
+}
+
 /// The content type of the OpenMetrics text format (Prometheus reads it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -34,15 +75,10 @@ const PHASES: [&str; 3] = [
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    uploads: Family<Labels, Counter>,
-    /// `uploads{code="200"}`, found once: the label set is built and looked up otherwise.
-    ok_uploads: std::sync::OnceLock<Counter>,
+    uploads: ByLabel<u16>,
     upload_bytes: Counter,
     upload_seconds: Histogram,
-    progress_updates: Family<Labels, Counter>,
-    /// Each plugin's `progress_updates` counter once found, looked up by name without
-    /// building a label set: updates come by the ten thousand a second.
-    progress_by_plugin: std::sync::RwLock<std::collections::HashMap<String, Counter>>,
+    progress_updates: ByLabel<String>,
     status_patches: Family<Labels, Counter>,
     results: Family<Labels, Gauge>,
     run_phase: Family<Labels, Gauge>,
@@ -57,18 +93,18 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("buoy");
-        let uploads = Family::<Labels, Counter>::default();
+        let uploads = ByLabel::new("code");
         let upload_bytes = Counter::default();
         // 1 ms to ~17 min: a 10 KiB result on loopback up to a large result on a slow link.
         let upload_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 11));
-        let progress_updates = Family::<Labels, Counter>::default();
+        let progress_updates = ByLabel::new("plugin");
         let status_patches = Family::<Labels, Counter>::default();
         let results = Family::<Labels, Gauge>::default();
         let run_phase = Family::<Labels, Gauge>::default();
         registry.register(
             "uploads",
             "Result uploads answered, by HTTP status code",
-            uploads.clone(),
+            uploads.family.clone(),
         );
         registry.register(
             "upload_received_bytes",
@@ -83,7 +119,7 @@ impl Metrics {
         registry.register(
             "progress_updates",
             "Progress updates accepted, by plugin",
-            progress_updates.clone(),
+            progress_updates.family.clone(),
         );
         registry.register(
             "status_patches",
@@ -104,11 +140,9 @@ impl Metrics {
         Self {
             registry,
             uploads,
-            ok_uploads: Default::default(),
             upload_bytes,
             upload_seconds,
             progress_updates,
-            progress_by_plugin: Default::default(),
             status_patches,
             results,
             run_phase,
@@ -117,16 +151,7 @@ impl Metrics {
 
     /// One result upload answered with `code` after `seconds`.
     pub fn upload_answered(&self, code: u16, seconds: f64) {
-        let by_code = |code: &str| {
-            self.uploads
-                .get_or_create(&labels(&[("code", code)]))
-                .clone()
-        };
-        if code == 200 {
-            self.ok_uploads.get_or_init(|| by_code("200")).inc();
-        } else {
-            by_code(&code.to_string()).inc();
-        }
+        self.uploads.inc(&code, || code.to_string());
         self.upload_seconds.observe(seconds);
     }
 
@@ -135,22 +160,7 @@ impl Metrics {
     }
 
     pub fn progress_update(&self, plugin: &str) {
-        let known = self
-            .progress_by_plugin
-            .read()
-            .ok()
-            .and_then(|m| m.get(plugin).cloned());
-        let counter = known.unwrap_or_else(|| {
-            let c = self
-                .progress_updates
-                .get_or_create(&labels(&[("plugin", plugin)]))
-                .clone();
-            if let Ok(mut m) = self.progress_by_plugin.write() {
-                m.insert(plugin.to_string(), c.clone());
-            }
-            c
-        });
-        counter.inc();
+        self.progress_updates.inc(plugin, || plugin.to_string());
     }
 
     /// A status annotation patch was sent; `ok` says whether the API server took it.
