@@ -121,6 +121,10 @@ impl WriteBuf {
     fn bytes(&mut self) -> &mut [u8] {
         &mut self.raw[self.at..self.at + CHUNK]
     }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.raw[self.at..self.at + CHUNK]
+    }
 }
 
 /// Asks for direct I/O on `f`: writes then go from our buffer to the disk, not through the
@@ -241,6 +245,7 @@ impl Journal {
             }
             let f = fs::OpenOptions::new()
                 .create_new(true)
+                .read(true)
                 .write(true)
                 .open(&self.path)?;
             self.reader = Some(File::open(&self.path)?);
@@ -365,36 +370,64 @@ impl Journal {
         staging: &Path,
         parents: &mut HashSet<PathBuf>,
     ) -> io::Result<usize> {
-        let mut buf = Vec::new();
+        // Records are read back a window at a time, through the journal's own buffer: one
+        // read per 256 KiB instead of one per record (with direct I/O nothing of the journal
+        // is in the page cache, and reads of a record's size ran at a third of the disk's
+        // speed here). A record larger than a window is read on its own.
+        let mut window = self.buf.take().unwrap_or_else(WriteBuf::new);
+        let (mut win_at, mut win_len) = (0u64, 0usize);
+        let mut single = Vec::new();
         let mut done = 0;
-        while done < max {
+        let laid = loop {
+            if done >= max {
+                break Ok(());
+            }
             let Some(&p) = self.pending.front() else {
-                break;
+                break Ok(());
             };
             let (tl, nl) = (p.target_len as usize, p.name_len as usize);
-            buf.resize(tl + nl + p.data_len as usize, 0);
-            let file = self
-                .reader
-                .as_ref()
-                .expect("pending records have a journal");
-            file.read_exact_at(&mut buf, p.at)?;
-            let names = std::str::from_utf8(&buf[..tl + nl]).map_err(io::Error::other)?;
+            let need = tl + nl + p.data_len as usize;
+            let inside = |at: u64, len: usize| p.at >= at && p.at + need as u64 <= at + len as u64;
+            if !inside(win_at, win_len) {
+                let start = p.at - p.at % ALIGN as u64;
+                let file = self.file.as_ref().expect("pending records have a journal");
+                // A window that cannot be read leaves the record to the buffered reader below.
+                (win_at, win_len) = (start, file.read_at(window.bytes(), start).unwrap_or(0));
+            }
+            let record: &[u8] = if inside(win_at, win_len) {
+                &window.as_slice()[(p.at - win_at) as usize..][..need]
+            } else {
+                single.resize(need, 0);
+                let reader = self.reader.as_ref().expect("opened with the journal");
+                if let Err(e) = reader.read_exact_at(&mut single, p.at) {
+                    break Err(e);
+                }
+                &single
+            };
+            let names = match std::str::from_utf8(&record[..tl + nl]) {
+                Ok(n) => n,
+                Err(e) => break Err(io::Error::other(e)),
+            };
             let (target, name) = (&names[..tl], &names[tl..]);
             self.laid_out += 1;
             let staged = staging.join(format!("journal-{}", self.laid_out));
-            place_file(
+            if let Err(e) = place_file(
                 run_dir,
                 &staged,
                 target,
                 name,
-                &buf[tl + nl..],
+                &record[tl + nl..],
                 false,
                 parents,
-            )?;
+            ) {
+                break Err(e);
+            }
             self.targets.remove(&target_hash(target));
             self.pending.pop_front();
             done += 1;
-        }
+        };
+        self.buf = Some(window);
+        laid?;
         if self.pending.is_empty() {
             // A run's worth of entries is not kept once they are all laid out.
             self.pending.shrink_to_fit();
@@ -839,5 +872,28 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let (r2, s2) = fresh("dirty");
         assert_eq!(replay(&path, &r2, &s2).unwrap(), 1);
+    }
+
+    /// Records are read back a window at a time; one larger than a window, and the records
+    /// on either side of it, are laid out whole all the same.
+    #[test]
+    fn a_record_larger_than_the_read_window_is_laid_out_whole() {
+        let (_d, run, staging) = dirs();
+        let mut j = Journal::new(&staging.join("journal"));
+        let big: Vec<u8> = (0..CHUNK + 3 * ALIGN + 17)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let writes: [(&str, &str, &[u8]); 3] = [
+            ("plugins/p/results/a", "r", b"before"),
+            ("plugins/p/results/b", "r", &big),
+            ("plugins/p/results/c", "r", b"after"),
+        ];
+        assert!(j.append(&run, &writes).iter().all(|a| a.is_ok()));
+        let mut parents = HashSet::new();
+        assert_eq!(j.lay_out(10, &run, &staging, &mut parents).unwrap(), 3);
+        for (target, name, data) in writes {
+            let got = fs::read(run.join(target).join(name)).unwrap();
+            assert!(got == data, "{target}");
+        }
     }
 }
