@@ -26,7 +26,7 @@ fn header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
 
 /// A gzip'd tar built by `f`, streamed through the encoder (large data never sits in memory).
 fn tgz(f: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>)) -> Vec<u8> {
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut b = tar::Builder::new(gz);
     f(&mut b);
     b.into_inner().unwrap().finish().unwrap()

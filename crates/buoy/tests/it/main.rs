@@ -261,7 +261,7 @@ pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
 
 pub fn gz(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
