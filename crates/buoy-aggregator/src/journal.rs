@@ -896,4 +896,38 @@ mod tests {
             assert!(got == data, "{target}");
         }
     }
+
+    /// Where direct I/O is refused, the journal is buffered and works the same: written,
+    /// laid out, replayed (direct I/O is turned off by hand here, as on a file system
+    /// without it).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_buffered_journal_works_the_same() {
+        let (_d, run, staging) = dirs();
+        let path = staging.join("journal");
+        let mut j = Journal::new(&path);
+        j.file().unwrap();
+        stop_direct(j.file.as_ref().unwrap()).unwrap();
+        j.direct = false;
+        for b in 0..2u8 {
+            let t = format!("plugins/p/results/n{b}");
+            assert!(j.append(&run, &[(t.as_str(), "r", &[b; 5000])])[0].is_ok());
+            assert_eq!(j.len % ALIGN as u64, 0);
+        }
+        let flags = nix::fcntl::fcntl(j.file.as_ref().unwrap(), nix::fcntl::FcntlArg::F_GETFL);
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags.unwrap());
+        assert!(!flags.contains(nix::fcntl::OFlag::O_DIRECT));
+        let (other, other_staging) = (run.with_file_name("replayed"), staging.join("replay"));
+        fs::create_dir_all(&other).unwrap();
+        fs::create_dir_all(&other_staging).unwrap();
+        assert_eq!(replay(&path, &other, &other_staging).unwrap(), 2);
+        let mut parents = HashSet::new();
+        assert_eq!(j.lay_out(10, &run, &staging, &mut parents).unwrap(), 2);
+        for b in 0..2u8 {
+            for root in [&run, &other] {
+                let got = fs::read(root.join(format!("plugins/p/results/n{b}/r"))).unwrap();
+                assert_eq!(got, vec![b; 5000]);
+            }
+        }
+    }
 }
