@@ -127,39 +127,32 @@ impl WriteBuf {
     }
 }
 
-/// Asks for direct I/O on `f`: writes then go from our buffer to the disk, not through the
-/// page cache. Measured here, that halved the journal's CPU per record (no copy into fresh
-/// page-cache pages, no block reservation or writeback at the sync; docs/BENCHMARKS.md).
-/// File systems without it refuse (tmpfs before Linux 6.6, for one), and the journal stays
-/// buffered.
-fn try_direct(f: &File) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let flags = match fcntl(f, FcntlArg::F_GETFL) {
-            Ok(b) => OFlag::from_bits_truncate(b),
-            Err(_) => return false,
-        };
-        fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_DIRECT)).is_ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = f;
-        false
-    }
-}
-
-/// Turns direct I/O off again (a file system that took the flag but refuses the writes).
-fn stop_direct(f: &File) -> io::Result<()> {
+/// Turns direct I/O on `f` on or off. On, writes go from our buffer to the disk, not
+/// through the page cache. Measured here, that halved the journal's CPU per record (no copy
+/// into fresh page-cache pages, no block reservation or writeback at the sync;
+/// docs/BENCHMARKS.md). File systems without it refuse (tmpfs before Linux 6.6, for one), and
+/// the journal stays buffered; off is for one that took the flag but refuses the writes.
+fn set_direct(f: &File, on: bool) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
         let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL)?);
-        fcntl(f, FcntlArg::F_SETFL(flags - OFlag::O_DIRECT))?;
+        let flags = if on {
+            flags | OFlag::O_DIRECT
+        } else {
+            flags - OFlag::O_DIRECT
+        };
+        fcntl(f, FcntlArg::F_SETFL(flags))?;
+        Ok(())
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = f;
-    Ok(())
+    {
+        let _ = f;
+        match on {
+            true => Err(io::ErrorKind::Unsupported.into()),
+            false => Ok(()),
+        }
+    }
 }
 
 /// Writes `records` (header, data) back to back from `at` (a multiple of `ALIGN`), the last
@@ -250,7 +243,7 @@ impl Journal {
                 .write(true)
                 .open(&self.path)?;
             self.reader = Some(File::open(&self.path)?);
-            self.direct = try_direct(&f);
+            self.direct = set_direct(&f, true).is_ok();
             self.file = Some(f);
         }
         Ok(self.file.as_ref().expect("just opened"))
@@ -268,7 +261,7 @@ impl Journal {
         match write_batch(file, buf, at, records) {
             Err(e) if self.direct && e.kind() == io::ErrorKind::InvalidInput => {
                 tracing::warn!(journal = %self.path.display(), "the file system refuses direct writes; the journal is written through the page cache");
-                stop_direct(file)?;
+                set_direct(file, false)?;
                 self.direct = false;
                 write_batch(file, buf, at, records)
             }
@@ -371,20 +364,41 @@ impl Journal {
         staging: &Path,
         parents: &mut HashSet<PathBuf>,
     ) -> io::Result<usize> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
         // Records are read back a window at a time, through the journal's own buffer: one
         // read per 256 KiB instead of one per record (with direct I/O nothing of the journal
         // is in the page cache, and reads of a record's size ran at a third of the disk's
-        // speed here). A record larger than a window is read on its own.
+        // speed here).
         let mut window = self.buf.take().unwrap_or_else(WriteBuf::new);
+        let laid = self.lay_out_through(&mut window, max, run_dir, staging, parents);
+        self.buf = Some(window);
+        let done = laid?;
+        if self.pending.is_empty() {
+            // A run's worth of entries is not kept once they are all laid out.
+            self.pending.shrink_to_fit();
+            self.targets.shrink_to_fit();
+        }
+        Ok(done)
+    }
+
+    /// [`Journal::lay_out`], reading through `window`. A record larger than a window is read
+    /// on its own.
+    fn lay_out_through(
+        &mut self,
+        window: &mut WriteBuf,
+        max: usize,
+        run_dir: &Path,
+        staging: &Path,
+        parents: &mut HashSet<PathBuf>,
+    ) -> io::Result<usize> {
         let (mut win_at, mut win_len) = (0u64, 0usize);
         let mut single = Vec::new();
         let mut done = 0;
-        let laid = loop {
-            if done >= max {
-                break Ok(());
-            }
+        while done < max {
             let Some(&p) = self.pending.front() else {
-                break Ok(());
+                break;
             };
             let (tl, nl) = (p.target_len as usize, p.name_len as usize);
             let need = tl + nl + p.data_len as usize;
@@ -400,19 +414,14 @@ impl Journal {
             } else {
                 single.resize(need, 0);
                 let reader = self.reader.as_ref().expect("opened with the journal");
-                if let Err(e) = reader.read_exact_at(&mut single, p.at) {
-                    break Err(e);
-                }
+                reader.read_exact_at(&mut single, p.at)?;
                 &single
             };
-            let names = match std::str::from_utf8(&record[..tl + nl]) {
-                Ok(n) => n,
-                Err(e) => break Err(io::Error::other(e)),
-            };
+            let names = std::str::from_utf8(&record[..tl + nl]).map_err(io::Error::other)?;
             let (target, name) = (&names[..tl], &names[tl..]);
             self.laid_out += 1;
             let staged = staging.join(format!("journal-{}", self.laid_out));
-            if let Err(e) = place_file(
+            place_file(
                 run_dir,
                 &staged,
                 target,
@@ -420,19 +429,10 @@ impl Journal {
                 &record[tl + nl..],
                 false,
                 parents,
-            ) {
-                break Err(e);
-            }
+            )?;
             self.targets.remove(&target_hash(target));
             self.pending.pop_front();
             done += 1;
-        };
-        self.buf = Some(window);
-        laid?;
-        if self.pending.is_empty() {
-            // A run's worth of entries is not kept once they are all laid out.
-            self.pending.shrink_to_fit();
-            self.targets.shrink_to_fit();
         }
         Ok(done)
     }
@@ -839,7 +839,7 @@ mod tests {
         let probe = fs::File::create(staging.join("probe")).unwrap();
         assert_eq!(
             j.direct,
-            try_direct(&probe),
+            set_direct(&probe, true).is_ok(),
             "direct I/O wherever it is offered"
         );
         let mut bytes = fs::read(&path).unwrap();
@@ -908,7 +908,7 @@ mod tests {
         let path = staging.join("journal");
         let mut j = Journal::new(&path);
         j.file().unwrap();
-        stop_direct(j.file.as_ref().unwrap()).unwrap();
+        set_direct(j.file.as_ref().unwrap(), false).unwrap();
         j.direct = false;
         for b in 0..2u8 {
             let t = format!("plugins/p/results/n{b}");
