@@ -213,6 +213,12 @@ impl Aggregator {
         self.store.run_dir()
     }
 
+    /// Bytes charged to the run's disk budget: what its results hold, plus what uploads under
+    /// way have read so far (charged as each chunk arrives).
+    pub fn budget_used(&self) -> u64 {
+        self.budget.used()
+    }
+
     /// A receiver that changes whenever a result, error or progress update is recorded.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -379,15 +385,17 @@ impl Aggregator {
         );
         let mut in_memory = None;
         let outcome = if small {
-            self.read_small(guarded).await.map(|(data, meter)| {
-                let stats = extract::Stats {
-                    files: 1,
-                    dirs: 0,
-                    bytes: data.len() as u64,
-                };
-                in_memory = Some((data, meter));
-                stats
-            })
+            self.read_small(guarded, content_length.unwrap_or(0))
+                .await
+                .map(|(data, meter)| {
+                    let stats = extract::Stats {
+                        files: 1,
+                        dirs: 0,
+                        bytes: data.len() as u64,
+                    };
+                    in_memory = Some((data, meter));
+                    stats
+                })
         } else {
             let reader = SyncIoBridge::new(StreamReader::new(guarded));
             let limits = self.opts.limits;
@@ -518,25 +526,44 @@ impl Aggregator {
         })
     }
 
-    /// Reads a small body whole, charging it to the run's disk budget first. Read errors are
-    /// the client's (the body guards say which).
+    /// Reads a small body whole (`expected` bytes, its content length), charging it to the
+    /// run's disk budget first. Read errors are the client's (the body guards say which).
     async fn read_small<S>(
         &self,
         mut body: GuardedBody<S>,
+        expected: u64,
     ) -> Result<(bytes::Bytes, crate::budget::Meter<'_>), ExtractError>
     where
         GuardedBody<S>: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
     {
         use futures_util::StreamExt;
         let mut meter = self.budget.meter()?;
-        let mut buf = bytes::BytesMut::new();
+        // A small body usually arrives as one chunk: keep it as it is rather than copying it,
+        // and only gather into one buffer once a second chunk shows up.
+        let mut first: Option<bytes::Bytes> = None;
+        let mut gathered: Option<bytes::BytesMut> = None;
         while let Some(chunk) = body.next().await {
             let chunk = chunk
                 .map_err(|e| ExtractError::Refused(format!("error reading request body: {e}")))?;
             meter.charge(chunk.len() as u64)?;
-            buf.extend_from_slice(&chunk);
+            match (&mut gathered, first.take()) {
+                (Some(buf), _) => buf.extend_from_slice(&chunk),
+                (None, None) => first = Some(chunk),
+                (None, Some(head)) => {
+                    let have = head.len() + chunk.len();
+                    // `expected` is at most SMALL_BODY; the guards end a body that outgrows it.
+                    let mut buf = bytes::BytesMut::with_capacity(have.max(expected as usize));
+                    buf.extend_from_slice(&head);
+                    buf.extend_from_slice(&chunk);
+                    gathered = Some(buf);
+                }
+            }
         }
-        Ok((buf.freeze(), meter))
+        let data = match gathered {
+            Some(buf) => buf.freeze(),
+            None => first.unwrap_or_default(),
+        };
+        Ok((data, meter))
     }
 
     /// Records a progress update from its raw body. Decode errors come first (400), then the

@@ -470,3 +470,38 @@ async fn the_runs_storage_budget_is_shared_by_all_uploads() {
     );
     a.stop().await;
 }
+
+/// A small sized body is read into memory; kept as one chunk when it comes in one, gathered
+/// when it comes in several. A body sent in three parts, each only once the server has read the
+/// one before (its bytes are charged to the budget as they are read), must be stored whole and
+/// in order.
+#[tokio::test]
+async fn a_small_body_in_several_parts_is_stored_whole() {
+    let a = spawn_aggregator(&[("p", "n1")], insecure(), None, None).await;
+    let parts: [Vec<u8>; 3] = [vec![b'a'; 1000], vec![b'b'; 1500], vec![b'c'; 700]];
+    let len: usize = parts.iter().map(Vec::len).sum();
+    let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/results/by-node/n1/p HTTP/1.1\r\nHost: x\r\n\
+         Content-Disposition: attachment;filename=r.txt\r\nContent-Length: {len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut sent = 0;
+    for part in &parts[..2] {
+        s.write_all(part).await.unwrap();
+        sent += part.len() as u64;
+        within(async {
+            while a.agg.budget_used() < sent {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
+    s.write_all(&parts[2]).await.unwrap();
+    let reply = read_reply(&mut s).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    a.agg.flush().await.unwrap();
+    let stored = std::fs::read(a.plugins_dir().join("p/results/n1/r.txt")).unwrap();
+    assert_eq!(stored, parts.concat());
+    a.stop().await;
+}
