@@ -26,7 +26,12 @@ impl Meta {
     pub fn insert(&mut self, key: String, value: String) {
         match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (key, value)),
+            Err(i) => {
+                // Most items carry one or two pairs, and a 10,000-node run holds thousands
+                // of items at once: grow by one, not to the four a first push reserves.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (key, value))
+            }
         }
     }
 
@@ -236,6 +241,20 @@ fn counts_roll_up(item: &mut Item) -> BTreeMap<String, i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A first push reserves room for four pairs (192 bytes); at two metas per node that was
+    /// 2.9 MB of a 10,000-node run's post-processing peak for pairs never stored.
+    #[test]
+    fn meta_holds_room_only_for_its_pairs() {
+        let one: Meta = [("type".to_string(), TYPE_NODE.to_string())].into();
+        assert_eq!(one.0.capacity(), 1);
+        let two = Item::new("f", PASSED)
+            .with_meta("type", TYPE_FILE)
+            .with_meta("file", "a/b");
+        assert_eq!(two.meta.0.capacity(), 2);
+        assert_eq!(two.meta.get("file").map(String::as_str), Some("a/b"));
+        assert_eq!(two.meta.iter().next().unwrap().0, "file");
+    }
 
     fn branch(name: &str, items: Vec<Item>) -> Item {
         Item {
