@@ -164,10 +164,7 @@ impl Aggregator {
             run_dir.display()
         )))?;
         let mut state = RunState::new(keys);
-        let restored: Vec<(ResultKey, Outcome)> = state
-            .keys()
-            .filter_map(|k| store.recorded(k).map(|o| (k.clone(), o)))
-            .collect();
+        let restored = store.recorded_among(state.keys());
         for (k, o) in restored {
             tracing::info!(key = %k, "result already stored by an earlier run on this directory");
             state.restore(&k, o);

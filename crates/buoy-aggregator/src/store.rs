@@ -7,7 +7,7 @@
 //! data and name and writes that finish together share the cost. Small results held in memory
 //! skip the staging directory: they go to the journal (`journal.rs`) and are laid out later.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -466,6 +466,44 @@ impl Store {
             .await
     }
 
+    /// What an earlier aggregator on this directory already stored for each of `keys`, for
+    /// those that have something. Each plugin's `results` and `errors` directories are listed
+    /// once, and only the keys named there are looked at: a fresh run with 300,000 keys costs a
+    /// few hundred failed `read_dir`s at start, not 600,000 failed path lookups (1.5 s here).
+    pub fn recorded_among<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a ResultKey>,
+    ) -> Vec<(ResultKey, Outcome)> {
+        let mut listed: HashMap<&str, Option<HashSet<std::ffi::OsString>>> = HashMap::new();
+        let mut found = Vec::new();
+        for key in keys {
+            let names = listed.entry(key.plugin.as_str()).or_insert_with(|| {
+                let dir = self.run_dir.join("plugins").join(&key.plugin);
+                let mut names = HashSet::new();
+                for kind in ["results", "errors"] {
+                    match fs::read_dir(dir.join(kind)) {
+                        Ok(entries) => {
+                            for entry in entries {
+                                // A listing that fails part-way says nothing: look at each key.
+                                names.insert(entry.ok()?.file_name());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(_) => return None,
+                    }
+                }
+                Some(names)
+            });
+            let maybe = names
+                .as_ref()
+                .is_none_or(|n| n.contains(std::ffi::OsStr::new(&key.node)));
+            if let Some(outcome) = maybe.then(|| self.recorded(key)).flatten() {
+                found.push((key.clone(), outcome));
+            }
+        }
+        found
+    }
+
     /// What an earlier aggregator on this directory already stored for `key`, if anything.
     pub fn recorded(&self, key: &ResultKey) -> Option<Outcome> {
         if self.result_dir(key).is_dir() {
@@ -605,6 +643,44 @@ mod tests {
         assert!(
             !stage.join(JOURNAL).exists(),
             "replayed, then a fresh staging directory"
+        );
+    }
+
+    #[test]
+    fn recorded_among_finds_what_recorded_finds_for_each_key() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        for (dir, file, body) in [
+            ("plugins/p/results/n1", "r", "x"),
+            ("plugins/p/errors/n2", "error.json", r#"{"error":"boom"}"#),
+            ("plugins/q/results/global", "r", "y"),
+            // A stray file, not a result directory: not a result, as with `recorded`.
+            ("plugins/p/results", "n3", "stray"),
+        ] {
+            fs::create_dir_all(run.join(dir)).unwrap();
+            fs::write(run.join(dir).join(file), body).unwrap();
+        }
+        let s = Store::open(&run, &d.path().join("stage")).unwrap();
+        let keys = [
+            ResultKey::new("p", "n1"),
+            ResultKey::new("p", "n2"),
+            ResultKey::new("p", "n3"),
+            ResultKey::new("p", "n4"),
+            ResultKey::global("q"),
+            ResultKey::new("absent", "n1"),
+        ];
+        let one_by_one: Vec<_> = keys
+            .iter()
+            .filter_map(|k| s.recorded(k).map(|o| (k.clone(), o)))
+            .collect();
+        assert_eq!(s.recorded_among(&keys), one_by_one);
+        assert_eq!(
+            one_by_one,
+            vec![
+                (keys[0].clone(), Outcome::Result),
+                (keys[1].clone(), Outcome::Error("boom".into())),
+                (keys[4].clone(), Outcome::Result),
+            ]
         );
     }
 
