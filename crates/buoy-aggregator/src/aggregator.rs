@@ -573,9 +573,12 @@ impl Aggregator {
             &key.node,
             buoy_wire::timefmt::now_rfc3339_nano(),
         );
-        self.lock()
+        // The replaced update (strings, lists) is freed here, after the lock is let go.
+        let replaced = self
+            .lock()
             .record_progress(key, update)
             .map_err(|_| AggError::ProgressUnexpected(key.clone()))?;
+        drop(replaced);
         self.metrics.progress_update(&key.plugin);
         self.notify();
         Ok(())

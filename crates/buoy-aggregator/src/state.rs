@@ -223,18 +223,16 @@ impl RunState {
     }
 
     /// Stores a progress update by the append rule. Accepted even after the key's result.
+    /// Returns the update it replaces, for the caller to drop once it has let go of the lock.
     pub fn record_progress(
         &mut self,
         key: &ResultKey,
         update: ProgressUpdate,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<Box<ProgressUpdate>>, Refusal> {
         let &i = self.index.get(key).ok_or(Refusal::Unexpected)?;
         let e = &mut self.entries[i];
-        e.progress = Some(Box::new(ProgressUpdate::merge(
-            e.progress.as_deref(),
-            update,
-        )));
-        Ok(())
+        let merged = Box::new(ProgressUpdate::merge(e.progress.as_deref(), update));
+        Ok(e.progress.replace(merged))
     }
 
     /// The plugin's deadline passed: every key without a result now gets a timeout error.
