@@ -8,6 +8,7 @@
 //! skip the staging directory: they go to the journal (`journal.rs`) and are laid out later.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -311,6 +312,16 @@ pub(crate) fn place(
     })
 }
 
+/// The names in `dir` (none if it does not exist), or `None` when it cannot be listed whole:
+/// then nothing can be ruled out from the listing.
+fn entry_names(dir: &Path) -> Option<Vec<OsString>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.ok().map(|e| e.file_name())).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Vec::new()),
+        Err(_) => None,
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) `run_dir` and an empty staging directory `staging`, and
     /// starts the committer, which runs until the last clone of this store is dropped.
@@ -474,29 +485,21 @@ impl Store {
         &self,
         keys: impl IntoIterator<Item = &'a ResultKey>,
     ) -> Vec<(ResultKey, Outcome)> {
-        let mut listed: HashMap<&str, Option<HashSet<std::ffi::OsString>>> = HashMap::new();
+        let mut listed: HashMap<&str, Option<HashSet<OsString>>> = HashMap::new();
         let mut found = Vec::new();
         for key in keys {
             let names = listed.entry(key.plugin.as_str()).or_insert_with(|| {
-                let dir = self.run_dir.join("plugins").join(&key.plugin);
+                // The directories `result_dir` and `error_dir` put this plugin's keys in.
                 let mut names = HashSet::new();
-                for kind in ["results", "errors"] {
-                    match fs::read_dir(dir.join(kind)) {
-                        Ok(entries) => {
-                            for entry in entries {
-                                // A listing that fails part-way says nothing: look at each key.
-                                names.insert(entry.ok()?.file_name());
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(_) => return None,
-                    }
+                for dir in [self.result_dir(key), self.error_dir(key)] {
+                    let parent = dir.parent().expect("a key's directory has a parent");
+                    names.extend(entry_names(parent)?);
                 }
                 Some(names)
             });
             let maybe = names
                 .as_ref()
-                .is_none_or(|n| n.contains(std::ffi::OsStr::new(&key.node)));
+                .is_none_or(|n| n.contains(OsStr::new(&key.node)));
             if let Some(outcome) = maybe.then(|| self.recorded(key)).flatten() {
                 found.push((key.clone(), outcome));
             }
