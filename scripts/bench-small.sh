@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Small uploads, Buoy against nginx's PUT-to-disk in the same run (docs/BENCHMARKS.md).
 # Rounds alternate: a fresh `buoy aggregator` (plain HTTP, then mTLS with a new connection per
-# upload), then nginx (scripts/nginx-put.sh), each loaded by `buoy bench`. Prints one line per
-# server and round: results/s, p99, and the aggregator's peak RSS (VmHWM) after sealing.
+# upload), then nginx (scripts/nginx-put.sh) storing every body, then nginx answering 200 and
+# storing nothing (what the load generator reaches on these cores), each loaded by `buoy bench`.
+# Prints one line per server and round: results/s, p99, and the aggregator's peak RSS (VmHWM)
+# after sealing.
 # Usage: scripts/bench-small.sh [NODES] [ROUNDS]     (needs nginx-core for the nginx rows)
 #        SIZE=104857600 scripts/bench-small.sh 100 1  (100 × 100 MiB; each run's files are
 #        deleted after it, since a large run fills gigabytes and deleting a hundred files does
@@ -47,6 +49,18 @@ run_buoy() { # $1: label, $2...: extra aggregator flags; then bench flags after 
     "$(echo "$json" | field p99_ms)" "$rss"
 }
 
+run_nginx() { # $1: label, $2: nginx's directory, $3: 1 to answer 200 and store nothing
+  NGINX_DISCARD="$3" scripts/nginx-put.sh 18182 "$2" >/dev/null; sync
+  local json; json="$("$buoy" bench --url http://127.0.0.1:18182 --nodes "$nodes" --size "$size" -c 50 --json || true)"
+  local pid; pid="$(cat "$2/nginx.pid")"; kill "$pid"; rm -f "$2/nginx.pid"
+  # With reuseport a new nginx could share the port with this one while it shuts down.
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  [ "$size" -le 1048576 ] || rm -rf "$2/data"
+  printf '%-28s results/s %7.0f   MB/s %6.0f   p99 %7.2f ms\n' "$1" \
+    "$(echo "$json" | field results_per_s)" "$(echo "$json" | field mb_per_s)" \
+    "$(echo "$json" | field p99_ms)"
+}
+
 for ((r = 1; r <= rounds; r++)); do
   echo "round $r ($nodes × $size bytes, 50 in flight)"
   run_buoy "buoy, HTTP keep-alive" --insecure-http -- --url http://127.0.0.1:18181
@@ -56,12 +70,8 @@ for ((r = 1; r <= rounds; r++)); do
   run_buoy "buoy, mTLS new conn/upload" --certs "$work/certs" --advertise 127.0.0.1 -- \
     --url https://127.0.0.1:18181 --certs "$work/certs" --new-conn
   if command -v nginx >/dev/null; then
-    ngx="$work/ngx-$r"; scripts/nginx-put.sh 18182 "$ngx" >/dev/null; sync
-    json="$("$buoy" bench --url http://127.0.0.1:18182 --nodes "$nodes" --size "$size" -c 50 --json || true)"
-    kill "$(cat "$ngx/nginx.pid")"; rm -f "$ngx/nginx.pid"
-    [ "$size" -le 1048576 ] || rm -rf "$ngx/data"
-    printf '%-28s results/s %7.0f   MB/s %6.0f   p99 %7.2f ms\n' "nginx PUT, HTTP keep-alive" \
-      "$(echo "$json" | field results_per_s)" "$(echo "$json" | field mb_per_s)" \
-      "$(echo "$json" | field p99_ms)"
+    run_nginx "nginx PUT, HTTP keep-alive" "$work/ngx-$r" 0
+    # The load generator's ceiling on these cores: a server that stores nothing.
+    run_nginx "nginx, stores nothing" "$work/ngx-discard-$r" 1
   fi
 done
