@@ -358,17 +358,20 @@ impl Aggregator {
         // A small plain body is read into memory and journaled by the committer: no staging
         // directory made here, no trip through the blocking pool, no inode until it is laid out.
         let small = !gzip && content_length.is_some_and(|n| n <= SMALL_BODY);
+        // A small body has nothing staged on disk, so nothing to discard if it fails.
         let staged = if small {
-            self.store.staged_path(ticket.id)
+            None
         } else {
-            self.store
-                .stage(ticket.id)
-                .map_err(|e| AggError::Internal {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?
+            Some(
+                self.store
+                    .stage(ticket.id)
+                    .map_err(|e| AggError::Internal {
+                        key: key.clone(),
+                        reason: e.to_string(),
+                    })?,
+            )
         };
-        guard.staged = Some(staged.clone());
+        guard.staged = staged.clone();
         let (guarded, failure) = GuardedBody::new(
             body,
             BodyGuards {
@@ -396,7 +399,9 @@ impl Aggregator {
         } else {
             let reader = SyncIoBridge::new(StreamReader::new(guarded));
             let limits = self.opts.limits;
-            let dest = staged.clone();
+            let dest = staged
+                .clone()
+                .expect("a body that is not small is staged above");
             let budget = self.budget.clone();
             let filename = filename.clone();
             tokio::task::spawn_blocking(move || {
@@ -487,11 +492,12 @@ impl Aggregator {
             let mut guard = TicketGuard {
                 agg: &agg,
                 ticket: Some(ticket.clone()),
-                staged: Some(staged.clone()),
+                staged: staged.clone(),
             };
-            let committed = match data {
-                Some(data) => agg.store.write_result(&ticket.key, &filename, data).await,
-                None => agg.store.commit_result(&staged, &ticket.key).await,
+            let committed = match (data, &staged) {
+                (Some(data), _) => agg.store.write_result(&ticket.key, &filename, data).await,
+                (None, Some(dir)) => agg.store.commit_result(dir, &ticket.key).await,
+                (None, None) => unreachable!("a body is either held in memory or staged"),
             };
             match committed {
                 Ok(()) => {

@@ -2,6 +2,8 @@
 //! stored under, parsed the way Go's `mime.ParseMediaType` parses it (so the effective name of a
 //! normal upload is the one Sonobuoy would use), then reduced to a safe base name.
 
+use std::borrow::Cow;
+
 /// The name a result is stored under when no usable file name was sent.
 pub const DEFAULT_FILENAME: &str = "result";
 
@@ -21,26 +23,48 @@ pub fn stored_filename(header: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_FILENAME.to_string())
 }
 
-fn is_tspecial(c: char) -> bool {
-    "()<>@,;:\\\"/[]?=".contains(c)
-}
-
-fn is_token_char(c: char) -> bool {
-    c.is_ascii() && c > ' ' && c != '\x7f' && !is_tspecial(c)
+/// A byte of an RFC 2045 token: printable ASCII other than space and the tspecials.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_graphic()
+        && !matches!(
+            b,
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b'@'
+                | b','
+                | b';'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'='
+        )
 }
 
 fn take_token(s: &str) -> (&str, &str) {
-    let end = s.find(|c: char| !is_token_char(c)).unwrap_or(s.len());
+    // Bytes, not chars: a token is ASCII, so the first other byte (any byte of a multi-byte
+    // character among them) ends it on a character boundary.
+    let end = s.bytes().position(|b| !is_token_byte(b)).unwrap_or(s.len());
     s.split_at(end)
 }
 
-/// Parses a quoted-string starting at `"`; returns the unescaped value and the rest.
-fn take_quoted(s: &str) -> Option<(String, &str)> {
-    let mut out = String::new();
-    let mut chars = s.char_indices().skip(1);
+/// Parses a quoted-string starting at `"`; returns the unescaped value and the rest. A value
+/// without escapes (what workers send) is borrowed, not copied.
+fn take_quoted(s: &str) -> Option<(Cow<'_, str>, &str)> {
+    let inner = &s[1..];
+    let end = inner.find(['"', '\\'])?;
+    if inner.as_bytes()[end] == b'"' {
+        return Some((Cow::Borrowed(&inner[..end]), &inner[end + 1..]));
+    }
+    let mut out = String::from(&inner[..end]);
+    let mut chars = inner[end..].char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
-            '"' => return Some((out, &s[i + 1..])),
+            '"' => return Some((Cow::Owned(out), &inner[end + i + 1..])),
             '\\' => out.push(chars.next()?.1),
             _ => out.push(c),
         }
@@ -81,7 +105,9 @@ fn parse_params(header: &str) -> Option<Option<String>> {
     if kind.is_empty() {
         return None;
     }
-    let mut params: Vec<(String, String)> = Vec::new();
+    // Names are compared without case, as Go lowercases them; values are borrowed where they
+    // can be: this runs for every upload.
+    let mut params: Vec<(&str, Cow<'_, str>)> = Vec::new();
     loop {
         rest = rest.trim_start();
         if rest.is_empty() {
@@ -103,17 +129,19 @@ fn parse_params(header: &str) -> Option<Option<String>> {
             if v.is_empty() {
                 return None;
             }
-            (v.to_string(), a)
+            (Cow::Borrowed(v), a)
         };
-        let name = name.to_ascii_lowercase();
-        if params.iter().any(|(n, _)| *n == name) {
+        if params.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
             return None;
         }
         params.push((name, value));
         rest = after;
     }
     // RFC 2231 extended value wins when present: charset'lang'percent-encoded.
-    if let Some((_, v)) = params.iter().find(|(n, _)| n == "filename*") {
+    if let Some((_, v)) = params
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("filename*"))
+    {
         let mut parts = v.splitn(3, '\'');
         let charset = parts.next().unwrap_or("").to_ascii_lowercase();
         let _lang = parts.next();
@@ -132,8 +160,8 @@ fn parse_params(header: &str) -> Option<Option<String>> {
     Some(
         params
             .into_iter()
-            .find(|(n, v)| n == "filename" && !v.is_empty())
-            .map(|(_, v)| v),
+            .find(|(n, v)| n.eq_ignore_ascii_case("filename") && !v.is_empty())
+            .map(|(_, v)| v.into_owned()),
     )
 }
 
@@ -141,19 +169,21 @@ fn parse_params(header: &str) -> Option<Option<String>> {
 /// control characters, never `.`/`..`, at most 255 bytes. `None` means "use the default".
 pub fn sanitize(name: &str) -> Option<String> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: Cow<'_, str> = if base.chars().any(char::is_control) {
+        Cow::Owned(base.chars().filter(|c| !c.is_control()).collect())
+    } else {
+        Cow::Borrowed(base)
+    };
     let cleaned = cleaned.trim();
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
         return None;
     }
-    let mut out = String::new();
-    for c in cleaned.chars() {
-        if out.len() + c.len_utf8() > 255 {
-            break;
-        }
-        out.push(c);
+    // The longest prefix of whole characters within 255 bytes.
+    let mut end = cleaned.len().min(255);
+    while !cleaned.is_char_boundary(end) {
+        end -= 1;
     }
-    Some(out)
+    Some(cleaned[..end].to_string())
 }
 
 #[cfg(test)]
@@ -209,6 +239,52 @@ mod tests {
         assert_eq!(
             stored_filename(Some("attachment;filename=\"a\u{7}b\"")),
             "ab"
+        );
+    }
+
+    #[test]
+    fn escapes_case_duplicates_and_the_length_cap_hold_on_the_borrowing_paths() {
+        assert_eq!(
+            parse_filename(r#"attachment; filename="a\"b\\c.txt""#),
+            Ok(Some(r#"a"b\c.txt"#.to_string()))
+        );
+        assert_eq!(
+            stored_filename(Some(r#"attachment; filename="a\"b\\c.txt""#)),
+            "c.txt",
+            "the unescaped backslash separates a path component"
+        );
+        assert_eq!(
+            parse_filename(r#"attachment; filename="x\yz""#),
+            Ok(Some("xyz".to_string()))
+        );
+        assert_eq!(
+            stored_filename(Some("attachment; FILENAME=up.txt")),
+            "up.txt"
+        );
+        assert_eq!(
+            parse_filename("attachment; filename=a; FileName=b"),
+            Err(MalformedDisposition),
+            "Go refuses a parameter named twice, whatever its case"
+        );
+        assert_eq!(
+            stored_filename(Some(
+                "attachment; Filename*=UTF-8''%C3%A9.txt; filename=e.txt"
+            )),
+            "é.txt"
+        );
+        assert_eq!(
+            parse_filename(r#"attachment; filename="open"#),
+            Err(MalformedDisposition)
+        );
+        let long = format!("{}é", "a".repeat(254)); // 256 bytes; 'é' would straddle the cap
+        assert_eq!(sanitize(&long), Some("a".repeat(254)));
+        assert_eq!(sanitize(&"b".repeat(300)), Some("b".repeat(255)));
+        assert_eq!(sanitize("  \u{1}name.txt \t"), Some("name.txt".to_string()));
+        assert_eq!(sanitize(" \u{7f} "), None);
+        assert_eq!(
+            parse_filename("attachment;filename=café"),
+            Err(MalformedDisposition),
+            "a token ends at the first byte outside printable ASCII"
         );
     }
 
