@@ -178,12 +178,7 @@ pub fn sanitize(name: &str) -> Option<String> {
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
         return None;
     }
-    // The longest prefix of whole characters within 255 bytes.
-    let mut end = cleaned.len().min(255);
-    while !cleaned.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(cleaned[..end].to_string())
+    Some(cleaned[..crate::floor_char_boundary(cleaned, 255)].to_string())
 }
 
 #[cfg(test)]

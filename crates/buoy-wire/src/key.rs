@@ -38,10 +38,7 @@ fn shown(name: &str) -> std::borrow::Cow<'_, str> {
     if name.len() <= SHOWN_NAME_BYTES {
         return name.into();
     }
-    let mut end = SHOWN_NAME_BYTES;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = crate::floor_char_boundary(name, SHOWN_NAME_BYTES);
     format!("{}...({} bytes)", &name[..end], name.len()).into()
 }
 

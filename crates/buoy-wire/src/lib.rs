@@ -19,6 +19,16 @@ pub use key::{ResultKey, GLOBAL_NODE};
 pub use progress::{ProgressInput, ProgressUpdate};
 pub use status::{PluginStatus, Status, TarInfo};
 
+/// The end of the longest prefix of `s` within `max` bytes that ends on a character boundary
+/// (`str::floor_char_boundary`, stable only after this workspace's minimum Rust).
+pub(crate) fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
 /// The error text of a result that never arrived before the plugin's timeout (v0.57 wording,
 /// which still contains "timeout" so post-processing classifies it as such).
 pub const TIMEOUT_ERROR_MESSAGE: &str = "Plugin timeout while waiting for results so there are no results. Check pod logs or other cluster details for more information as to why this occurred.";

@@ -45,10 +45,7 @@ fn cut(s: &mut String, max: usize) {
         return;
     }
     let full = s.len();
-    let mut end = max.saturating_sub(40);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = crate::floor_char_boundary(s, max.saturating_sub(40));
     s.truncate(end);
     s.push_str(&format!("... [cut from {full} bytes]"));
 }
