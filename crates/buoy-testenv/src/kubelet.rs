@@ -67,6 +67,9 @@ pub struct ImageSpec {
 
 #[derive(Debug, Clone, Default)]
 pub struct KubeletOptions {
+    /// How long the log endpoint waits before answering (a slow node, to widen the window in
+    /// which a test can catch gathering under way).
+    pub log_delay: Duration,
     /// Where each pod's directory (volumes, logs) is made.
     pub root: PathBuf,
     /// `(path in the container, host path)` bound into every container (e.g. `/sonobuoy`).
@@ -128,12 +131,20 @@ pub struct Kubelet {
 }
 
 impl Drop for Kubelet {
+    /// Stops watching and kills every container's process group at once: nothing a test
+    /// started outlives it, whatever runtime is left to run the pods' tasks.
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
         }
         for e in self.inner.pods.lock().expect("pods").values() {
             let _ = e.stop.send(Some(Duration::ZERO));
+            for (_, pid) in e.pids.lock().expect("pids").iter() {
+                // SAFETY: kill(2) on a process group this kubelet started.
+                unsafe {
+                    libc::kill(-(*pid as i32), libc::SIGKILL);
+                }
+            }
         }
     }
 }
@@ -189,10 +200,6 @@ impl Kubelet {
     /// containers' logs under `logs/`).
     pub fn pod_dir(&self, ns: &str, pod: &str) -> Option<PathBuf> {
         self.inner.pod_dir(ns, pod)
-    }
-
-    pub(crate) fn inner(&self) -> Arc<Inner> {
-        self.inner.clone()
     }
 }
 

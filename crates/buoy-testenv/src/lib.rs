@@ -12,15 +12,15 @@
 
 pub mod audit;
 mod certs;
+pub mod cluster;
 pub mod control_plane;
 pub mod kubelet;
 mod logs;
 mod pod;
-mod shared;
 
+pub use cluster::TestCluster;
 pub use control_plane::{free_port, Binaries, ControlPlane, ControlPlaneOptions};
 pub use kubelet::{Kubelet, KubeletOptions, NodeMode};
-pub use shared::{shared, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {

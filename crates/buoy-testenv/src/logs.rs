@@ -81,6 +81,7 @@ async fn answer(inner: &Inner, req: Request<hyper::body::Incoming>) -> Response<
     let parts: Vec<&str> = req.uri().path().split('/').collect();
     match parts.as_slice() {
         ["", "containerLogs", ns, pod, container] => {
+            tokio::time::sleep(inner.opts.log_delay).await;
             let rel = std::path::PathBuf::from(format!("logs/{container}.log"));
             match pod_file(inner, ns, pod, &rel).map(std::fs::read) {
                 Some(Ok(bytes)) => reply(StatusCode::OK, bytes),

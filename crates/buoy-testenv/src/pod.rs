@@ -573,11 +573,13 @@ impl PodRun {
             let mut argv = match (command, image) {
                 (Some(cmd), _) => cmd,
                 (None, Some(ImageSpec { entrypoint, .. })) => entrypoint.clone(),
-                (None, None) => return Err(EnvError::Kube(format!(
+                (None, None) => {
+                    return Err(EnvError::Kube(format!(
                     "container {} has no command and image {} is not known to the stand-in kubelet",
                     s(&c["name"]),
                     s(&c["image"])
-                ))),
+                )))
+                }
             };
             match (args, image) {
                 (Some(a), _) => argv.extend(a),

@@ -261,17 +261,6 @@ async fn status_url_reads_a_standalone_aggregator_and_exits_zero_unless_failed()
     assert_eq!(v["status"], "running");
 }
 
-/// The end-to-end suite against a real API server. With no kubelet there, it plays the nodes
-/// and the pods itself. Skips, saying why, without `BUOY_TEST_KUBECONFIG`.
-#[tokio::test]
-async fn real_cluster_end_to_end() {
-    let Ok(kubeconfig) = std::env::var("BUOY_TEST_KUBECONFIG") else {
-        eprintln!("SKIPPED real_cluster_end_to_end: set BUOY_TEST_KUBECONFIG to a kubeconfig of a disposable cluster (README: 'Testing against a real cluster')");
-        return;
-    };
-    crate::real_cluster::run(std::path::Path::new(&kubeconfig)).await;
-}
-
 /// An API server that knows one aggregator pod and forwards its port 8081 (the status page) to
 /// `target` over the websocket port-forward protocol (`v4.channel.k8s.io`), as a kubelet would.
 /// The forwards numbered in `cut` (from 1) break off once `cut_after` bytes came back.

@@ -1,4 +1,5 @@
-//! The end-to-end suite against a real API server (`BUOY_TEST_KUBECONFIG`). It needs no kubelet:
+//! The end-to-end suite against any real API server (`BUOY_TEST_KUBECONFIG`, else the
+//! test control plane, whose kubelet it keeps away from its nodes). It needs no kubelet:
 //! it creates Node objects, runs `buoy aggregator` out of the cluster against the API server,
 //! plays the plugin pods (a worker process per delivering pod, with the credentials read from
 //! the Secrets; an Unschedulable condition patched onto another; a node deleted mid-run) and
@@ -11,51 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::{apply, eventually, get_json, kubectl};
 use crate::cli::buoy;
-
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut c = std::process::Command::new("kubectl");
-    c.arg("--kubeconfig").arg(kubeconfig).args(args);
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("kubectl runs");
-    if let Some(text) = stdin {
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-fn apply(k: &Path, v: &Value) {
-    let (ok, out) = kubectl(k, &["apply", "-f", "-"], Some(&v.to_string()));
-    assert!(ok, "kubectl apply: {out}");
-}
-
-fn get_json(k: &Path, args: &[&str]) -> Value {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
-    let (ok, out) = kubectl(k, &a, None);
-    assert!(ok, "kubectl get {args:?}: {out}");
-    serde_json::from_str(&out).unwrap()
-}
-
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..240 {
-        if let Some(v) = f() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("gave up waiting for {what}");
-}
 
 fn b64(s: &str) -> String {
     let out = std::process::Command::new("base64")
@@ -132,7 +90,19 @@ impl Drop for Cleanup {
     }
 }
 
-pub async fn run(k: &Path) {
+/// With no kubelet for its nodes, it plays the nodes and the pods itself.
+#[tokio::test]
+async fn real_cluster_end_to_end() {
+    if let Ok(k) = std::env::var("BUOY_TEST_KUBECONFIG") {
+        return run(Path::new(&k)).await;
+    }
+    let Some(c) = super::cluster("real_cluster_end_to_end", Default::default()).await else {
+        return;
+    };
+    run(c.kubeconfig()).await;
+}
+
+async fn run(k: &Path) {
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let ns = format!("buoy-e2e-{id}");
     let nodes = [format!("buoy-e2e-{id}-a"), format!("buoy-e2e-{id}-b")];
