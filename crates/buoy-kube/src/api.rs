@@ -13,7 +13,7 @@ use kube::Client;
 use crate::error::{api_code, KubeError};
 
 /// The label every plugin object of Sonobuoy's and Buoy's carries.
-const PLUGIN_SELECTOR: &str = "component=sonobuoy,sonobuoy-component=plugin";
+pub(crate) const PLUGIN_SELECTOR: &str = "component=sonobuoy,sonobuoy-component=plugin";
 
 /// `Ok(true)` when the object was there (read or deleted), `Ok(false)` for a 404.
 fn found<T>(
@@ -84,6 +84,22 @@ pub struct KubeApi {
     namespace: String,
 }
 
+/// What every request to the API server says it comes from (its audit log and priority and
+/// fairness name Buoy by it).
+pub const USER_AGENT: &str = concat!("buoy/", env!("CARGO_PKG_VERSION"));
+
+/// `config` with Buoy's `User-Agent` on every request.
+pub fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    config
+}
+
 /// Builds a client from `kubeconfig`, or else the in-cluster config (falling back to
 /// `$KUBECONFIG`/`~/.kube/config` outside a cluster).
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
@@ -100,7 +116,7 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
             .await
             .map_err(|e| KubeError::Client(e.to_string()))?,
     };
-    Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
+    Client::try_from(with_user_agent(config)).map_err(|e| KubeError::Client(e.to_string()))
 }
 
 /// What a status patch ran into.
@@ -134,6 +150,24 @@ impl KubeApi {
 
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Any kind in the run's namespace (the watches').
+    pub(crate) fn namespaced<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Any kind across the cluster.
+    pub(crate) fn cluster_wide<K>(&self) -> Api<K>
+    where
+        K: kube::Resource,
+        K::DynamicType: Default,
+    {
+        Api::all(self.client.clone())
     }
 
     /// A GET of `path_and_query` (a discovery document, the server version, one page of a
@@ -312,41 +346,6 @@ impl KubeApi {
             .await
             .map_err(KubeError::api(format!("listing pods {selector}")))?
             .items)
-    }
-
-    /// Every pod matching `selector`, fetched `PAGE` at a time; `keep` turns each into what
-    /// the caller holds, so one page of whole pods is the most in memory at once.
-    pub async fn list_pods_paged<T>(
-        &self,
-        selector: &str,
-        mut keep: impl FnMut(Pod) -> T,
-    ) -> Result<Vec<T>, KubeError> {
-        let pods = self.pods();
-        let mut out = Vec::new();
-        each_page(
-            ListParams::default().labels(selector),
-            |lp| {
-                let pods = pods.clone();
-                async move {
-                    pods.list(&lp)
-                        .await
-                        .map_err(KubeError::api(format!("listing pods {selector}")))
-                }
-            },
-            |items| out.extend(items.into_iter().map(&mut keep)),
-        )
-        .await?;
-        Ok(out)
-    }
-
-    /// The cluster's node names: a paged metadata-only list (no spec or status is sent).
-    pub async fn list_node_names(&self) -> Result<BTreeSet<String>, KubeError> {
-        let mut out = BTreeSet::new();
-        self.each_node_metadata("listing node names", |items| {
-            out.extend(items.into_iter().filter_map(|n| n.metadata.name))
-        })
-        .await?;
-        Ok(out)
     }
 
     pub async fn list_daemonsets(&self, selector: &str) -> Result<Vec<DaemonSet>, KubeError> {
@@ -541,6 +540,23 @@ mod tests {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "sonobuoy", "uid": format!("uid-{name}")}})
     }
 
+    #[test]
+    fn every_request_names_buoy_and_its_version_as_the_user_agent() {
+        let mut c = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        c.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static("kube-rs"),
+        ));
+        let c = with_user_agent(c);
+        let agents: Vec<_> = c
+            .headers
+            .iter()
+            .filter(|(n, _)| n == http::header::USER_AGENT)
+            .map(|(_, v)| v.to_str().unwrap())
+            .collect();
+        assert_eq!(agents, [format!("buoy/{}", buoy_wire::BUOY_VERSION)]);
+    }
+
     #[tokio::test]
     async fn listing_nodes_forbidden_means_no_nodes() {
         let (client, mut server) = pair();
@@ -599,76 +615,6 @@ mod tests {
             l["metadata"] = json!({"continue": c});
         }
         l
-    }
-
-    #[tokio::test]
-    async fn pods_are_listed_page_by_page_and_boiled_down_as_each_page_arrives() {
-        let (client, mut server) = pair();
-        let api = KubeApi::new(client, "sonobuoy");
-        let task = tokio::spawn(async move {
-            api.list_pods_paged("sonobuoy-run=sid", |p| p.metadata.name.unwrap_or_default())
-                .await
-        });
-        let first = server
-            .expect(
-                "GET",
-                "/api/v1/namespaces/sonobuoy/pods",
-                200,
-                page("PodList", &["a", "b"], Some("tok-1")),
-            )
-            .await;
-        assert_eq!(first.query("limit").as_deref(), Some("500"));
-        assert_eq!(
-            first.query("labelSelector").as_deref(),
-            Some("sonobuoy-run=sid")
-        );
-        assert_eq!(first.query("continue"), None);
-        let second = server
-            .expect(
-                "GET",
-                "/api/v1/namespaces/sonobuoy/pods",
-                200,
-                page("PodList", &["c"], None),
-            )
-            .await;
-        assert_eq!(second.query("continue").as_deref(), Some("tok-1"));
-        assert_eq!(
-            second.query("labelSelector").as_deref(),
-            Some("sonobuoy-run=sid")
-        );
-        assert_eq!(within(task).await.unwrap().unwrap(), ["a", "b", "c"]);
-    }
-
-    #[tokio::test]
-    async fn node_names_come_from_a_paged_metadata_only_list() {
-        let (client, mut server) = pair();
-        let api = KubeApi::new(client, "sonobuoy");
-        let task = tokio::spawn(async move { api.list_node_names().await });
-        let first = server
-            .expect(
-                "GET",
-                "/api/v1/nodes",
-                200,
-                page("PartialObjectMetadataList", &["n2", "n1"], Some("t")),
-            )
-            .await;
-        assert!(
-            first.accept.contains("as=PartialObjectMetadataList"),
-            "not a metadata list: {}",
-            first.accept
-        );
-        assert_eq!(first.query("limit").as_deref(), Some("500"));
-        let second = server
-            .expect(
-                "GET",
-                "/api/v1/nodes",
-                200,
-                page("PartialObjectMetadataList", &["n3"], None),
-            )
-            .await;
-        assert_eq!(second.query("continue").as_deref(), Some("t"));
-        let names = within(task).await.unwrap().unwrap();
-        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["n1", "n2", "n3"]);
     }
 
     #[tokio::test]

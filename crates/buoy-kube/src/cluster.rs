@@ -425,11 +425,19 @@ pub async fn run(
         advertise_address: cfg.server.advertiseaddress.clone(),
         ca_pem: pki.ca.cert_pem().to_string(),
         owner: objects::owner_reference(&owner_pod),
+        result_deadline: None,
     };
 
     if resuming {
         remove_strays(&api, &record, &ctx.owner.uid).await;
     }
+    // One set of watches for every plugin's monitor, until the run stops.
+    let view = crate::view::ClusterView::new();
+    view.watch(
+        &api,
+        plugins.iter().any(|m| m.driver == Driver::DaemonSet),
+        stop_rx.clone(),
+    );
 
     // Known before the launcher runs: a resumed run that has every result completes at once,
     // and its cleanup must still find every recorded plugin.
@@ -447,12 +455,13 @@ pub async fn run(
             .collect(),
     ));
     let launcher = {
-        let (api, agg, plugins, launched, stop_rx) = (
+        let (api, agg, plugins, launched, stop_rx, view) = (
             api.clone(),
             agg.clone(),
             plugins.clone(),
             launched.clone(),
             stop_rx.clone(),
+            view.clone(),
         );
         let (ctx, monitor_opts, timeout) =
             (ctx.clone(), opts.monitor.clone(), cfg.plugin_timeout());
@@ -506,6 +515,11 @@ pub async fn run(
                         continue;
                     }
                     let cert = pki.client(m.name()).expect("a certificate per plugin");
+                    // Its workers keep trying to deliver until the plugin times out.
+                    let ctx = DriverContext {
+                        result_deadline: timeout.and_then(|t| rfc3339(at + t)),
+                        ..ctx.clone()
+                    };
                     let made = if prior.is_some() {
                         adopt(&api, m, &sid, &ctx, cert).await
                     } else {
@@ -532,7 +546,7 @@ pub async fn run(
                         timeout,
                     };
                     tokio::spawn(crate::monitor::monitor(
-                        api.clone(),
+                        view.clone(),
                         agg.clone(),
                         w,
                         monitor_opts.clone(),
@@ -637,6 +651,11 @@ pub async fn run(
     };
     tracing::info!(tarball = %finished.tarball.display(), "Results available at {}", finished.tarball.display());
     Ok(finished)
+}
+
+fn rfc3339(t: OffsetDateTime) -> Option<String> {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// Ends `meta/run.log` just before sealing: the file moves into the run directory.

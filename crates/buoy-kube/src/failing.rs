@@ -9,57 +9,102 @@ use time::OffsetDateTime;
 /// How long an image-pull error or a failed container is given before it counts.
 pub const GRACE: Duration = Duration::from_secs(5 * 60);
 
-fn older_than(
-    t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    now: OffsetDateTime,
-) -> bool {
-    t.and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
-        .is_some_and(|t| now - t > GRACE)
+/// One way a pod is failing: at once (`from` is `None`), or once `from` has passed (an image
+/// pull or a failed container given the grace period).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingFailure {
+    pub from: Option<OffsetDateTime>,
+    pub reason: String,
 }
 
-/// The reason a pod is failing, or `None` while it is healthy (or may still recover).
-pub fn pod_failure(pod: &Pod, now: OffsetDateTime) -> Option<String> {
-    let status = pod.status.as_ref()?;
+impl PendingFailure {
+    pub fn holds_at(&self, now: OffsetDateTime) -> bool {
+        self.from.is_none_or(|t| now > t)
+    }
+}
+
+/// When the grace given from `t` runs out; `None` when `t` is unknown (the rule never holds).
+fn after_grace(
+    t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> Option<OffsetDateTime> {
+    t.and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
+        .map(|t| t + GRACE)
+}
+
+/// Every way `pod` fails or will fail if nothing changes, in the order the rules are judged.
+/// A watch sees a pod only when it changes, so what only time turns into a failure is kept
+/// with its time instead of judged once.
+pub fn failure_timeline(pod: &Pod) -> Vec<PendingFailure> {
+    let mut out = Vec::new();
+    let Some(status) = pod.status.as_ref() else {
+        return out;
+    };
+    let mut push =
+        |from: Option<OffsetDateTime>, reason: String| out.push(PendingFailure { from, reason });
     for c in status.conditions.iter().flatten() {
         if c.reason.as_deref() == Some("Unschedulable") {
-            return Some(format!(
-                "Can't schedule pod: {}",
-                c.message.as_deref().unwrap_or_default()
-            ));
+            push(
+                None,
+                format!(
+                    "Can't schedule pod: {}",
+                    c.message.as_deref().unwrap_or_default()
+                ),
+            );
         }
     }
     for cs in status.container_statuses.iter().flatten() {
         if cs.restart_count > 2 {
-            return Some(format!(
-                "Container {} has restarted unsuccessfully {} times",
-                cs.name, cs.restart_count
-            ));
+            push(
+                None,
+                format!(
+                    "Container {} has restarted unsuccessfully {} times",
+                    cs.name, cs.restart_count
+                ),
+            );
         }
         let state = cs.state.as_ref();
         if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
             let reason = w.reason.as_deref().unwrap_or_default();
-            if matches!(reason, "ImagePullBackOff" | "ErrImagePull")
-                && older_than(status.start_time.as_ref(), now)
-            {
-                return Some(format!(
-                    "Failed to pull image {} for container {} within 5m0s. Container is in state {reason}",
-                    cs.image, cs.name
-                ));
+            if matches!(reason, "ImagePullBackOff" | "ErrImagePull") {
+                if let Some(from) = after_grace(status.start_time.as_ref()) {
+                    push(Some(from), format!(
+                        "Failed to pull image {} for container {} within 5m0s. Container is in state {reason}",
+                        cs.image, cs.name
+                    ));
+                }
             }
         }
         if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
-            if t.exit_code != 0 && older_than(t.finished_at.as_ref(), now) {
-                return Some(format!(
-                    "Container {} is in a terminated state (exit code {}) due to reason: {}: {}",
-                    cs.name,
-                    t.exit_code,
-                    t.reason.as_deref().unwrap_or_default(),
-                    t.message.as_deref().unwrap_or_default()
-                ));
+            if t.exit_code != 0 {
+                if let Some(from) = after_grace(t.finished_at.as_ref()) {
+                    push(
+                        Some(from),
+                        format!(
+                            "Container {} is in a terminated state (exit code {}) due to reason: {}: {}",
+                            cs.name,
+                            t.exit_code,
+                            t.reason.as_deref().unwrap_or_default(),
+                            t.message.as_deref().unwrap_or_default()
+                        ),
+                    );
+                }
             }
         }
     }
-    None
+    out
+}
+
+/// The reason a pod is failing at `now`, or `None` while it is healthy (or may still recover).
+pub fn pod_failure(pod: &Pod, now: OffsetDateTime) -> Option<String> {
+    first_at(&failure_timeline(pod), now).map(str::to_string)
+}
+
+/// The first of `failures` that holds at `now`.
+pub fn first_at(failures: &[PendingFailure], now: OffsetDateTime) -> Option<&str> {
+    failures
+        .iter()
+        .find(|f| f.holds_at(now))
+        .map(|f| f.reason.as_str())
 }
 
 #[cfg(test)]
@@ -148,5 +193,29 @@ pub(crate) mod tests {
             "Container plugin is in a terminated state (exit code 1) due to reason: Error: boom"
         );
         assert_eq!(pod_failure(&mk(0, 3600), now), None);
+    }
+
+    #[test]
+    fn the_timeline_keeps_what_only_time_turns_into_a_failure_and_judges_in_rule_order() {
+        let now = OffsetDateTime::now_utc();
+        let p = pod(
+            json!({"startTime": ts(now - Duration::from_secs(60)), "containerStatuses": [
+            {"name": "a", "image": "e2e:bad", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull"}}},
+            {"name": "b", "image": "i", "imageID": "", "ready": false, "restartCount": 5}]}),
+        );
+        let t = failure_timeline(&p);
+        assert_eq!(t.len(), 2);
+        // Now the restarts hold; in five minutes the image pull, which comes first, does.
+        assert_eq!(
+            first_at(&t, now).unwrap(),
+            "Container b has restarted unsuccessfully 5 times"
+        );
+        assert!(first_at(&t, now + Duration::from_secs(241))
+            .unwrap()
+            .starts_with("Failed to pull image e2e:bad for container a"));
+        assert_eq!(
+            pod_failure(&p, now + Duration::from_secs(241)).as_deref(),
+            first_at(&t, now + Duration::from_secs(241))
+        );
     }
 }

@@ -149,19 +149,40 @@ impl ApiServerVerifier {
         }
     }
 
-    /// Answers every request with `handler` from now on, recording each call.
-    pub fn serve<F>(mut self, mut handler: F) -> Recorded
+    /// Answers every request with `handler` from now on, recording each call. A watch is
+    /// answered 50 ms later with what the handler lists for the same path and selector, as
+    /// one `ADDED` event per item, and then ends: the watcher watches again, so it sees the
+    /// scripted cluster about twenty times a second, as if each change were an event.
+    pub fn serve<F>(mut self, handler: F) -> Recorded
     where
         F: FnMut(&Call) -> (u16, Value) + Send + 'static,
     {
         let calls: Recorded = Arc::new(Mutex::new(Vec::new()));
         let rec = calls.clone();
+        let handler = Arc::new(Mutex::new(handler));
         tokio::spawn(async move {
             while let Some((req, send)) = self.0.next_request().await {
                 let call = read(req).await;
-                let (code, body) = handler(&call);
-                rec.lock().unwrap().push(call);
-                send.send_response(response(code, &body));
+                let watch = matches!(call.query("watch").as_deref(), Some("true" | "1"));
+                rec.lock().unwrap().push(call.clone());
+                if !watch {
+                    let (code, body) = (handler.lock().unwrap())(&call);
+                    send.send_response(response(code, &body));
+                    continue;
+                }
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let (code, body) = (handler.lock().unwrap())(&call);
+                    let events = body["items"]
+                        .as_array()
+                        .filter(|_| code == 200)
+                        .into_iter()
+                        .flatten()
+                        .map(|o| json!({"type": "ADDED", "object": o}).to_string() + "\n")
+                        .collect::<String>();
+                    send.send_response(response(200, &Value::String(events)));
+                });
             }
         });
         calls

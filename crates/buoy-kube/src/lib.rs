@@ -18,6 +18,7 @@ pub mod objects;
 pub mod publish;
 pub mod runlog;
 pub mod status;
+pub mod view;
 
 pub use error::KubeError;
 

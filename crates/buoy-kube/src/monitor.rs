@@ -1,8 +1,8 @@
 //! Watching plugin objects while a run waits for results (compat §6.8, design departure 10):
 //! failing pods, DaemonSet nodes that never get a pod, nodes that leave the cluster, a Job pod
 //! that disappears, and the per-plugin timeout. Each finding becomes an error result. The
-//! judgement is a pure function over what one poll saw; the loop polls with backoff on API
-//! errors and never spins.
+//! judgement is a pure function over one look at the run's [`ClusterView`] (kept current by
+//! watches); the loop looks every `poll` and never calls the API itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,18 +16,16 @@ use k8s_openapi::api::core::v1::Pod;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::api::KubeApi;
-use crate::failing::pod_failure;
+use crate::failing::{failure_timeline, first_at, PendingFailure};
+use crate::view::ClusterView;
 
 #[derive(Debug, Clone)]
 pub struct MonitorOptions {
-    /// Time between two polls (Sonobuoy: 10 s).
+    /// Time between two looks at the view (Sonobuoy polls the API this often: 10 s).
     pub poll: Duration,
-    /// Longest wait between polls after API errors.
-    pub max_backoff: Duration,
     /// How long a DaemonSet node may have no pod before it counts as failed.
     pub missing_pod_grace: Duration,
-    /// Polls in a row a node (or a Job's pod) must be missing before it counts as gone.
+    /// Looks in a row a node (or a Job's pod) must be missing before it counts as gone.
     pub gone_polls: u32,
 }
 
@@ -35,7 +33,6 @@ impl Default for MonitorOptions {
     fn default() -> Self {
         Self {
             poll: Duration::from_secs(10),
-            max_backoff: Duration::from_secs(120),
             missing_pod_grace: Duration::from_secs(120),
             gone_polls: 2,
         }
@@ -68,28 +65,33 @@ impl Watched {
     }
 }
 
-/// One plugin pod as a poll saw it: only what judging needs. A listed pod is about 9 KB
-/// (managed fields, env); thousands of them were most of the aggregator's memory, so each
-/// page of a list is boiled down to this before the next is fetched.
+/// One plugin pod as the view holds it: only what judging needs. A pod is about 9 KB
+/// (managed fields, env); thousands of them were most of the aggregator's memory, so each is
+/// boiled down to this as it arrives.
 #[derive(Debug, Clone, Default)]
 pub struct SeenPod {
     pub node: Option<String>,
-    /// Why the pod is failing ([`pod_failure`]), as of the poll.
-    pub failure: Option<String>,
-    /// The whole pod, kept only when failing: the error result carries it.
+    /// How the pod fails, now or once a grace period passes ([`failure_timeline`]).
+    pub failures: Vec<PendingFailure>,
+    /// The whole pod, kept only when it fails or may: the error result carries it.
     pub pod: Option<serde_json::Value>,
 }
 
 impl SeenPod {
-    pub fn of(pod: &Pod, now: OffsetDateTime) -> Self {
-        let failure = pod_failure(pod, now);
+    pub fn of(pod: &Pod) -> Self {
+        let failures = failure_timeline(pod);
         Self {
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-            pod: failure
-                .as_ref()
-                .and_then(|_| serde_json::to_value(pod).ok()),
-            failure,
+            pod: (!failures.is_empty())
+                .then(|| serde_json::to_value(pod).ok())
+                .flatten(),
+            failures,
         }
+    }
+
+    /// Why the pod is failing at `now`, if it is.
+    pub fn failure(&self, now: OffsetDateTime) -> Option<&str> {
+        first_at(&self.failures, now)
     }
 }
 
@@ -150,11 +152,11 @@ pub fn assess(
                 [pod] => {
                     st.job_pod_seen = true;
                     st.job_pod_missing = 0;
-                    if let Some(reason) = &pod.failure {
+                    if let Some(reason) = pod.failure(now) {
                         st.reported.insert(GLOBAL_NODE.into());
                         out.push(Verdict {
                             key,
-                            message: reason.clone(),
+                            message: reason.to_string(),
                             pod: pod.pod.clone(),
                         });
                     }
@@ -193,11 +195,11 @@ pub fn assess(
                 if done(&key) {
                     continue;
                 }
-                if let Some(reason) = &pod.failure {
+                if let Some(reason) = pod.failure(now) {
                     st.reported.insert(node.clone());
                     out.push(Verdict {
                         key,
-                        message: reason.clone(),
+                        message: reason.to_string(),
                         pod: pod.pod.clone(),
                     });
                 }
@@ -245,34 +247,6 @@ pub fn assess(
     out
 }
 
-/// Gathers one observation from the API: paged lists, the cluster's nodes by name only
-/// (metadata), this instance's pods by label, each boiled down as its page arrives.
-pub async fn observe(
-    api: &KubeApi,
-    w: &Watched,
-    now: OffsetDateTime,
-) -> Result<Observation, crate::KubeError> {
-    let selector = crate::objects::run_selector(&w.sid);
-    let mut obs = Observation::default();
-    if w.driver == Driver::DaemonSet {
-        obs.daemonsets = api.list_daemonsets(&selector).await?.len();
-        if obs.daemonsets != 1 {
-            return Ok(obs);
-        }
-        obs.nodes = match api.list_node_names().await {
-            Ok(ns) => Some(ns),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list nodes; node removal not checked this poll");
-                None
-            }
-        };
-    }
-    obs.pods = api
-        .list_pods_paged(&selector, |p| SeenPod::of(&p, now))
-        .await?;
-    Ok(obs)
-}
-
 fn is_done(agg: &Aggregator, key: &ResultKey) -> bool {
     agg.inspect(|s| matches!(s.phase_of(key), Some(Phase::Done(_))))
 }
@@ -291,16 +265,17 @@ async fn record(agg: &Aggregator, v: &Verdict) -> bool {
     }
 }
 
-/// Watches one plugin instance until every one of its keys has a result or `stop` is set.
+/// Watches one plugin instance until every one of its keys has a result or `stop` is set:
+/// every `poll` it judges what the view holds now (no API call is made here).
 pub async fn monitor(
-    api: KubeApi,
+    view: Arc<ClusterView>,
     agg: Arc<Aggregator>,
     w: Watched,
     opts: MonitorOptions,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut st = MonitorState::default();
-    let mut wait = opts.poll;
+    let wait = opts.poll;
     // From the launch, which a resumed run recorded before a restart.
     let deadline = w.timeout.map(|t| {
         let spent = (OffsetDateTime::now_utc() - w.launched)
@@ -328,20 +303,14 @@ pub async fn monitor(
             }
         } else {
             let now = OffsetDateTime::now_utc();
-            match observe(&api, &w, now).await {
-                Ok(obs) => {
-                    wait = opts.poll;
-                    let verdicts = assess(&w, &mut st, &obs, &|k| is_done(&agg, k), &opts, now);
-                    for v in verdicts {
-                        tracing::warn!(key = %v.key, reason = %v.message, "plugin failure detected");
-                        if !record(&agg, &v).await {
-                            st.reported.remove(&v.key.node);
-                        }
+            // Until the watches have listed once there is nothing to judge yet.
+            if let Some(obs) = view.observation(&w) {
+                let verdicts = assess(&w, &mut st, &obs, &|k| is_done(&agg, k), &opts, now);
+                for v in verdicts {
+                    tracing::warn!(key = %v.key, reason = %v.message, "plugin failure detected");
+                    if !record(&agg, &v).await {
+                        st.reported.remove(&v.key.node);
                     }
-                }
-                Err(e) => {
-                    wait = (wait * 2).min(opts.max_backoff);
-                    tracing::warn!(plugin = %w.plugin, error = %e, retry_in = ?wait, "monitoring poll failed");
                 }
             }
         }
@@ -376,7 +345,7 @@ mod tests {
 
     fn pod_on(node: &str, status: serde_json::Value) -> SeenPod {
         let pod: Pod = serde_json::from_value(json!({"metadata": {"name": format!("pod-{node}")}, "spec": {"containers": [], "nodeName": node}, "status": status})).unwrap();
-        SeenPod::of(&pod, OffsetDateTime::now_utc())
+        SeenPod::of(&pod)
     }
 
     fn unschedulable() -> serde_json::Value {
@@ -391,9 +360,10 @@ mod tests {
     fn a_seen_pod_keeps_the_whole_pod_only_when_it_is_failing() {
         let running = pod_on("a", json!({"phase": "Running"}));
         assert_eq!(running.node.as_deref(), Some("a"));
-        assert!(running.failure.is_none() && running.pod.is_none());
+        let now = OffsetDateTime::now_utc();
+        assert!(running.failure(now).is_none() && running.pod.is_none());
         let stuck = pod_on("b", unschedulable());
-        assert_eq!(stuck.failure.as_deref(), Some("Can't schedule pod: taints"));
+        assert_eq!(stuck.failure(now), Some("Can't schedule pod: taints"));
         let pod = stuck.pod.unwrap();
         assert_eq!(pod["metadata"]["name"], "pod-b");
         assert_eq!(pod["status"]["conditions"][0]["reason"], "Unschedulable");

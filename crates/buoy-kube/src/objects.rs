@@ -36,6 +36,9 @@ pub struct DriverContext {
     pub advertise_address: String,
     pub ca_pem: String,
     pub owner: OwnerReference,
+    /// Until when the plugin may deliver (its launch plus its timeout, RFC 3339): Buoy's
+    /// worker keeps retrying its upload until then.
+    pub result_deadline: Option<String>,
 }
 
 /// The owner reference every object carries: the aggregator pod, so that deleting it removes
@@ -148,6 +151,9 @@ pub fn worker_container(m: &Manifest, sid: &str, ctx: &DriverContext) -> Value {
         json!({"name": "SONOBUOY_PLUGIN_POD", "valueFrom": field("metadata.name")}),
         json!({"name": "SONOBUOY_WORKER_CONTAINER", "value": WORKER_CONTAINER}),
     ];
+    if let Some(d) = &ctx.result_deadline {
+        env.push(json!({"name": buoy_wire::RESULT_DEADLINE_ENV, "value": d}));
+    }
     if let Some(plugin_env) = m.raw.pointer("/spec/env").and_then(Value::as_array) {
         for e in plugin_env {
             if !env.iter().any(|w| w["name"] == e["name"]) {
@@ -335,6 +341,7 @@ pub(crate) mod tests {
                 uid: "uid-1".into(),
                 ..Default::default()
             },
+            result_deadline: None,
         }
     }
 

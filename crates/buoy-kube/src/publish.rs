@@ -45,6 +45,8 @@ pub struct Publisher {
     limit: usize,
     /// Where patches are counted (the aggregator's metrics, once `run` is given one).
     metrics: Option<Arc<Metrics>>,
+    /// The aggregator pod's name, once found.
+    pod: Option<String>,
 }
 
 impl Publisher {
@@ -57,6 +59,7 @@ impl Publisher {
             min_detail: Detail::Full,
             limit,
             metrics: None,
+            pod: None,
         }
     }
 
@@ -70,12 +73,16 @@ impl Publisher {
         if detail != Detail::Full {
             tracing::debug!(?detail, bytes = json.len(), "status annotation rolled up");
         }
-        let pod = match self.api.aggregator_pod_name().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot find the aggregator pod to annotate");
-                return false;
-            }
+        // Looked up once: the pod a run annotates never changes while it runs.
+        let pod = match &self.pod {
+            Some(p) => p.clone(),
+            None => match self.api.aggregator_pod_name().await {
+                Ok(p) => self.pod.insert(p).clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot find the aggregator pod to annotate");
+                    return false;
+                }
+            },
         };
         match self.patch(&pod, &json).await {
             Ok(()) => {
@@ -251,10 +258,8 @@ mod tests {
         let summary: Status = serde_json::from_str(&annotation(&c)).unwrap();
         assert_eq!(summary.status, "running");
         assert_eq!(summary.plugins.unwrap()[0].node, "400 nodes");
-        // The same status again is not re-sent; a new one is, still as the summary.
-        server
-            .expect("GET", "/api/v1/namespaces/sonobuoy/pods", 200, agg_pods())
-            .await;
+        // The same status again is not re-sent; a new one is, still as the summary, to the pod
+        // found the first time (no second lookup).
         let c = server
             .expect(
                 "PATCH",

@@ -44,6 +44,10 @@ pub const SONOBUOY_COMPAT_VERSION: &str = "v0.57.5";
 /// Buoy's own version.
 pub const BUOY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The worker env var in which the aggregator says until when a plugin may still deliver
+/// (its launch plus its timeout, RFC 3339): Buoy's worker retries its upload until then.
+pub const RESULT_DEADLINE_ENV: &str = "BUOY_RESULT_DEADLINE";
+
 /// Builds the body of an internal error result: `{"error": msg, ...extra}` with keys sorted as
 /// Go's encoder sorts map keys.
 pub fn error_body(message: &str, extra: Option<(&str, serde_json::Value)>) -> Vec<u8> {

@@ -15,6 +15,29 @@ use std::time::Duration;
 pub use client::{Client, ClientError};
 pub use upload::{content_type_for, Delivery};
 
+pub use buoy_wire::RESULT_DEADLINE_ENV;
+
+/// How long a worker keeps trying when no deadline is given (Sonobuoy's default plugin
+/// timeout is longer; an hour covers an aggregator's restarts without hiding a dead one).
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(3600);
+
+/// Retries never stop sooner than this after the first attempt, even past the deadline: the
+/// aggregator may still take the result (or answer 409, which counts as delivered).
+const MIN_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// How long to keep trying, given the deadline `d` (RFC 3339) and the time now.
+fn retry_window(d: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let t = time::OffsetDateTime::parse(d.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    let until = std::time::SystemTime::from(t);
+    Some(
+        until
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .max(MIN_RETRY_FOR),
+    )
+}
+
 /// Whether the worker sends a Job's single result or one node's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -39,8 +62,12 @@ pub enum WorkerError {
     MissingResult(PathBuf),
     #[error("the aggregator refused the result ({status}): {body}")]
     Refused { status: u16, body: String },
-    #[error("giving up after {attempts} attempts: {last}")]
-    GaveUp { attempts: u32, last: String },
+    #[error("giving up after {attempts} attempts over {secs} s: {last}")]
+    GaveUp {
+        attempts: u32,
+        secs: u64,
+        last: String,
+    },
 }
 
 /// Everything a worker needs; `from_env` reads it the way Sonobuoy's worker does.
@@ -59,9 +86,13 @@ pub struct WorkerConfig {
     /// `SONOBUOY_DONE_FILE_DELAY`: pause after the done file appears (v0.57 default 5 s).
     pub done_file_delay: Duration,
     pub poll_interval: Duration,
-    /// Upload attempts in all, with exponential backoff from `backoff` between them.
-    pub attempts: u32,
+    /// How long after the first upload attempt to keep trying (5xx and transport errors),
+    /// with a backoff doubling from `backoff` up to `max_backoff`, each wait jittered: an
+    /// aggregator restarted within this window loses no result. `BUOY_RESULT_DEADLINE`
+    /// (RFC 3339, the plugin's timeout, set by the aggregator) ends it at that time instead.
+    pub retry_for: Duration,
     pub backoff: Duration,
+    pub max_backoff: Duration,
     /// After SIGTERM, how long to keep waiting for the done file (Sonobuoy: 60 s).
     pub shutdown_grace: Duration,
 }
@@ -86,8 +117,9 @@ impl WorkerConfig {
             client_key: None,
             done_file_delay: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
-            attempts: 5,
+            retry_for: DEFAULT_RETRY_FOR,
             backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(16),
             shutdown_grace: Duration::from_secs(60),
         }
     }
@@ -140,6 +172,13 @@ impl WorkerConfig {
         cfg.ca_cert = get("CA_CERT");
         cfg.client_cert = get("CLIENT_CERT");
         cfg.client_key = get("CLIENT_KEY");
+        if let Some(d) = get(RESULT_DEADLINE_ENV) {
+            cfg.retry_for = retry_window(&d, std::time::SystemTime::now()).ok_or_else(|| {
+                WorkerError::Config(format!(
+                    "{RESULT_DEADLINE_ENV}={d:?} is not an RFC 3339 time"
+                ))
+            })?;
+        }
         Ok(cfg)
     }
 
@@ -307,6 +346,29 @@ mod tests {
         assert_eq!(c.done_file_delay, Duration::from_millis(250));
         let e = WorkerConfig::from_lookup(env(&[("RESULT_TYPE", "e2e")])).unwrap_err();
         assert!(e.to_string().contains("AGGREGATOR_URL"), "{e}");
+    }
+
+    #[test]
+    fn the_deadline_sets_how_long_uploads_are_retried() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            retry_window("2027-01-15T08:10:00Z", now),
+            Some(Duration::from_secs(600))
+        );
+        // Past (or nearly past) the deadline: a short window still, for a 409 or a late 200.
+        assert_eq!(
+            retry_window("2027-01-15T08:00:00Z", now),
+            Some(MIN_RETRY_FOR)
+        );
+        assert_eq!(retry_window("soon", now), None);
+        let get = |k: &str| match k {
+            "AGGREGATOR_URL" => Some("http://a".to_string()),
+            "RESULT_TYPE" => Some("e2e".to_string()),
+            RESULT_DEADLINE_ENV => Some("not a time".to_string()),
+            _ => None,
+        };
+        let e = WorkerConfig::from_lookup(get).unwrap_err();
+        assert!(e.to_string().contains(RESULT_DEADLINE_ENV), "{e}");
     }
 
     #[test]

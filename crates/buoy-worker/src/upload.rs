@@ -1,11 +1,11 @@
 //! Waiting for the done file and sending the result (compat §7.3, v0.57 contract): the done
 //! file names a file, or a directory that is tarred and gzipped first; the upload streams from
-//! disk and is retried with exponential backoff on 5xx and transport errors, re-opening the
-//! file each time instead of holding it in memory; 409 counts as delivered.
+//! disk and is retried on 5xx, 408 and transport errors (a jittered backoff, doubling up to a
+//! cap) for as long as the plugin's deadline allows, re-opening the file each time instead of
+//! holding it in memory; 409 counts as delivered.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method};
@@ -73,7 +73,8 @@ async fn file_body(path: &Path) -> Result<Body, WorkerError> {
     Ok(StreamBody::new(stream).boxed())
 }
 
-/// Sends one file as the worker's result, retrying on 5xx and transport errors.
+/// Sends one file as the worker's result, retrying on 5xx, 408 and transport errors for as
+/// long as `cfg.retry_for` allows.
 pub async fn send_file(
     cfg: &WorkerConfig,
     mode: Mode,
@@ -90,12 +91,14 @@ pub async fn send_file(
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         headers.insert(http::header::CONTENT_DISPOSITION, v);
     }
-    let attempts = cfg.attempts.max(1);
+    let started = tokio::time::Instant::now();
+    let until = started + cfg.retry_for;
     let mut delay = cfg.backoff;
-    let mut last = String::new();
-    for attempt in 1..=attempts {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         let body = file_body(path).await?;
-        match client
+        let last = match client
             .send(Method::PUT, &url_path, headers.clone(), body)
             .await
         {
@@ -107,9 +110,10 @@ pub async fn send_file(
                 tracing::info!(body = %r.text(), "the aggregator already has this result (409); counting it as delivered");
                 return Ok(Delivery::AlreadyReceived);
             }
-            Ok(r) if r.status.is_server_error() => {
-                last = format!("{}: {}", r.status, r.text());
-                tracing::warn!(attempt, attempts, error = %last, "upload failed; will retry");
+            Ok(r)
+                if r.status.is_server_error() || r.status == http::StatusCode::REQUEST_TIMEOUT =>
+            {
+                format!("{}: {}", r.status, r.text())
             }
             Ok(r) => {
                 return Err(WorkerError::Refused {
@@ -117,18 +121,22 @@ pub async fn send_file(
                     body: r.text(),
                 })
             }
-            Err(e) if e.is_transport() => {
-                last = e.to_string();
-                tracing::warn!(attempt, attempts, error = %last, "upload failed; will retry");
-            }
+            Err(e) if e.is_transport() => e.to_string(),
             Err(e) => return Err(e.into()),
+        };
+        // Jittered, so workers that lost the same aggregator do not all come back at once.
+        let wait = delay.mul_f64(rand::random_range(0.5..1.5));
+        if tokio::time::Instant::now() + wait > until {
+            return Err(WorkerError::GaveUp {
+                attempts: attempt,
+                secs: started.elapsed().as_secs(),
+                last,
+            });
         }
-        if attempt < attempts {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
+        tracing::warn!(attempt, retry_in = ?wait, error = %last, "upload failed; will retry");
+        tokio::time::sleep(wait).await;
+        delay = (delay * 2).min(cfg.max_backoff);
     }
-    Err(WorkerError::GaveUp { attempts, last })
 }
 
 /// Reads the done file if it is there: `Some(named path)`.

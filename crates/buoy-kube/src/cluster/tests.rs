@@ -140,7 +140,6 @@ fn quick() -> ClusterOptions {
     ClusterOptions {
         monitor: MonitorOptions {
             poll: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(400),
             missing_pod_grace: Duration::from_millis(500),
             gone_polls: 2,
         },
@@ -353,8 +352,20 @@ async fn a_run_launches_plugins_collects_results_cleans_up_and_publishes_complet
 
     let all = calls(&rec);
     // Nodes are only ever listed a page at a time; the launch reads their metadata only.
-    let node_lists: Vec<&Call> = all.iter().filter(|c| c.path() == "/api/v1/nodes").collect();
+    let is_watch = |c: &Call| c.query("watch").is_some();
+    let node_lists: Vec<&Call> = all
+        .iter()
+        .filter(|c| c.path() == "/api/v1/nodes" && !is_watch(c))
+        .collect();
     assert!(node_lists.iter().all(|c| c.query("limit").is_some()));
+    // Monitoring watches the plugin pods and never lists them by a plugin's run label.
+    assert!(all.iter().any(|c| is_watch(c)
+        && c.path() == format!("{NS}/pods")
+        && c.query("labelSelector").unwrap() == "component=sonobuoy,sonobuoy-component=plugin"));
+    assert!(!all.iter().any(|c| c.method == "GET"
+        && c.path() == format!("{NS}/pods")
+        && c.query("labelSelector")
+            .is_some_and(|s| s.starts_with("sonobuoy-run="))));
     assert!(node_lists
         .iter()
         .any(|c| c.accept.contains("as=PartialObjectMetadataList")));

@@ -81,7 +81,8 @@ fn config(url: String, plugin: &str, node: &str, dir: &std::path::Path) -> Worke
     c.done_file_delay = Duration::ZERO;
     c.poll_interval = Duration::from_millis(50);
     c.backoff = Duration::from_millis(10);
-    c.attempts = 3;
+    c.max_backoff = Duration::from_millis(40);
+    c.retry_for = Duration::from_millis(300);
     c.progress_bind = std::net::IpAddr::from([127, 0, 0, 1]);
     c.progress_port = 0;
     c
@@ -178,7 +179,7 @@ async fn worker_retries_a_5xx_and_resends_the_whole_file() {
 }
 
 #[tokio::test]
-async fn worker_gives_up_after_its_attempts() {
+async fn worker_gives_up_once_its_retry_window_is_spent() {
     let (addr, seen) = scripted(vec![503]).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("r"), b"x").unwrap();
@@ -189,13 +190,33 @@ async fn worker_gives_up_after_its_attempts() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(e, WorkerError::GaveUp { attempts: 3, .. }), "{e}");
-    assert_eq!(seen.lock().unwrap().len(), 3);
+    let WorkerError::GaveUp { attempts, .. } = e else {
+        panic!("{e}")
+    };
+    assert!(attempts >= 3, "{attempts}");
+    assert_eq!(seen.lock().unwrap().len(), attempts as usize);
     assert_eq!(
         seen.lock().unwrap()[0].disposition.as_deref(),
         Some("attachment;filename=r")
     );
     assert_eq!(seen.lock().unwrap()[0].content_type, None);
+}
+
+/// An aggregator down for longer than five tries (Buoy's worker used to give up after 1, 2,
+/// 4 and 8 s): the worker keeps trying for as long as its window allows, and delivers.
+#[tokio::test]
+async fn worker_keeps_trying_through_an_outage_longer_than_five_attempts() {
+    let mut codes = vec![503; 8];
+    codes.push(200);
+    let (addr, seen) = scripted(codes).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r"), b"x").unwrap();
+    std::fs::write(dir.path().join("done"), b"r").unwrap();
+    let mut cfg = config(format!("http://{addr}"), "p", "", dir.path());
+    cfg.retry_for = Duration::from_secs(30);
+    let d = deliver(&cfg, Mode::Global).await.unwrap();
+    assert_eq!(d, Delivery::Stored { attempts: 9 });
+    assert_eq!(seen.lock().unwrap().len(), 9);
 }
 
 #[tokio::test]
