@@ -78,13 +78,12 @@ fn cluster(c: &Call) -> (u16, Value) {
                     .collect(),
             ),
         ),
-        "/api/v1/namespaces/kube-system/pods" => (
-            200,
-            list(
-                "PodList",
-                vec![pod("kube-system", "coredns", "Pending", &["coredns"])],
-            ),
-        ),
+        "/api/v1/namespaces/kube-system/pods" => {
+            // Pending and unschedulable by its conditions, yet its container ran once.
+            let mut coredns = pod("kube-system", "coredns", "Pending", &["coredns"]);
+            coredns["status"]["containerStatuses"] = json!([{"name": "coredns", "state": {"running": {}}}]);
+            (200, list("PodList", vec![coredns]))
+        }
         "/api/v1/namespaces/sonobuoy/pods" => {
             let mut evicted = pod("sonobuoy", "evicted", "Failed", &["x"]);
             evicted["status"]["reason"] = "Evicted".into();
@@ -325,4 +324,79 @@ fn bad_patterns_and_both_since_limits_are_config_errors() {
             "{e}"
         );
     }
+}
+
+/// A container that never started has no log to ask for; logs that cannot be read are
+/// counted by kind, one line each, not one line per log.
+#[tokio::test]
+async fn logs_of_containers_that_never_started_are_not_asked_for_and_failures_are_tallied() {
+    let (client, server) = pair();
+    let running = json!([{"name": "c", "state": {"running": {}}}]);
+    let calls = server.serve(move |c: &Call| match c.path() {
+        "/api/v1/namespaces" => (200, list("NamespaceList", vec![json!({"metadata": {"name": "sonobuoy"}})])),
+        "/api/v1/namespaces/sonobuoy/pods" => {
+            let mut pods = Vec::new();
+            for name in ["ran", "gone-1", "gone-2", "gone-3"] {
+                let mut p = pod("sonobuoy", name, "Running", &["c"]);
+                p["status"]["containerStatuses"] = running.clone();
+                pods.push(p);
+            }
+            let mut waiting = pod("sonobuoy", "waiting", "Pending", &["c"]);
+            waiting["status"]["containerStatuses"] = json!([{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]);
+            pods.push(waiting);
+            (200, list("PodList", pods))
+        }
+        "/api/v1/namespaces/sonobuoy/pods/ran/log" => (200, Value::String("fine\n".into())),
+        p if p.ends_with("/log") => (404, api_error(404, "NotFound", "the kubelet has no such pod")),
+        _ => (404, api_error(404, "NotFound", &c.uri)),
+    });
+    let api = KubeApi::new(client, "sonobuoy");
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    fs::create_dir_all(run.join("meta")).unwrap();
+    let cfg = gather_config(json!({"Resources": ["podlogs"]}));
+    within(gather(&api, &cfg, &run, &dir.path().join(".gather")))
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(run.join("podlogs/sonobuoy/ran/logs/c.txt")).unwrap(),
+        "fine\n"
+    );
+    let asked: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.path().ends_with("/log"))
+        .map(|c| c.path().to_string())
+        .collect();
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert!(!asked.iter().any(|p| p.contains("/waiting/")), "{asked:?}");
+}
+
+#[test]
+fn failures_of_one_kind_are_one_line_with_a_count_and_the_first_example() {
+    let not_found = |pod: &str| KubeError::Api {
+        context: format!("GET {pod}"),
+        source: kube::Error::Api(
+            kube::core::Status::failure("no such pod", "NotFound")
+                .with_code(404)
+                .boxed(),
+        ),
+    };
+    let mut t = Tally::default();
+    t.add(&not_found("a"), "ns/a container c");
+    t.add(&not_found("b"), "ns/b container c");
+    t.add(&not_found("c"), "ns/c container c");
+    t.add(
+        &KubeError::Io {
+            context: "write".into(),
+            source: std::io::Error::other("disk"),
+        },
+        "ns/d container c",
+    );
+    let lines = t.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let nf = lines.iter().find(|l| l.0 == "404 NotFound").unwrap();
+    assert_eq!((nf.1, nf.2.as_str()), (3, "ns/a container c"));
+    assert!(t.lines().is_empty(), "a report empties the tally");
 }

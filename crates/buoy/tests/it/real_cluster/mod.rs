@@ -262,14 +262,24 @@ pub(super) fn annotation(k: &Path, ns: &str) -> Option<Value> {
     serde_json::from_str(pod["metadata"]["annotations"]["sonobuoy.hept.io/status"].as_str()?).ok()
 }
 
-/// `VmHWM` of a process, in KiB.
-pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// A `/proc/<pid>/status` field in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
         .ok()
+}
+
+/// The peak resident set (`VmHWM`) of a process, in KiB.
+pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// The resident set now (`VmRSS`), in KiB.
+pub(super) fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
 }

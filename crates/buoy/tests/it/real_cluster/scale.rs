@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::{
     annotation, cluster, config_for, eventually_within, namespace_with_anchor, peak_rss_kib,
-    plugin, ClusterOpts, OutOfCluster,
+    plugin, rss_kib, ClusterOpts, OutOfCluster,
 };
 
 /// A plain-HTTP GET of the aggregator's status page listener.
@@ -92,10 +92,18 @@ async fn five_thousand_nodes_fit_64_mib_30_requests_a_minute_and_a_bounded_annot
 
     // Every played result in: from here until the timeout, the run only waits.
     let mut biggest = 0usize;
+    // The resident set by the run's phase, to say where a peak came from.
+    let mut rss_by_phase: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sample = |phase: &str| {
+        let now = rss_kib(pid).unwrap_or_default();
+        let e = rss_by_phase.entry(phase.to_string()).or_default();
+        *e = (*e).max(now);
+    };
     let all_in = eventually_within(
         "every DaemonSet result",
         Duration::from_secs(timeout),
         || {
+            sample("launching and receiving");
             if let Some(a) = annotation(k, ns) {
                 biggest = biggest.max(a.to_string().len());
             }
@@ -121,6 +129,8 @@ async fn five_thousand_nodes_fit_64_mib_30_requests_a_minute_and_a_bounded_annot
         || {
             let a = annotation(k, ns)?;
             biggest = biggest.max(a.to_string().len());
+            let over = time::OffsetDateTime::now_utc() > launched + Duration::from_secs(timeout);
+            sample(if over { "gathering and sealing" } else { "waiting" });
             (a["status"] == "complete").then_some(a)
         },
     )
@@ -155,7 +165,7 @@ async fn five_thousand_nodes_fit_64_mib_30_requests_a_minute_and_a_bounded_annot
     }
     let _ = agg.child.start_kill();
     eprintln!(
-        "scale: {n} nodes, 2 DaemonSets + 1 Job: peak RSS {peak} KiB ({:.1} MiB); {} requests by buoy/ in all, {:.1}/min over {minutes:.1} min of waiting {by_kind:?}; annotation at most {biggest} bytes, {final_size} complete",
+        "scale: {n} nodes, 2 DaemonSets + 1 Job: peak RSS {peak} KiB ({:.1} MiB); {} requests by buoy/ in all, {:.1}/min over {minutes:.1} min of waiting {by_kind:?}; annotation at most {biggest} bytes, {final_size} complete; largest RSS seen by phase (KiB) {rss_by_phase:?}",
         peak as f64 / 1024.0,
         requests.len(),
         per_minute
