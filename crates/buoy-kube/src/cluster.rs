@@ -276,6 +276,10 @@ pub async fn run(
             obj.insert("UUID".into(), r.uuid.clone().into());
         }
     }
+    // Said only now: a restart carries on the recorded UUID, never the config's fresh one.
+    tracing::info!(uuid = %cfg.uuid, namespace = %cfg.namespace, plugins = ?names,
+        aggregator_url = %format!("https://{}", cfg.server.advertiseaddress),
+        resumed = resumed.is_some(), "in-cluster run");
     if let Some(log) = &opts.run_log {
         let path = opts.output_dir.join(format!(".buoy-run-{}.log", cfg.uuid));
         // A restart during sealing finds the log moved into the run already: it goes on there.
@@ -318,6 +322,7 @@ pub async fn run(
                         launch: None,
                     })
                     .collect(),
+                gathered: false,
             };
             (record, expected, ds_nodes)
         }
@@ -615,21 +620,32 @@ pub async fn run(
             publisher.publish(&agg.status()).await;
         } else {
             handle.abort().await;
+            // Uploads in flight at the stop finished while the server drained: the last word
+            // counts them too.
+            publisher.publish(&agg.status()).await;
         }
         return Err(KubeError::Aggregator(
             buoy_aggregator::AggError::Interrupted,
         ));
     }
     agg.set_run_phase(buoy_aggregator::state::RunPhase::PostProcessing);
-    // Before cleanup, so the plugin pods' logs are still there (compat §6.3 step 8).
-    let work = opts.output_dir.join(format!(".buoy-gather-{}", cfg.uuid));
-    match crate::gather::gather(&api, &cfg.gather, agg.run_dir(), &work).await {
-        Ok(s) => tracing::info!(
-            queries = s.queries,
-            failed = s.failed,
-            "gathered cluster data"
-        ),
-        Err(e) => tracing::error!(error = %e, "gathering cluster data failed"),
+    // Before cleanup, so the plugin pods' logs are still there (compat §6.3 step 8); and only
+    // once: after a restart during sealing the plugins' objects may be gone already.
+    if identity::load(&opts.output_dir)?.is_some_and(|r| r.gathered) {
+        tracing::info!("cluster data was gathered before the restart; not gathered again");
+    } else {
+        let work = opts.output_dir.join(format!(".buoy-gather-{}", cfg.uuid));
+        match crate::gather::gather(&api, &cfg.gather, agg.run_dir(), &work).await {
+            Ok(s) => {
+                tracing::info!(
+                    queries = s.queries,
+                    failed = s.failed,
+                    "gathered cluster data"
+                );
+                mark_gathered(&opts.output_dir);
+            }
+            Err(e) => tracing::error!(error = %e, "gathering cluster data failed"),
+        }
     }
     delete_plugins(&api, &plugins, &launched, false).await;
     for l in &launched {
@@ -651,6 +667,20 @@ pub async fn run(
     };
     tracing::info!(tarball = %finished.tarball.display(), "Results available at {}", finished.tarball.display());
     Ok(finished)
+}
+
+/// Records that gathering's output is in the run directory.
+fn mark_gathered(output_dir: &std::path::Path) {
+    let marked = identity::load(output_dir).and_then(|r| match r {
+        Some(mut r) => {
+            r.gathered = true;
+            identity::save(output_dir, &r)
+        }
+        None => Ok(()),
+    });
+    if let Err(e) = marked {
+        tracing::warn!(error = %e, "cannot record that gathering is done; a restart would gather again");
+    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> Option<String> {

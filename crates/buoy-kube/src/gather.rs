@@ -610,7 +610,8 @@ impl Gatherer<'_> {
                 self.health.count_log(&rel, errors, warnings);
             }
             if let Err(e) = copied {
-                self.log_failures.add(&e, &format!("{}/{} container {c}", pod.namespace, pod.name));
+                self.log_failures
+                    .add(&e, &format!("{}/{} container {c}", pod.namespace, pod.name));
                 first_error.get_or_insert(e);
             }
         }

@@ -27,6 +27,10 @@ pub struct RunRecord {
     pub ca_sha256: String,
     /// Every plugin of the run, in load order.
     pub plugins: Vec<PluginRecord>,
+    /// Set once gathering's output is in the run directory: a restart during sealing does not
+    /// gather again, when the plugins' own objects may be cleaned up already.
+    #[serde(default)]
+    pub gathered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +152,7 @@ mod tests {
                     launch: None,
                 },
             ],
+            gathered: false,
         }
     }
 

@@ -169,13 +169,6 @@ async fn aggregator_in_cluster(
     use buoy_kube::config::{ClusterConfig, ProcessEnv};
     let cfg = ClusterConfig::load(&ProcessEnv)?;
     let plugins = cfg.load_plugins(&ProcessEnv)?;
-    eprintln!(
-        "buoy: in-cluster run {} in namespace {} with plugins {:?}; workers use AGGREGATOR_URL=https://{}",
-        cfg.uuid,
-        cfg.namespace,
-        plugins.iter().map(|m| m.name()).collect::<Vec<_>>(),
-        cfg.server.advertiseaddress
-    );
     let api =
         buoy_kube::api::KubeApi::connect(args.kubeconfig.as_deref(), cfg.namespace.clone()).await?;
     let view_listener = match args.status_page {

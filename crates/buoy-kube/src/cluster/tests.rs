@@ -168,6 +168,26 @@ fn b64(v: &Value) -> String {
 /// Plays a plugin pod's worker: the env of its `sonobuoy-worker` container, with the Secret's
 /// certificate and key and the node name filled in as the kubelet would.
 async fn play_worker(pod_spec: &Value, secret: &Value, node: &str, dir: &Path, file: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(file), "result").unwrap();
+    std::fs::write(dir.join("done"), dir.join(file).to_str().unwrap()).unwrap();
+    let mut cfg = worker_config(pod_spec, secret, node);
+    cfg.results_dir = dir.to_path_buf();
+    cfg.progress_port = 0;
+    cfg.progress_bind = std::net::Ipv4Addr::LOCALHOST.into();
+    cfg.done_file_delay = Duration::ZERO;
+    let mode = if node.is_empty() {
+        buoy_worker::Mode::Global
+    } else {
+        buoy_worker::Mode::SingleNode
+    };
+    buoy_worker::run(&cfg, mode, std::future::pending())
+        .await
+        .unwrap();
+}
+
+/// The worker config a plugin pod's `sonobuoy-worker` container would have.
+fn worker_config(pod_spec: &Value, secret: &Value, node: &str) -> buoy_worker::WorkerConfig {
     let worker = pod_spec["containers"]
         .as_array()
         .unwrap()
@@ -191,25 +211,10 @@ async fn play_worker(pod_spec: &Value, secret: &Value, node: &str, dir: &Path, f
         };
         env.push((name, value));
     }
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(file), "result").unwrap();
-    std::fs::write(dir.join("done"), dir.join(file).to_str().unwrap()).unwrap();
-    let mut cfg = buoy_worker::WorkerConfig::from_lookup(|k| {
+    buoy_worker::WorkerConfig::from_lookup(|k| {
         env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     })
-    .unwrap();
-    cfg.results_dir = dir.to_path_buf();
-    cfg.progress_port = 0;
-    cfg.progress_bind = std::net::Ipv4Addr::LOCALHOST.into();
-    cfg.done_file_delay = Duration::ZERO;
-    let mode = if node.is_empty() {
-        buoy_worker::Mode::Global
-    } else {
-        buoy_worker::Mode::SingleNode
-    };
-    buoy_worker::run(&cfg, mode, std::future::pending())
-        .await
-        .unwrap();
+    .unwrap()
 }
 
 async fn wait_for_post(rec: &Recorded, kind_path: &str, plugin: &str) -> Value {
@@ -553,6 +558,91 @@ async fn a_stop_before_every_result_publishes_failed_with_the_reason_and_cleans_
         assert_eq!(deleted, cleanup);
     }
 }
+/// An upload under way when the aggregator is told to stop finishes while the server drains:
+/// it is stored, and the last status published says so (it used to keep the counts of the
+/// moment of the stop).
+#[tokio::test]
+async fn a_result_that_arrives_while_a_stopped_run_drains_is_in_its_last_status() {
+    use http_body_util::BodyExt;
+    let (client, rec) = scripted_cluster(|_| json!({"phase": "Running"}), vec![]);
+    let api = KubeApi::new(client, "sonobuoy");
+    let out = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plugins = vec![
+        plugin("sonobuoy-config: {driver: Job, plugin-name: never}\nspec: {name: n, image: n:1}\n"),
+        plugin("sonobuoy-config: {driver: Job, plugin-name: late}\nspec: {name: l, image: l:1}\n"),
+    ];
+    let mut opts = quick();
+    opts.output_dir = out.path().to_path_buf();
+    opts.listener = Some(listener);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(run(api, config(port, 0), plugins, opts, async {
+        let _ = stop_rx.await;
+    }));
+    let pod = wait_for_post(&rec, "/pods", "late").await;
+    let secret = wait_for_post(&rec, "/secrets", "late").await;
+    let cfg = worker_config(&pod["spec"], &secret, "");
+    let worker = cfg.client().unwrap();
+    let path = cfg.result_path(buoy_worker::Mode::Global).unwrap();
+    // A body sent in two parts: the first before the stop, the rest after it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::io::Error>(http_body::Frame::data(b)), rx))
+    });
+    let body = http_body_util::StreamBody::new(chunks).boxed();
+    let upload = tokio::spawn(async move {
+        worker
+            .send(http::Method::PUT, &path, http::HeaderMap::new(), body)
+            .await
+    });
+    tx.send(bytes::Bytes::from_static(b"first half, "))
+        .await
+        .unwrap();
+    // The second send waits until the first part was taken: the upload is under way.
+    tx.send(bytes::Bytes::from_static(b"second half"))
+        .await
+        .unwrap();
+    stop_tx.send(()).unwrap();
+    // The stop is published (the run is interrupted), and only then does the upload end.
+    within(async {
+        while !calls(&rec)
+            .iter()
+            .any(|c| c.method == "PATCH" && c.body.to_string().contains("interrupted"))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    drop(tx);
+    let reply = within(upload).await.unwrap().unwrap();
+    assert_eq!(reply.status, http::StatusCode::OK);
+    assert!(within(run).await.unwrap().is_err());
+    let last: Status = calls(&rec)
+        .iter()
+        .rev()
+        .find(|c| c.method == "PATCH")
+        .map(|c| {
+            serde_json::from_str(
+                c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+        .unwrap();
+    assert_eq!(last.status, "failed");
+    let late = last
+        .plugins
+        .unwrap()
+        .into_iter()
+        .find(|p| p.plugin == "late")
+        .unwrap();
+    assert_eq!(late.status, "complete", "the drained upload is not counted");
+}
+
 fn job_and_daemonset() -> Vec<Manifest> {
     vec![
         plugin("sonobuoy-config: {driver: Job, plugin-name: e2e}\nspec: {name: e2e, image: e2e:1}\n"),
@@ -804,6 +894,10 @@ async fn a_restart_right_after_launch_adopts_and_one_during_sealing_seals_withou
         .join(format!(".202611251200_sonobuoy_{uuid}.tar.gz.partial"));
     std::fs::write(&partial, "half a tarball").unwrap();
     let deletes_before = calls(&rec).iter().filter(|c| c.method == "DELETE").count();
+    let gathers_before = calls(&rec)
+        .iter()
+        .filter(|c| c.path() == "/version")
+        .count();
     let third = within(restart(&client, out.path(), port).await)
         .await
         .unwrap()
@@ -824,6 +918,17 @@ async fn a_restart_right_after_launch_adopts_and_one_during_sealing_seals_withou
         calls(&rec).iter().filter(|c| c.method == "DELETE").count() > deletes_before,
         "and cleans up again"
     );
+    // Gathered once, before the first cleanup: the plugins' pods are in what was gathered,
+    // and the restart did not gather again (by then they could be gone).
+    assert_eq!(
+        calls(&rec)
+            .iter()
+            .filter(|c| c.path() == "/version")
+            .count(),
+        gathers_before,
+        "sealing again gathers nothing"
+    );
+    assert!(third.run_dir.join("serverversion.json").is_file());
 
     // A restart of a sealed run serves it as it is.
     let calls_before = calls(&rec).len();
@@ -864,6 +969,7 @@ fn a_recorded_run_is_carried_on_only_with_its_uuid_and_plugins() {
                 launch: None,
             })
             .collect(),
+        gathered: false,
     };
     identity::save(out.path(), &record).unwrap();
     let cfg = |uuid: &str| config_with_uuid(1, 0, uuid);
@@ -917,6 +1023,7 @@ async fn a_resumed_plugins_timeout_counts_from_its_first_launch_and_missing_obje
             nodes: vec![],
             launch: Some(LaunchRecord::new("abcdef0123456789".into(), an_hour_ago)),
         }],
+        gathered: false,
     };
     identity::save(out.path(), &record).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -81,7 +81,8 @@ fn cluster(c: &Call) -> (u16, Value) {
         "/api/v1/namespaces/kube-system/pods" => {
             // Pending and unschedulable by its conditions, yet its container ran once.
             let mut coredns = pod("kube-system", "coredns", "Pending", &["coredns"]);
-            coredns["status"]["containerStatuses"] = json!([{"name": "coredns", "state": {"running": {}}}]);
+            coredns["status"]["containerStatuses"] =
+                json!([{"name": "coredns", "state": {"running": {}}}]);
             (200, list("PodList", vec![coredns]))
         }
         "/api/v1/namespaces/sonobuoy/pods" => {
@@ -333,7 +334,13 @@ async fn logs_of_containers_that_never_started_are_not_asked_for_and_failures_ar
     let (client, server) = pair();
     let running = json!([{"name": "c", "state": {"running": {}}}]);
     let calls = server.serve(move |c: &Call| match c.path() {
-        "/api/v1/namespaces" => (200, list("NamespaceList", vec![json!({"metadata": {"name": "sonobuoy"}})])),
+        "/api/v1/namespaces" => (
+            200,
+            list(
+                "NamespaceList",
+                vec![json!({"metadata": {"name": "sonobuoy"}})],
+            ),
+        ),
         "/api/v1/namespaces/sonobuoy/pods" => {
             let mut pods = Vec::new();
             for name in ["ran", "gone-1", "gone-2", "gone-3"] {
@@ -342,12 +349,16 @@ async fn logs_of_containers_that_never_started_are_not_asked_for_and_failures_ar
                 pods.push(p);
             }
             let mut waiting = pod("sonobuoy", "waiting", "Pending", &["c"]);
-            waiting["status"]["containerStatuses"] = json!([{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]);
+            waiting["status"]["containerStatuses"] =
+                json!([{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]);
             pods.push(waiting);
             (200, list("PodList", pods))
         }
         "/api/v1/namespaces/sonobuoy/pods/ran/log" => (200, Value::String("fine\n".into())),
-        p if p.ends_with("/log") => (404, api_error(404, "NotFound", "the kubelet has no such pod")),
+        p if p.ends_with("/log") => (
+            404,
+            api_error(404, "NotFound", "the kubelet has no such pod"),
+        ),
         _ => (404, api_error(404, "NotFound", &c.uri)),
     });
     let api = KubeApi::new(client, "sonobuoy");

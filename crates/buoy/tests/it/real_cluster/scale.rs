@@ -130,7 +130,11 @@ async fn five_thousand_nodes_fit_64_mib_30_requests_a_minute_and_a_bounded_annot
             let a = annotation(k, ns)?;
             biggest = biggest.max(a.to_string().len());
             let over = time::OffsetDateTime::now_utc() > launched + Duration::from_secs(timeout);
-            sample(if over { "gathering and sealing" } else { "waiting" });
+            sample(if over {
+                "gathering and sealing"
+            } else {
+                "waiting"
+            });
             (a["status"] == "complete").then_some(a)
         },
     )
