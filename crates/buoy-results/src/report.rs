@@ -124,15 +124,42 @@ impl PluginReport {
         }
         if !self.failed_tests.is_empty() {
             writeln!(out, "\nFailed tests:")?;
-            for t in &self.failed_tests {
-                let name = t.name.strip_prefix("[It]").unwrap_or(&t.name);
-                match &t.node {
-                    Some(n) if by_node => writeln!(out, "{n}: {name}")?,
-                    _ => writeln!(out, "{name}")?,
+            if by_node {
+                for t in &self.failed_tests {
+                    let name = t.name.strip_prefix("[It]").unwrap_or(&t.name);
+                    match &t.node {
+                        Some(n) => writeln!(out, "{n}: {name}")?,
+                        None => writeln!(out, "{name}")?,
+                    }
+                }
+            } else {
+                for (name, times) in self.failed_names() {
+                    match times {
+                        1 => writeln!(out, "{name}")?,
+                        n => writeln!(out, "{name} ({n} times)")?,
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The failed tests' names in order of first appearance, each with how often it failed:
+    /// 5,000 nodes timing out are one line, not 5,000 identical ones.
+    pub fn failed_names(&self) -> Vec<(&str, usize)> {
+        let mut index: std::collections::HashMap<&str, usize> = Default::default();
+        let mut out: Vec<(&str, usize)> = Vec::new();
+        for t in &self.failed_tests {
+            let name = t.name.strip_prefix("[It]").unwrap_or(&t.name);
+            match index.get(name) {
+                Some(&i) => out[i].1 += 1,
+                None => {
+                    index.insert(name, out.len());
+                    out.push((name, 1));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -431,6 +458,37 @@ mod tests {
             "Plugin: ds\nStatus: custom: 1, failed: 1, passed: 1, skipped: 1\nTotal: 4\nPassed: 1\nFailed: 1\nSkipped: 1\ncustom: 1\n\nFailed tests:\nn1: t2\n"
         );
         assert!(!r.passed());
+    }
+
+    #[test]
+    fn identical_failures_are_one_line_with_a_count_unless_named_by_node() {
+        let mut root = Item::new("ds", "");
+        for n in 0..3 {
+            let mut node = Item::new(&format!("n{n}"), "");
+            node.meta.insert("type".into(), TYPE_NODE.into());
+            node.items
+                .push(Item::new("timeout waiting for results", item::TIMEOUT));
+            root.items.push(node);
+        }
+        let mut other = Item::new("n9", "");
+        other.meta.insert("type".into(), TYPE_NODE.into());
+        other.items.push(Item::new("t1", item::FAILED));
+        root.items.push(other);
+        item::roll_up(&mut root);
+        let r = PluginReport::from_item("ds", &root);
+        let text = |by_node| {
+            let mut out = Vec::new();
+            r.write_text(&mut out, by_node).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            text(false).ends_with("\nFailed tests:\ntimeout waiting for results (3 times)\nt1\n"),
+            "{}",
+            text(false)
+        );
+        assert!(text(true).ends_with(
+            "\nFailed tests:\nn0: timeout waiting for results\nn1: timeout waiting for results\nn2: timeout waiting for results\nn9: t1\n"
+        ));
     }
 
     #[test]

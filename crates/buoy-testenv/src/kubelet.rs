@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub played_result: PathBuf,
     pods: Mutex<HashMap<String, Entry>>,
     nodes: Mutex<HashMap<String, NodeMode>>,
+    /// ConfigMap and Secret data by `ns/kind/name`, read once.
+    pub objects: Mutex<HashMap<String, Arc<BTreeMap<String, Vec<u8>>>>>,
     pub log_port: u16,
 }
 
@@ -175,6 +177,7 @@ impl Kubelet {
             played_result,
             pods: Mutex::new(HashMap::new()),
             nodes: Mutex::new(HashMap::new()),
+            objects: Mutex::new(HashMap::new()),
             log_port,
         });
         let logs = tokio::spawn(log_server(inner.clone()));

@@ -143,8 +143,28 @@ async fn get_json(client: &Client, path: &str) -> Result<Value, EnvError> {
     Ok(client.request::<Value>(req).await?)
 }
 
-/// The data of a ConfigMap or Secret (Secret values base64-decoded).
+/// The data of a ConfigMap or Secret (Secret values base64-decoded), read once per object as
+/// the kubelet's cache does (thousands of played pods share one plugin's Secret).
 async fn object_data(
+    inner: &Inner,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Arc<BTreeMap<String, Vec<u8>>>, EnvError> {
+    let key = format!("{ns}/{kind}/{name}");
+    if let Some(d) = inner.objects.lock().expect("object cache").get(&key) {
+        return Ok(d.clone());
+    }
+    let d = Arc::new(read_object_data(&inner.client, ns, kind, name).await?);
+    inner
+        .objects
+        .lock()
+        .expect("object cache")
+        .insert(key, d.clone());
+    Ok(d)
+}
+
+async fn read_object_data(
     client: &Client,
     ns: &str,
     kind: &str,
@@ -233,14 +253,14 @@ impl PodRun {
                 continue;
             } else if let Some(c) = v.get("configMap") {
                 mkdir(&dir)?;
-                match object_data(self.client(), &id.ns, "configmaps", s(&c["name"])).await {
+                match object_data(&self.inner, &id.ns, "configmaps", s(&c["name"])).await {
                     Ok(data) => write_items(&dir, &data, &c["items"])?,
                     Err(_) if c["optional"] == true => {}
                     Err(e) => return Err(e),
                 }
             } else if let Some(c) = v.get("secret") {
                 mkdir(&dir)?;
-                match object_data(self.client(), &id.ns, "secrets", s(&c["secretName"])).await {
+                match object_data(&self.inner, &id.ns, "secrets", s(&c["secretName"])).await {
                     Ok(data) => write_items(&dir, &data, &c["items"])?,
                     Err(_) if c["optional"] == true => {}
                     Err(e) => return Err(e),
@@ -256,11 +276,11 @@ impl PodRun {
                         write_file(&dir, s(&t["path"]), token.as_bytes())?;
                     } else if let Some(c) = src.get("configMap") {
                         let data =
-                            object_data(self.client(), &id.ns, "configmaps", s(&c["name"])).await?;
+                            object_data(&self.inner, &id.ns, "configmaps", s(&c["name"])).await?;
                         write_items(&dir, &data, &c["items"])?;
                     } else if let Some(c) = src.get("secret") {
                         let data =
-                            object_data(self.client(), &id.ns, "secrets", s(&c["name"])).await?;
+                            object_data(&self.inner, &id.ns, "secrets", s(&c["name"])).await?;
                         write_items(&dir, &data, &c["items"])?;
                     } else if let Some(d) = src.get("downwardAPI") {
                         self.downward(id, &dir, &d["items"])?;
@@ -336,10 +356,10 @@ impl PodRun {
                 (_, Some(r)) => ("secrets", r),
                 _ => continue,
             };
-            match object_data(self.client(), &id.ns, kind, s(&r["name"])).await {
+            match object_data(&self.inner, &id.ns, kind, s(&r["name"])).await {
                 Ok(data) => {
-                    for (k, v) in data {
-                        env.insert(format!("{prefix}{k}"), String::from_utf8_lossy(&v).into());
+                    for (k, v) in data.iter() {
+                        env.insert(format!("{prefix}{k}"), String::from_utf8_lossy(v).into());
                     }
                 }
                 Err(_) if r["optional"] == true => {}
@@ -353,14 +373,14 @@ impl PodRun {
             } else if let Some(f) = e.pointer("/valueFrom/fieldRef") {
                 id.field(s(&f["fieldPath"])).unwrap_or_default()
             } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-                match object_data(self.client(), &id.ns, "secrets", s(&r["name"])).await {
+                match object_data(&self.inner, &id.ns, "secrets", s(&r["name"])).await {
                     Ok(d) => String::from_utf8_lossy(d.get(s(&r["key"])).map_or(&[][..], |v| v))
                         .into_owned(),
                     Err(_) if r["optional"] == true => String::new(),
                     Err(e) => return Err(e),
                 }
             } else if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
-                match object_data(self.client(), &id.ns, "configmaps", s(&r["name"])).await {
+                match object_data(&self.inner, &id.ns, "configmaps", s(&r["name"])).await {
                     Ok(d) => String::from_utf8_lossy(d.get(s(&r["key"])).map_or(&[][..], |v| v))
                         .into_owned(),
                     Err(_) if r["optional"] == true => String::new(),
@@ -869,6 +889,19 @@ async fn stop_group(
 /// A pod on a node in play mode: marked running, its worker's result (a small text file)
 /// uploaded with the pod's own credentials, then left running until deleted.
 pub(crate) async fn play(inner: Arc<Inner>, pod: Pod, mut stop: StopSignal) {
+    // Only the pod's name outlives its upload: thousands of played pods wait at once.
+    let (ns, name) = play_once(inner.clone(), pod).await;
+    stopped(&mut stop).await;
+    let api: kube::Api<Pod> = kube::Api::namespaced(inner.client.clone(), &ns);
+    let dp = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    let _ = api.delete(&name, &dp).await;
+}
+
+/// Marks a played pod running and uploads its worker's result; its namespace and name.
+async fn play_once(inner: Arc<Inner>, pod: Pod) -> (String, String) {
     let id = Ident::of(&pod);
     let run = PodRun {
         inner: inner.clone(),
@@ -909,13 +942,7 @@ pub(crate) async fn play(inner: Arc<Inner>, pod: Pod, mut stop: StopSignal) {
             }
         }
     }
-    stopped(&mut stop).await;
-    let api: kube::Api<Pod> = kube::Api::namespaced(inner.client.clone(), &id.ns);
-    let dp = kube::api::DeleteParams {
-        grace_period_seconds: Some(0),
-        ..Default::default()
-    };
-    let _ = api.delete(&id.name, &dp).await;
+    (id.ns, id.name)
 }
 
 async fn upload(inner: &Inner, id: &Ident, env: &BTreeMap<String, String>) {

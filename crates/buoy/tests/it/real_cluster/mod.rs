@@ -201,7 +201,19 @@ pub(super) fn config_for(
 
 impl OutOfCluster {
     pub fn start(k: &Path, config: &Path, port: u16, output: &Path, extra: &[&str]) -> Self {
-        let child = buoy()
+        Self::start_with(buoy(), k, config, port, output, extra)
+    }
+
+    /// The same with another `buoy` command (another build of it).
+    pub fn start_with(
+        mut cmd: tokio::process::Command,
+        k: &Path,
+        config: &Path,
+        port: u16,
+        output: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let child = cmd
             .args([
                 "aggregator",
                 "--kubeconfig",

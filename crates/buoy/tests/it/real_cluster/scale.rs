@@ -6,7 +6,7 @@
 //! Asserts the aggregator's peak RSS, its requests per minute while the run waits (from the
 //! API server's audit log) and the status annotation's size, and prints all three.
 //! `BUOY_TEST_SCALE_NODES` and `BUOY_TEST_SCALE_TIMEOUT` (seconds) change the size and the
-//! wait.
+//! wait; `BUOY_TEST_SCALE_BIN` measures another build of `buoy` (a release one).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -80,7 +80,18 @@ async fn five_thousand_nodes_fit_64_mib_30_requests_a_minute_and_a_bounded_annot
     let (config, port) = config_for(dir.path(), ns, &plugins, timeout);
     let view = buoy_testenv::free_port();
     let page = format!("--status-page=127.0.0.1:{view}");
-    let mut agg = OutOfCluster::start(
+    // The aggregator measured: this build's, or the one `BUOY_TEST_SCALE_BIN` names (a
+    // release build, as users run it).
+    let cmd = match std::env::var_os("BUOY_TEST_SCALE_BIN") {
+        Some(bin) => {
+            let mut c = tokio::process::Command::new(bin);
+            c.env("BUOY_LOG", "info").kill_on_drop(true);
+            c
+        }
+        None => crate::cli::buoy(),
+    };
+    let mut agg = OutOfCluster::start_with(
+        cmd,
         k,
         &config,
         port,
@@ -99,11 +110,34 @@ async fn five_thousand_nodes_fit_64_mib_30_requests_a_minute_and_a_bounded_annot
         let e = rss_by_phase.entry(phase.to_string()).or_default();
         *e = (*e).max(now);
     };
+    let mut last_note = std::time::Instant::now();
     let all_in = eventually_within(
         "every DaemonSet result",
         Duration::from_secs(timeout),
         || {
             sample("launching and receiving");
+            if last_note.elapsed() > Duration::from_secs(30) {
+                last_note = std::time::Instant::now();
+                let counts = get(view, "/api/v1/overview").map(|o| {
+                    o["plugins"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| {
+                            format!(
+                                "{} {}/{}",
+                                p["plugin"].as_str().unwrap_or(""),
+                                p["complete"],
+                                p["expected"]
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                });
+                eprintln!(
+                    "scale: {} s after launch: {counts:?}",
+                    (time::OffsetDateTime::now_utc() - launched).whole_seconds()
+                );
+            }
             if let Some(a) = annotation(k, ns) {
                 biggest = biggest.max(a.to_string().len());
             }
