@@ -81,7 +81,7 @@ impl SeenPod {
     pub fn of(pod: &Pod) -> Self {
         let failures = failure_timeline(pod);
         Self {
-            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            node: target_node(pod),
             pod: (!failures.is_empty())
                 .then(|| serde_json::to_value(pod).ok())
                 .flatten(),
@@ -93,6 +93,33 @@ impl SeenPod {
     pub fn failure(&self, now: OffsetDateTime) -> Option<&str> {
         first_at(&self.failures, now)
     }
+}
+
+/// The node a pod is for: the one it is bound to, or else the one a DaemonSet's pod is made
+/// for (its required affinity to `metadata.name`), which it has before the scheduler binds it.
+/// A pod made but not yet bound is no sign of a toleration problem: in a large cluster the
+/// scheduler can take minutes to bind thousands, and one it cannot bind says so itself
+/// (Unschedulable).
+fn target_node(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    if let Some(n) = &spec.node_name {
+        return Some(n.clone());
+    }
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms.iter().find_map(|t| {
+        t.match_fields.iter().flatten().find_map(|f| {
+            let values = f.values.as_deref().unwrap_or_default();
+            (f.key == "metadata.name" && f.operator == "In" && values.len() == 1)
+                .then(|| values[0].clone())
+        })
+    })
 }
 
 /// What one poll saw.
@@ -354,6 +381,35 @@ mod tests {
 
     fn names(ns: &[&str]) -> Option<BTreeSet<String>> {
         Some(ns.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn a_daemonset_pod_not_yet_bound_is_for_the_node_its_affinity_names() {
+        let pending: Pod = serde_json::from_value(json!({"metadata": {"name": "ds-x"}, "spec": {"containers": [],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n7"]}]}]}}}},
+            "status": {"phase": "Pending"}})).unwrap();
+        assert_eq!(SeenPod::of(&pending).node.as_deref(), Some("n7"));
+        // So a node whose pod waits for the scheduler is not "without a pod" past the grace.
+        let w = watched(Driver::DaemonSet, &["n7"]);
+        let obs = Observation {
+            pods: vec![SeenPod::of(&pending)],
+            daemonsets: 1,
+            nodes: names(&["n7"]),
+        };
+        let v = assess(
+            &w,
+            &mut MonitorState::default(),
+            &obs,
+            &|_| false,
+            &MonitorOptions::default(),
+            OffsetDateTime::now_utc(),
+        );
+        assert!(v.is_empty(), "{v:?}");
+        let bare: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": []}}))
+                .unwrap();
+        assert_eq!(SeenPod::of(&bare).node, None);
     }
 
     #[test]

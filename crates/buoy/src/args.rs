@@ -387,6 +387,10 @@ pub(crate) struct AggregatorArgs {
     /// In-cluster mode (no --expect): the kubeconfig to use instead of the in-cluster config.
     #[arg(long)]
     pub(crate) kubeconfig: Option<PathBuf>,
+    /// In-cluster: seconds a DaemonSet plugin's node may go without a pod before its result is
+    /// an error ("No pod was scheduled on node ...").
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub(crate) missing_pod_grace: u64,
     #[command(flatten)]
     pub(crate) compat: CompatFlags,
 }

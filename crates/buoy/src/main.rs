@@ -183,6 +183,10 @@ async fn aggregator_in_cluster(
         run_log: Some(run_log),
         cleanup_on_interrupt: args.cleanup_on_interrupt,
         seal_on_interrupt: args.seal_on_interrupt,
+        monitor: buoy_kube::monitor::MonitorOptions {
+            missing_pod_grace: Duration::from_secs(args.missing_pod_grace),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let finished = buoy_kube::cluster::run(api, cfg, plugins, opts, shutdown_signal())
