@@ -55,9 +55,9 @@ async fn a_crashing_plugin_a_node_without_a_pod_and_a_timeout_are_error_results(
     let dir = tempfile::tempdir().unwrap();
     // Long enough for three crash restarts (1 + 2 + 4 s) and a look at them; the silent
     // plugin's timeout then ends the run.
-    let (config, port) = config_for(dir.path(), ns, &plugins, 45);
+    let config = config_for(dir.path(), ns, &plugins, 45);
     let output = dir.path().join("out");
-    let mut agg = OutOfCluster::start(k, &config, port, &output, &["--missing-pod-grace=5"]);
+    let mut agg = OutOfCluster::start(k, &config, &output, &["--missing-pod-grace=5"]);
     let status = tokio::time::timeout(Duration::from_secs(240), agg.child.wait())
         .await
         .expect("the run ends")

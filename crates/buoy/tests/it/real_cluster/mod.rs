@@ -177,16 +177,9 @@ pub(super) fn delivering(text: &str, sleep: bool) -> String {
 pub(super) struct OutOfCluster {
     pub child: tokio::process::Child,
     pub output: PathBuf,
-    pub config: PathBuf,
-    pub port: u16,
 }
 
-pub(super) fn config_for(
-    dir: &Path,
-    ns: &str,
-    plugins: &[Value],
-    timeout_secs: u64,
-) -> (PathBuf, u16) {
+pub(super) fn config_for(dir: &Path, ns: &str, plugins: &[Value], timeout_secs: u64) -> PathBuf {
     let plugins_dir = dir.join("plugins.d");
     std::fs::create_dir_all(&plugins_dir).unwrap();
     for (i, p) in plugins.iter().enumerate() {
@@ -196,12 +189,12 @@ pub(super) fn config_for(
     let config = dir.join("config.json");
     std::fs::write(&config, json!({"Namespace": ns, "WorkerImage": "buoy:test", "PluginSearchPath": [plugins_dir],
         "Server": {"bindaddress": "127.0.0.1", "bindport": port, "advertiseaddress": format!("127.0.0.1:{port}"), "timeoutseconds": timeout_secs}}).to_string()).unwrap();
-    (config, port)
+    config
 }
 
 impl OutOfCluster {
-    pub fn start(k: &Path, config: &Path, port: u16, output: &Path, extra: &[&str]) -> Self {
-        Self::start_with(buoy(), k, config, port, output, extra)
+    pub fn start(k: &Path, config: &Path, output: &Path, extra: &[&str]) -> Self {
+        Self::start_with(buoy(), k, config, output, extra)
     }
 
     /// The same with another `buoy` command (another build of it).
@@ -209,7 +202,6 @@ impl OutOfCluster {
         mut cmd: tokio::process::Command,
         k: &Path,
         config: &Path,
-        port: u16,
         output: &Path,
         extra: &[&str],
     ) -> Self {
@@ -235,8 +227,6 @@ impl OutOfCluster {
         Self {
             child,
             output: output.to_path_buf(),
-            config: config.to_path_buf(),
-            port,
         }
     }
 

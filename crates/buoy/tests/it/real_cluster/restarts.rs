@@ -1,1 +1,342 @@
-//! placeholder
+//! An aggregator that dies and comes back: kill -9 in its pod right after launch, mid-results
+//! and while sealing (the kubelet restarts the container on the same output volume, as a real
+//! one would), a 60 s outage while a plugin finishes, and SIGTERM. The run carries on with the
+//! same UUID, creates no object twice, loses no result and ends complete (or, stopped, says
+//! so).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use buoy_testenv::NodeMode;
+use serde_json::json;
+
+use super::{
+    annotation, cluster, config_for, eventually, eventually_within, get_json, kubectl,
+    namespace_with_anchor, run_dir, ClusterOpts, OutOfCluster, IN_CLUSTER,
+};
+use crate::cli::buoy;
+
+/// A plugin script that waits for `gate` to appear, then delivers (and, for a DaemonSet,
+/// sleeps).
+fn gated(gate: &str, sleep: bool) -> String {
+    format!(
+        "while [ ! -e /gate/{gate} ]; do sleep 0.2; done; {}",
+        super::delivering(gate, sleep)
+    )
+}
+
+/// A plugin manifest whose container sees the host directory `gates` at `/gate`.
+fn gated_plugin(name: &str, driver: &str, gate: &str, gates: &Path) -> serde_json::Value {
+    json!({"sonobuoy-config": {"driver": driver, "plugin-name": name, "result-format": "raw"},
+        "spec": {"name": "plugin", "image": "busybox:1.36", "command": ["sh", "-c", gated(gate, driver == "DaemonSet")],
+                 "volumeMounts": [{"name": "gate", "mountPath": "/gate"}]},
+        "extra-volumes": [{"name": "gate", "hostPath": {"path": gates.to_str().unwrap()}}]})
+}
+
+fn kill(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a process this test's cluster started.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// How many times Buoy asked the API server to create `resource` in `ns`.
+fn creates(audit: &Path, ns: &str, resource: &str) -> usize {
+    buoy_testenv::audit::requests(audit, "buoy/")
+        .iter()
+        .filter(|r| {
+            r.verb == "create"
+                && r.uri.split('?').next() == Some(&format!("/api/v1/namespaces/{ns}/{resource}"))
+                || r.verb == "create"
+                    && r.uri.split('?').next()
+                        == Some(&format!("/apis/apps/v1/namespaces/{ns}/{resource}"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_launch_mid_results_and_while_sealing_carries_the_run_on_once() {
+    // Each pod log takes 2 s to read: gathering lasts long enough to be caught under way.
+    let opts = ClusterOpts {
+        log_delay: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let Some(c) = cluster("kill_9_three_times", opts).await else {
+        return;
+    };
+    let _ports = IN_CLUSTER.lock().await;
+    let k = c.kubeconfig();
+    let ns = "restarts";
+    c.add_nodes(&["r-a".into()], NodeMode::Run, &[])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gates = dir.path().join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for (name, driver) in [("job", "Job"), ("ds", "DaemonSet")] {
+        std::fs::write(
+            plugins.join(format!("{name}.yaml")),
+            gated_plugin(name, driver, name, &gates).to_string(),
+        )
+        .unwrap();
+    }
+    let out = buoy()
+        .args(["manifest", "--plugin"])
+        .arg(&plugins)
+        .args(["--image", "buoy:test", "-n", ns])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let (ok, text) = kubectl(
+        k,
+        &["apply", "-f", "-"],
+        Some(&String::from_utf8(out.stdout).unwrap()),
+    );
+    assert!(ok, "{text}");
+
+    let aggregator = || {
+        c.kubelet
+            .pids(ns, "sonobuoy")
+            .into_iter()
+            .find(|(name, _)| name == "kube-sonobuoy")
+            .map(|(_, pid)| pid)
+    };
+    let restart = |why: &str, pid: u32| {
+        eprintln!("kill -9 the aggregator ({why})");
+        kill(pid, libc::SIGKILL);
+    };
+    // 1. Right after launch: the first plugin's Secret exists.
+    let first = eventually("the first plugin object", || {
+        let s = get_json(k, &["secrets", "-n", ns, "-l", "sonobuoy-component=plugin"]);
+        (!s["items"].as_array()?.is_empty()).then_some(())?;
+        aggregator()
+    })
+    .await;
+    restart("right after launch", first);
+    let second = eventually("the aggregator back", || {
+        aggregator().filter(|p| *p != first)
+    })
+    .await;
+
+    // 2. Mid-results: the Job delivered, the DaemonSet has not.
+    std::fs::write(gates.join("job"), "").unwrap();
+    eventually("the Job's result", || {
+        let a = annotation(k, ns)?;
+        let job = a["plugins"]
+            .as_array()?
+            .iter()
+            .find(|p| p["plugin"] == "job")?
+            .clone();
+        (job["status"] == "complete").then_some(())
+    })
+    .await;
+    let pid = eventually("the aggregator", aggregator).await;
+    assert_eq!(pid, second);
+    restart("mid-results", pid);
+    let third = eventually("the aggregator back", || {
+        aggregator().filter(|p| *p != second)
+    })
+    .await;
+
+    // 3. While sealing: gathering is under way.
+    let output = c
+        .kubelet
+        .pod_dir(ns, "sonobuoy")
+        .unwrap()
+        .join("volumes/output-volume");
+    std::fs::write(gates.join("ds"), "").unwrap();
+    eventually_within("gathering under way", Duration::from_secs(120), || {
+        std::fs::read_dir(&output)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".buoy-gather-"))
+            .then_some(())
+    })
+    .await;
+    restart("while sealing", third);
+
+    let done = eventually_within("the run to complete", Duration::from_secs(300), || {
+        annotation(k, ns).filter(|a| a["status"] == "complete")
+    })
+    .await;
+    let tarball = super::tarball(&output).expect("a tarball");
+    let uuid = run_dir(&output)
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(tarball
+        .to_string_lossy()
+        .ends_with(&format!("_sonobuoy_{uuid}.tar.gz")));
+    assert!(
+        done["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["result-status"] == "passed"),
+        "{done}"
+    );
+
+    // Four starts, one UUID: no start ever named another.
+    let log = std::fs::read_to_string(
+        c.kubelet
+            .pod_dir(ns, "sonobuoy")
+            .unwrap()
+            .join("logs/kube-sonobuoy.log"),
+    )
+    .unwrap();
+    let starts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("in-cluster run"))
+        .collect();
+    assert_eq!(starts.len(), 4, "{log}");
+    let uuids: std::collections::BTreeSet<&str> = log
+        .split("uuid=")
+        .skip(1)
+        .filter_map(|s| s.get(..36))
+        .collect();
+    assert_eq!(
+        uuids.into_iter().collect::<Vec<_>>(),
+        [uuid.as_str()],
+        "{log}"
+    );
+    // Nothing created twice.
+    let audit = &c.cp.audit_log;
+    // The audit log is written in batches: wait for the last creation to be in it.
+    eventually("the audit log", || {
+        (creates(audit, ns, "daemonsets") >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(creates(audit, ns, "secrets"), 2);
+    assert_eq!(creates(audit, ns, "pods"), 1);
+    assert_eq!(creates(audit, ns, "daemonsets"), 1);
+    // Gathered while the plugins' pods were there.
+    let list = std::process::Command::new("tar")
+        .arg("tzf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let names = String::from_utf8(list.stdout).unwrap();
+    let pods_json = names
+        .lines()
+        .find(|n| n.ends_with("resources/ns/restarts/core_v1_pods.json"))
+        .unwrap();
+    let pods = std::process::Command::new("tar")
+        .arg("xzOf")
+        .arg(&tarball)
+        .arg(pods_json)
+        .output()
+        .unwrap();
+    let pods: serde_json::Value = serde_json::from_slice(&pods.stdout).unwrap();
+    let plugin_pods = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["sonobuoy-component"] == "plugin")
+        .count();
+    assert_eq!(plugin_pods, 2, "{names}");
+}
+
+fn out_of_cluster_run(dir: &Path, ns: &str, gates: &Path, timeout: u64) -> (PathBuf, PathBuf) {
+    let pin =
+        json!({"restartPolicy": "Never", "containers": [], "nodeSelector": {"outage": "yes"}});
+    let mut p = gated_plugin("late", "Job", "late", gates);
+    p["podSpec"] = pin;
+    let config = config_for(dir, ns, &[p], timeout);
+    (config, dir.join("out"))
+}
+
+/// The aggregator is gone for a minute while its plugin finishes: the worker keeps trying and
+/// delivers to the restarted aggregator (it used to give up after about 15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixty_second_outage_of_the_aggregator_loses_no_result() {
+    let Some(c) = cluster("a_sixty_second_outage", Default::default()).await else {
+        return;
+    };
+    let k = c.kubeconfig();
+    let ns = "outage";
+    namespace_with_anchor(&c, ns).await;
+    c.add_nodes(&["o-a".into()], NodeMode::Run, &[("outage", "yes")])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gates = dir.path().join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let (config, output) = out_of_cluster_run(dir.path(), ns, &gates, 600);
+    let mut first = OutOfCluster::start(k, &config, &output, &[]);
+    // The plugin runs; then its aggregator goes away, and the plugin finishes meanwhile.
+    eventually("the plugin running", || {
+        let pods = get_json(k, &["pods", "-n", ns, "-l", "sonobuoy-plugin=late"]);
+        let p = pods["items"].as_array()?.first()?.clone();
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    let down = std::time::Instant::now();
+    std::fs::write(gates.join("late"), "").unwrap();
+    // The outage itself is what is tested: a minute with nobody listening.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(down.elapsed() >= Duration::from_secs(60));
+    let mut second = OutOfCluster::start(k, &config, &output, &[]);
+    let status = tokio::time::timeout(Duration::from_secs(180), second.child.wait())
+        .await
+        .expect("the run ends")
+        .unwrap();
+    assert!(status.success(), "{}", second.log());
+    let run = run_dir(&output).unwrap();
+    assert!(
+        run.join("plugins/late/results/global/out.txt").is_file(),
+        "the result delivered during the outage is not there: {:?}",
+        std::fs::read_dir(run.join("plugins/late"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
+    assert!(!run.join("plugins/late/errors").exists());
+}
+
+/// SIGTERM before every result: the aggregator stops, its last status says the run was
+/// interrupted and why, and the plugins are left for a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_every_result_publishes_the_interruption_and_leaves_the_plugins() {
+    let Some(c) = cluster("sigterm_mid_run", Default::default()).await else {
+        return;
+    };
+    let k = c.kubeconfig();
+    let ns = "sigterm";
+    namespace_with_anchor(&c, ns).await;
+    c.add_nodes(&["s-a".into()], NodeMode::Run, &[("outage", "yes")])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gates = dir.path().join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let (config, output) = out_of_cluster_run(dir.path(), ns, &gates, 600);
+    let mut agg = OutOfCluster::start(k, &config, &output, &[]);
+    eventually("the plugin running", || {
+        let pods = get_json(k, &["pods", "-n", ns, "-l", "sonobuoy-plugin=late"]);
+        let p = pods["items"].as_array()?.first()?.clone();
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    kill(agg.child.id().unwrap(), libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(120), agg.child.wait())
+        .await
+        .expect("the aggregator stops")
+        .unwrap();
+    assert!(!status.success(), "{}", agg.log());
+    let a = annotation(k, ns).unwrap();
+    assert_eq!(a["status"], "failed", "{a}");
+    assert!(
+        a["interrupted"].as_str().unwrap().contains("SIGTERM"),
+        "{a}"
+    );
+    let pods = get_json(k, &["pods", "-n", ns, "-l", "sonobuoy-plugin=late"]);
+    assert!(
+        pods["items"][0]["metadata"]["deletionTimestamp"].is_null(),
+        "the plugin was deleted"
+    );
+}

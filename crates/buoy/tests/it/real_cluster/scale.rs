@@ -77,7 +77,7 @@ async fn five_thousand_nodes_fit_64_mib_30_requests_a_minute_and_a_bounded_annot
         plugin("held", "Job", "true", held),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let (config, port) = config_for(dir.path(), ns, &plugins, timeout);
+    let config = config_for(dir.path(), ns, &plugins, timeout);
     let view = buoy_testenv::free_port();
     let page = format!("--status-page=127.0.0.1:{view}");
     // The aggregator measured: this build's, or the one `BUOY_TEST_SCALE_BIN` names (a
@@ -94,7 +94,6 @@ async fn five_thousand_nodes_fit_64_mib_30_requests_a_minute_and_a_bounded_annot
         cmd,
         k,
         &config,
-        port,
         &dir.path().join("out"),
         &["--no-exit", &page],
     );
