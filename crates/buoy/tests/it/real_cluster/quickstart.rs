@@ -190,8 +190,20 @@ async fn quickstart_manifest_runs_in_the_cluster_and_buoy_delete_removes_it() {
         .unwrap()
         .iter()
         .all(|p| p["metadata"]["deletionTimestamp"].is_string()));
-    let secrets = get_json(k, &["secrets", "-n", ns, "-l", "sonobuoy-component=plugin"]);
-    for s in secrets["items"].as_array().unwrap() {
+    let secrets = get_json(k, &["secrets", "-n", ns]);
+    let plugin_secrets: Vec<&Value> = secrets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("sonobuoy-plugin-")
+        })
+        .collect();
+    assert_eq!(plugin_secrets.len(), 2, "{secrets}");
+    for s in plugin_secrets {
         assert_eq!(
             s["metadata"]["ownerReferences"][0]["name"], "sonobuoy",
             "{s}"

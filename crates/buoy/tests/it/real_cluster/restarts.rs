@@ -110,8 +110,16 @@ async fn kill_9_after_launch_mid_results_and_while_sealing_carries_the_run_on_on
     };
     // 1. Right after launch: the first plugin's Secret exists.
     let first = eventually("the first plugin object", || {
-        let s = get_json(k, &["secrets", "-n", ns, "-l", "sonobuoy-component=plugin"]);
-        (!s["items"].as_array()?.is_empty()).then_some(())?;
+        let s = get_json(k, &["secrets", "-n", ns]);
+        s["items"]
+            .as_array()?
+            .iter()
+            .any(|s| {
+                s["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("sonobuoy-plugin-"))
+            })
+            .then_some(())?;
         aggregator()
     })
     .await;
