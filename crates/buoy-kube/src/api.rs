@@ -603,20 +603,6 @@ mod tests {
         assert!(c.is_err());
     }
 
-    fn page(kind: &str, names: &[&str], cont: Option<&str>) -> serde_json::Value {
-        let mut l = list(
-            kind,
-            names
-                .iter()
-                .map(|n| json!({"metadata": {"name": n}, "spec": {"nodeName": n}}))
-                .collect(),
-        );
-        if let Some(c) = cont {
-            l["metadata"] = json!({"continue": c});
-        }
-        l
-    }
-
     #[tokio::test]
     async fn the_aggregator_pod_is_found_by_label_then_legacy_label_then_name() {
         let (client, mut server) = pair();

@@ -464,7 +464,7 @@ mod tests {
     fn identical_failures_are_one_line_with_a_count_unless_named_by_node() {
         let mut root = Item::new("ds", "");
         for n in 0..3 {
-            let mut node = Item::new(&format!("n{n}"), "");
+            let mut node = Item::new(format!("n{n}"), "");
             node.meta.insert("type".into(), TYPE_NODE.into());
             node.items
                 .push(Item::new("timeout waiting for results", item::TIMEOUT));

@@ -92,6 +92,9 @@ impl KubeletOptions {
     }
 }
 
+/// A ConfigMap's or Secret's data, by key.
+pub(crate) type ObjectData = BTreeMap<String, Vec<u8>>;
+
 /// One pod the kubelet started: how to stop it and what runs in it.
 struct Entry {
     ns: String,
@@ -109,7 +112,7 @@ pub(crate) struct Inner {
     pods: Mutex<HashMap<String, Entry>>,
     nodes: Mutex<HashMap<String, NodeMode>>,
     /// ConfigMap and Secret data by `ns/kind/name`, read once.
-    pub objects: Mutex<HashMap<String, Arc<BTreeMap<String, Vec<u8>>>>>,
+    pub objects: Mutex<HashMap<String, Arc<ObjectData>>>,
     pub log_port: u16,
 }
 

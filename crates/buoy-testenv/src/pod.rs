@@ -18,7 +18,7 @@ use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::kubelet::{ImageSpec, Inner};
+use crate::kubelet::{ImageSpec, Inner, ObjectData};
 use crate::EnvError;
 
 /// What the watcher asks of a running pod: stop its containers within the grace period.
@@ -150,7 +150,7 @@ async fn object_data(
     ns: &str,
     kind: &str,
     name: &str,
-) -> Result<Arc<BTreeMap<String, Vec<u8>>>, EnvError> {
+) -> Result<Arc<ObjectData>, EnvError> {
     let key = format!("{ns}/{kind}/{name}");
     if let Some(d) = inner.objects.lock().expect("object cache").get(&key) {
         return Ok(d.clone());

@@ -114,7 +114,7 @@ pub(super) async fn cluster(test: &str, o: ClusterOpts) -> Option<TestCluster> {
 pub(super) async fn namespace_with_anchor(c: &TestCluster, ns: &str) {
     let k = c.kubeconfig();
     let anchor = format!("{ns}-anchor");
-    c.add_nodes(&[anchor.clone()], NodeMode::Down, &[])
+    c.add_nodes(std::slice::from_ref(&anchor), NodeMode::Down, &[])
         .await
         .unwrap();
     apply(

@@ -42,15 +42,13 @@ fn kill(pid: u32, signal: i32) {
 
 /// How many times Buoy asked the API server to create `resource` in `ns`.
 fn creates(audit: &Path, ns: &str, resource: &str) -> usize {
+    let paths = [
+        format!("/api/v1/namespaces/{ns}/{resource}"),
+        format!("/apis/apps/v1/namespaces/{ns}/{resource}"),
+    ];
     buoy_testenv::audit::requests(audit, "buoy/")
         .iter()
-        .filter(|r| {
-            r.verb == "create"
-                && r.uri.split('?').next() == Some(&format!("/api/v1/namespaces/{ns}/{resource}"))
-                || r.verb == "create"
-                    && r.uri.split('?').next()
-                        == Some(&format!("/apis/apps/v1/namespaces/{ns}/{resource}"))
-        })
+        .filter(|r| r.verb == "create" && paths.iter().any(|p| r.uri.split('?').next() == Some(p)))
         .count()
 }
 
