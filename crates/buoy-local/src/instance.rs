@@ -42,38 +42,14 @@ pub struct Instance {
     mode: Mode,
 }
 
-/// Kubernetes' `$(VAR)` expansion in command and args (`$$` escapes a `$`); unknown names stay.
+/// Kubernetes' `$(VAR)` expansion in command and args, the later of two same names winning.
 fn expand(s: &str, env: &[(String, String)]) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(stripped) = after.strip_prefix('$') {
-            out.push('$');
-            rest = stripped;
-        } else if let Some(inner) = after.strip_prefix('(') {
-            match inner.find(')') {
-                Some(end) => {
-                    let name = &inner[..end];
-                    match env.iter().rev().find(|(k, _)| k == name) {
-                        Some((_, v)) => out.push_str(v),
-                        None => out.push_str(&format!("$({name})")),
-                    }
-                    rest = &inner[end + 1..];
-                }
-                None => {
-                    out.push('$');
-                    rest = after;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
+    buoy_wire::manifest::expand_env_refs(s, |name| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    })
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -350,32 +350,37 @@ impl ControlPlane {
         })
         .await?;
 
-        let qps = opts.component_qps.to_string();
-        let burst = (opts.component_qps * 2).to_string();
+        // Both components: the admin kubeconfig, a private serving port, the client rate, and
+        // leader election (whose leases say they are up).
+        let common = |port: u16| {
+            vec![
+                format!("--kubeconfig={}", self.kubeconfig.display()),
+                "--bind-address=127.0.0.1".to_string(),
+                format!("--secure-port={port}"),
+                format!("--kube-api-qps={}", opts.component_qps),
+                format!("--kube-api-burst={}", opts.component_qps * 2),
+                "--leader-elect=true".to_string(),
+            ]
+        };
         let cm = spawn(
             "kube-controller-manager",
             &dir,
             Command::new(&bins.controller_manager)
-                .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+                .args(common(free_port()))
                 .arg("--controllers=*,-nodelifecycle")
                 .arg(format!(
                     "--service-account-private-key-file={}",
                     sa.display()
                 ))
                 .arg(format!("--root-ca-file={}", ca_file.display()))
-                .arg("--use-service-account-credentials=false")
-                .arg("--bind-address=127.0.0.1")
-                .arg(format!("--secure-port={}", free_port()))
-                .arg(format!("--kube-api-qps={qps}"))
-                .arg(format!("--kube-api-burst={burst}"))
-                .arg("--leader-elect=true"),
+                .arg("--use-service-account-credentials=false"),
         )?;
         self.procs.push(("kube-controller-manager", cm));
         let scheduler = spawn(
             "kube-scheduler",
             &dir,
             Command::new(&bins.scheduler)
-                .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+                .args(common(free_port()))
                 .arg(format!(
                     "--authentication-kubeconfig={}",
                     self.kubeconfig.display()
@@ -383,20 +388,12 @@ impl ControlPlane {
                 .arg(format!(
                     "--authorization-kubeconfig={}",
                     self.kubeconfig.display()
-                ))
-                .arg("--bind-address=127.0.0.1")
-                .arg(format!("--secure-port={}", free_port()))
-                .arg(format!("--kube-api-qps={qps}"))
-                .arg(format!("--kube-api-burst={burst}"))
-                .arg("--leader-elect=true"),
+                )),
         )?;
         self.procs.push(("kube-scheduler", scheduler));
-        for (lease, component) in [
-            ("kube-controller-manager", "kube-controller-manager"),
-            ("kube-scheduler", "kube-scheduler"),
-        ] {
+        for lease in ["kube-controller-manager", "kube-scheduler"] {
             let client = client.clone();
-            self.wait_for(component, Duration::from_secs(120), || {
+            self.wait_for(lease, Duration::from_secs(120), || {
                 let client = client.clone();
                 async move {
                     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =

@@ -55,6 +55,28 @@ struct PodState {
     dirty: bool,
 }
 
+impl PodState {
+    /// Every container of the pod in `state`, the pod started at `started`.
+    fn new(containers: &[Value], started: String, state: Value) -> Self {
+        Self {
+            containers: containers
+                .iter()
+                .map(|c| ContainerState {
+                    name: s(&c["name"]).to_string(),
+                    image: s(&c["image"]).to_string(),
+                    restarts: 0,
+                    state: state.clone(),
+                    last: json!({}),
+                    pid: None,
+                    finished: false,
+                })
+                .collect(),
+            started,
+            dirty: true,
+        }
+    }
+}
+
 /// The pod's identity and the bits of it that env references and status patches read.
 struct Ident {
     ns: String,
@@ -98,35 +120,9 @@ impl Ident {
     }
 }
 
-/// `$(VAR)` references expanded from `env` as the kubelet does; `$$` is a literal `$`, an
-/// unknown reference stays as written.
-pub(crate) fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(inner) = after.strip_prefix('(') {
-            match inner.find(')') {
-                Some(end) if env.contains_key(&inner[..end]) => {
-                    out.push_str(&env[&inner[..end]]);
-                    rest = &inner[end + 1..];
-                }
-                _ => {
-                    out.push('$');
-                    rest = after;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
+/// `$(VAR)` references expanded from `env` as the kubelet does.
+fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
+    buoy_wire::manifest::expand_env_refs(text, |name| env.get(name).map(String::as_str))
 }
 
 pub(crate) struct PodRun {
@@ -253,18 +249,11 @@ impl PodRun {
                 continue;
             } else if let Some(c) = v.get("configMap") {
                 mkdir(&dir)?;
-                match object_data(&self.inner, &id.ns, "configmaps", s(&c["name"])).await {
-                    Ok(data) => write_items(&dir, &data, &c["items"])?,
-                    Err(_) if c["optional"] == true => {}
-                    Err(e) => return Err(e),
-                }
+                self.project(id, &dir, "configmaps", &c["name"], c).await?;
             } else if let Some(c) = v.get("secret") {
                 mkdir(&dir)?;
-                match object_data(&self.inner, &id.ns, "secrets", s(&c["secretName"])).await {
-                    Ok(data) => write_items(&dir, &data, &c["items"])?,
-                    Err(_) if c["optional"] == true => {}
-                    Err(e) => return Err(e),
-                }
+                self.project(id, &dir, "secrets", &c["secretName"], c)
+                    .await?;
             } else if let Some(d) = v.get("downwardAPI") {
                 mkdir(&dir)?;
                 self.downward(id, &dir, &d["items"])?;
@@ -275,13 +264,9 @@ impl PodRun {
                         let token = self.token(id, t).await?;
                         write_file(&dir, s(&t["path"]), token.as_bytes())?;
                     } else if let Some(c) = src.get("configMap") {
-                        let data =
-                            object_data(&self.inner, &id.ns, "configmaps", s(&c["name"])).await?;
-                        write_items(&dir, &data, &c["items"])?;
+                        self.project(id, &dir, "configmaps", &c["name"], c).await?;
                     } else if let Some(c) = src.get("secret") {
-                        let data =
-                            object_data(&self.inner, &id.ns, "secrets", s(&c["name"])).await?;
-                        write_items(&dir, &data, &c["items"])?;
+                        self.project(id, &dir, "secrets", &c["name"], c).await?;
                     } else if let Some(d) = src.get("downwardAPI") {
                         self.downward(id, &dir, &d["items"])?;
                     }
@@ -294,6 +279,34 @@ impl PodRun {
             out.insert(name, dir);
         }
         Ok(out)
+    }
+
+    /// Writes a ConfigMap's or Secret's keys (`source`'s `items`, else all) into `dir`; a
+    /// missing one is no error when `source` says it is optional.
+    async fn project(
+        &self,
+        id: &Ident,
+        dir: &Path,
+        kind: &str,
+        name: &Value,
+        source: &Value,
+    ) -> Result<(), EnvError> {
+        match object_data(&self.inner, &id.ns, kind, s(name)).await {
+            Ok(data) => write_items(dir, &data, &source["items"]),
+            Err(_) if source["optional"] == true => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One key of a Secret or ConfigMap (`r`: its name, key and whether it is optional).
+    async fn key_ref(&self, id: &Ident, kind: &str, r: &Value) -> Result<String, EnvError> {
+        match object_data(&self.inner, &id.ns, kind, s(&r["name"])).await {
+            Ok(d) => Ok(
+                String::from_utf8_lossy(d.get(s(&r["key"])).map_or(&[][..], |v| v)).into_owned(),
+            ),
+            Err(_) if r["optional"] == true => Ok(String::new()),
+            Err(e) => Err(e),
+        }
     }
 
     fn downward(&self, id: &Ident, dir: &Path, items: &Value) -> Result<(), EnvError> {
@@ -373,19 +386,9 @@ impl PodRun {
             } else if let Some(f) = e.pointer("/valueFrom/fieldRef") {
                 id.field(s(&f["fieldPath"])).unwrap_or_default()
             } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-                match object_data(&self.inner, &id.ns, "secrets", s(&r["name"])).await {
-                    Ok(d) => String::from_utf8_lossy(d.get(s(&r["key"])).map_or(&[][..], |v| v))
-                        .into_owned(),
-                    Err(_) if r["optional"] == true => String::new(),
-                    Err(e) => return Err(e),
-                }
+                self.key_ref(id, "secrets", r).await?
             } else if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
-                match object_data(&self.inner, &id.ns, "configmaps", s(&r["name"])).await {
-                    Ok(d) => String::from_utf8_lossy(d.get(s(&r["key"])).map_or(&[][..], |v| v))
-                        .into_owned(),
-                    Err(_) if r["optional"] == true => String::new(),
-                    Err(e) => return Err(e),
-                }
+                self.key_ref(id, "configmaps", r).await?
             } else {
                 String::new()
             };
@@ -447,22 +450,11 @@ impl PodRun {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let state = Arc::new(Mutex::new(PodState {
-            containers: containers
-                .iter()
-                .map(|c| ContainerState {
-                    name: s(&c["name"]).to_string(),
-                    image: s(&c["image"]).to_string(),
-                    restarts: 0,
-                    state: json!({"waiting": {"reason": "ContainerCreating"}}),
-                    last: json!({}),
-                    pid: None,
-                    finished: false,
-                })
-                .collect(),
-            started: started.clone(),
-            dirty: true,
-        }));
+        let state = Arc::new(Mutex::new(PodState::new(
+            &containers,
+            started,
+            json!({"waiting": {"reason": "ContainerCreating"}}),
+        )));
         // Volumes and env are made before any container starts; a missing Secret or
         // ConfigMap is waited for, as the kubelet does.
         let prepared = loop {
@@ -679,6 +671,22 @@ fn plan_mounts(mut mounts: Vec<(PathBuf, PathBuf, bool)>) -> Vec<(CString, CStri
     out
 }
 
+/// mount(2) with no file system type or data; `false` on failure (errno says why).
+fn mount(source: Option<&std::ffi::CStr>, target: &std::ffi::CStr, flags: libc::c_ulong) -> bool {
+    let source = source.map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: both strings are NUL-terminated and outlive the call; null type and data are
+    // allowed for bind mounts and propagation changes.
+    unsafe {
+        libc::mount(
+            source,
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        ) == 0
+    }
+}
+
 /// Starts one container process: its own session (so the whole process group can be
 /// signalled), its own mount namespace with the mounts, killed if the kubelet's thread ends.
 fn spawn_container(
@@ -723,37 +731,18 @@ fn spawn_container(
             if libc::unshare(libc::CLONE_NEWNS) != 0 {
                 return fail();
             }
-            let none = c"none";
-            let root = c"/";
-            if libc::mount(
-                none.as_ptr(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
+            // Nothing mounted here reaches the host's namespace.
+            if !mount(None, c"/", libc::MS_REC | libc::MS_PRIVATE) {
                 return fail();
             }
             for (host, target, ro) in &plan {
-                if libc::mount(
-                    host.as_ptr(),
-                    target.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return fail();
-                }
-                if *ro
-                    && libc::mount(
-                        std::ptr::null(),
-                        target.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-                        std::ptr::null(),
-                    ) != 0
+                if !mount(Some(host), target, libc::MS_BIND | libc::MS_REC)
+                    || (*ro
+                        && !mount(
+                            None,
+                            target,
+                            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                        ))
                 {
                     return fail();
                 }
@@ -914,22 +903,11 @@ async fn play_once(inner: Arc<Inner>, pod: Pod) -> (String, String) {
         .cloned()
         .unwrap_or_default();
     let started = now();
-    let st = PodState {
-        containers: containers
-            .iter()
-            .map(|c| ContainerState {
-                name: s(&c["name"]).to_string(),
-                image: s(&c["image"]).to_string(),
-                restarts: 0,
-                state: json!({"running": {"startedAt": started}}),
-                last: json!({}),
-                pid: None,
-                finished: false,
-            })
-            .collect(),
-        started,
-        dirty: false,
-    };
+    let st = PodState::new(
+        &containers,
+        started.clone(),
+        json!({"running": {"startedAt": started}}),
+    );
     {
         let _slot = inner.play_slots.acquire().await.expect("slots never close");
         run.patch_status(&id, &st, "Running").await;
@@ -978,18 +956,6 @@ async fn upload(inner: &Inner, id: &Ident, env: &BTreeMap<String, String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn references_expand_as_the_kubelet_expands_them() {
-        let env: BTreeMap<String, String> = [
-            ("A".to_string(), "1".to_string()),
-            ("B".to_string(), "x y".to_string()),
-        ]
-        .into();
-        assert_eq!(expand("$(A)-$(B)", &env), "1-x y");
-        assert_eq!(expand("$$(A) $(C) $ $A", &env), "$(A) $(C) $ $A");
-        assert_eq!(expand("$(A", &env), "$(A");
-    }
 
     #[test]
     fn a_mount_inside_another_volume_gets_its_point_in_that_volume() {

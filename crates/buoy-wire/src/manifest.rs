@@ -226,6 +226,39 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
     Ok(out)
 }
 
+/// Kubernetes' `$(VAR)` expansion of a container's command, args and env values: `$(NAME)`
+/// becomes what `lookup` gives for `NAME`, `$$` a literal `$`, and an unknown or unterminated
+/// reference stays as written.
+pub fn expand_env_refs<'a>(s: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+            continue;
+        }
+        let known = after
+            .strip_prefix('(')
+            .and_then(|inner| Some((inner, inner.find(')')?)))
+            .and_then(|(inner, end)| Some((lookup(&inner[..end])?, &inner[end + 1..])));
+        match known {
+            Some((value, tail)) => {
+                out.push_str(value);
+                rest = tail;
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -296,5 +329,17 @@ spec:
         )
         .unwrap();
         assert_eq!((m.driver, m.result_format()), (Driver::DaemonSet, "raw"));
+    }
+
+    #[test]
+    fn references_expand_as_kubernetes_expands_them() {
+        let env = |n: &str| match n {
+            "A" => Some("1"),
+            "B" => Some("two"),
+            _ => None,
+        };
+        assert_eq!(expand_env_refs("x$(A)y$(B)", env), "x1ytwo");
+        assert_eq!(expand_env_refs("$(C) $$(A) $", env), "$(C) $(A) $");
+        assert_eq!(expand_env_refs("echo $HOME $(A", env), "echo $HOME $(A");
     }
 }

@@ -155,6 +155,21 @@ fn calls(rec: &Recorded) -> Vec<Call> {
     rec.lock().unwrap().clone()
 }
 
+/// The status the last annotation patch wrote.
+fn last_status(rec: &Recorded) -> Status {
+    let patch = calls(rec)
+        .into_iter()
+        .rev()
+        .find(|c| c.method == "PATCH")
+        .expect("a status patch");
+    serde_json::from_str(
+        patch.body["metadata"]["annotations"]["sonobuoy.hept.io/status"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 fn b64(v: &Value) -> String {
     use base64::Engine;
     String::from_utf8(
@@ -515,19 +530,7 @@ async fn a_stop_before_every_result_publishes_failed_with_the_reason_and_cleans_
         );
 
         let all = calls(&rec);
-        let last: Status = all
-            .iter()
-            .rev()
-            .find(|c| c.method == "PATCH")
-            .map(|c| {
-                serde_json::from_str(
-                    c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"]
-                        .as_str()
-                        .unwrap(),
-                )
-                .unwrap()
-            })
-            .unwrap();
+        let last = last_status(&rec);
         assert_eq!(last.status, "failed");
         assert!(
             last.interrupted.as_deref().unwrap().contains("SIGTERM"),
@@ -620,19 +623,7 @@ async fn a_result_that_arrives_while_a_stopped_run_drains_is_in_its_last_status(
     let reply = within(upload).await.unwrap().unwrap();
     assert_eq!(reply.status, http::StatusCode::OK);
     assert!(within(run).await.unwrap().is_err());
-    let last: Status = calls(&rec)
-        .iter()
-        .rev()
-        .find(|c| c.method == "PATCH")
-        .map(|c| {
-            serde_json::from_str(
-                c.body["metadata"]["annotations"]["sonobuoy.hept.io/status"]
-                    .as_str()
-                    .unwrap(),
-            )
-            .unwrap()
-        })
-        .unwrap();
+    let last = last_status(&rec);
     assert_eq!(last.status, "failed");
     let late = last
         .plugins

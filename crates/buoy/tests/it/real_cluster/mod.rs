@@ -285,3 +285,37 @@ pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
 pub(super) fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
 }
+
+/// Whether every plugin row of a status says its results passed.
+pub(super) fn all_passed(status: &Value) -> bool {
+    status["plugins"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().all(|p| p["result-status"] == "passed"))
+}
+
+/// The members of a tarball.
+pub(super) fn tar_list(tarball: &Path) -> Vec<String> {
+    let out = std::process::Command::new("tar")
+        .arg("tzf")
+        .arg(tarball)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// One member of a tarball, as text.
+pub(super) fn tar_file(tarball: &Path, member: &str) -> String {
+    let out = std::process::Command::new("tar")
+        .arg("xzOf")
+        .arg(tarball)
+        .arg(member)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{member} is not in the tarball");
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -3,39 +3,16 @@
 //! it), the plugins on every node, `buoy status`, the tarball's contents (results, gathered
 //! resources, pod logs, versions, health, run.log), `buoy results`, and `buoy delete`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use buoy_testenv::NodeMode;
 use serde_json::Value;
 
-use super::{annotation, cluster, eventually_within, get_json, kubectl, IN_CLUSTER};
+use super::{
+    all_passed, annotation, cluster, eventually_within, get_json, kubectl, tar_file, tar_list,
+    IN_CLUSTER,
+};
 use crate::cli::buoy;
-
-fn tar_list(tarball: &Path) -> Vec<String> {
-    let out = std::process::Command::new("tar")
-        .arg("tzf")
-        .arg(tarball)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn tar_file(tarball: &Path, member: &str) -> String {
-    let out = std::process::Command::new("tar")
-        .arg("xzOf")
-        .arg(tarball)
-        .arg(member)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{member} is not in the tarball");
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_manifest_runs_in_the_cluster_and_buoy_delete_removes_it() {
@@ -94,14 +71,7 @@ async fn quickstart_manifest_runs_in_the_cluster_and_buoy_delete_removes_it() {
             ("node-info".into(), "qs-b".into())
         ]
     );
-    assert!(
-        done["plugins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["result-status"] == "passed"),
-        "{done}"
-    );
+    assert!(all_passed(&done), "{done}");
     assert_eq!(done["tar-info"]["sha256"].as_str().unwrap().len(), 64);
 
     // `buoy status` reads the annotation as `sonobuoy status` would.

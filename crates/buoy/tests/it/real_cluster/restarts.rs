@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use buoy_testenv::NodeMode;
+use buoy_testenv::{NodeMode, TestCluster};
 use serde_json::json;
 
 use super::{
@@ -178,14 +178,7 @@ async fn kill_9_after_launch_mid_results_and_while_sealing_carries_the_run_on_on
     assert!(tarball
         .to_string_lossy()
         .ends_with(&format!("_sonobuoy_{uuid}.tar.gz")));
-    assert!(
-        done["plugins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["result-status"] == "passed"),
-        "{done}"
-    );
+    assert!(super::all_passed(&done), "{done}");
 
     // Four starts, one UUID: no start ever named another.
     let log = std::fs::read_to_string(
@@ -221,80 +214,86 @@ async fn kill_9_after_launch_mid_results_and_while_sealing_carries_the_run_on_on
     assert_eq!(creates(audit, ns, "pods"), 1);
     assert_eq!(creates(audit, ns, "daemonsets"), 1);
     // Gathered while the plugins' pods were there.
-    let list = std::process::Command::new("tar")
-        .arg("tzf")
-        .arg(&tarball)
-        .output()
-        .unwrap();
-    let names = String::from_utf8(list.stdout).unwrap();
+    let names = super::tar_list(&tarball);
     let pods_json = names
-        .lines()
+        .iter()
         .find(|n| n.ends_with("resources/ns/restarts/core_v1_pods.json"))
         .unwrap();
-    let pods = std::process::Command::new("tar")
-        .arg("xzOf")
-        .arg(&tarball)
-        .arg(pods_json)
-        .output()
-        .unwrap();
-    let pods: serde_json::Value = serde_json::from_slice(&pods.stdout).unwrap();
+    let pods: serde_json::Value =
+        serde_json::from_str(&super::tar_file(&tarball, pods_json)).unwrap();
     let plugin_pods = pods["items"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|p| p["metadata"]["labels"]["sonobuoy-component"] == "plugin")
         .count();
-    assert_eq!(plugin_pods, 2, "{names}");
+    assert_eq!(plugin_pods, 2, "{names:?}");
 }
 
-fn out_of_cluster_run(dir: &Path, ns: &str, gates: &Path, timeout: u64) -> (PathBuf, PathBuf) {
-    let pin =
-        json!({"restartPolicy": "Never", "containers": [], "nodeSelector": {"outage": "yes"}});
-    let mut p = gated_plugin("late", "Job", "late", gates);
-    p["podSpec"] = pin;
-    let config = config_for(dir, ns, &[p], timeout);
-    (config, dir.join("out"))
+/// A Job plugin held at its gate, run by an out-of-cluster aggregator, once its pod runs.
+struct GatedJob {
+    c: TestCluster,
+    gates: PathBuf,
+    config: PathBuf,
+    output: PathBuf,
+    agg: OutOfCluster,
+    _dir: tempfile::TempDir,
+}
+
+async fn gated_job_running(test: &str, ns: &str) -> Option<GatedJob> {
+    let c = cluster(test, Default::default()).await?;
+    let k = c.kubeconfig().to_path_buf();
+    namespace_with_anchor(&c, ns).await;
+    c.add_nodes(&[format!("{ns}-a")], NodeMode::Run, &[("gated", "yes")])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gates = dir.path().join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let mut p = gated_plugin("late", "Job", "late", &gates);
+    p["podSpec"] =
+        json!({"restartPolicy": "Never", "containers": [], "nodeSelector": {"gated": "yes"}});
+    let config = config_for(dir.path(), ns, &[p], 600);
+    let output = dir.path().join("out");
+    let agg = OutOfCluster::start(&k, &config, &output, &[]);
+    eventually("the plugin running", || {
+        let pods = get_json(&k, &["pods", "-n", ns, "-l", "sonobuoy-plugin=late"]);
+        let p = pods["items"].as_array()?.first()?.clone();
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    Some(GatedJob {
+        c,
+        gates,
+        config,
+        output,
+        agg,
+        _dir: dir,
+    })
 }
 
 /// The aggregator is gone for a minute while its plugin finishes: the worker keeps trying and
 /// delivers to the restarted aggregator (it used to give up after about 15 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixty_second_outage_of_the_aggregator_loses_no_result() {
-    let Some(c) = cluster("a_sixty_second_outage", Default::default()).await else {
+    let Some(mut g) = gated_job_running("a_sixty_second_outage", "outage").await else {
         return;
     };
-    let k = c.kubeconfig();
-    let ns = "outage";
-    namespace_with_anchor(&c, ns).await;
-    c.add_nodes(&["o-a".into()], NodeMode::Run, &[("outage", "yes")])
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let gates = dir.path().join("gates");
-    std::fs::create_dir_all(&gates).unwrap();
-    let (config, output) = out_of_cluster_run(dir.path(), ns, &gates, 600);
-    let mut first = OutOfCluster::start(k, &config, &output, &[]);
-    // The plugin runs; then its aggregator goes away, and the plugin finishes meanwhile.
-    eventually("the plugin running", || {
-        let pods = get_json(k, &["pods", "-n", ns, "-l", "sonobuoy-plugin=late"]);
-        let p = pods["items"].as_array()?.first()?.clone();
-        (p["status"]["phase"] == "Running").then_some(())
-    })
-    .await;
-    first.child.start_kill().unwrap();
-    first.child.wait().await.unwrap();
+    // Its aggregator goes away, and the plugin finishes meanwhile.
+    g.agg.child.start_kill().unwrap();
+    g.agg.child.wait().await.unwrap();
     let down = std::time::Instant::now();
-    std::fs::write(gates.join("late"), "").unwrap();
+    std::fs::write(g.gates.join("late"), "").unwrap();
     // The outage itself is what is tested: a minute with nobody listening.
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(down.elapsed() >= Duration::from_secs(60));
-    let mut second = OutOfCluster::start(k, &config, &output, &[]);
+    let mut second = OutOfCluster::start(g.c.kubeconfig(), &g.config, &g.output, &[]);
     let status = tokio::time::timeout(Duration::from_secs(180), second.child.wait())
         .await
         .expect("the run ends")
         .unwrap();
     assert!(status.success(), "{}", second.log());
-    let run = run_dir(&output).unwrap();
+    let run = run_dir(&g.output).unwrap();
     assert!(
         run.join("plugins/late/results/global/out.txt").is_file(),
         "the result delivered during the outage is not there: {:?}",
@@ -308,39 +307,23 @@ async fn a_sixty_second_outage_of_the_aggregator_loses_no_result() {
 /// interrupted and why, and the plugins are left for a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_before_every_result_publishes_the_interruption_and_leaves_the_plugins() {
-    let Some(c) = cluster("sigterm_mid_run", Default::default()).await else {
+    let Some(mut g) = gated_job_running("sigterm_mid_run", "sigterm").await else {
         return;
     };
-    let k = c.kubeconfig();
-    let ns = "sigterm";
-    namespace_with_anchor(&c, ns).await;
-    c.add_nodes(&["s-a".into()], NodeMode::Run, &[("outage", "yes")])
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let gates = dir.path().join("gates");
-    std::fs::create_dir_all(&gates).unwrap();
-    let (config, output) = out_of_cluster_run(dir.path(), ns, &gates, 600);
-    let mut agg = OutOfCluster::start(k, &config, &output, &[]);
-    eventually("the plugin running", || {
-        let pods = get_json(k, &["pods", "-n", ns, "-l", "sonobuoy-plugin=late"]);
-        let p = pods["items"].as_array()?.first()?.clone();
-        (p["status"]["phase"] == "Running").then_some(())
-    })
-    .await;
-    kill(agg.child.id().unwrap(), libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(120), agg.child.wait())
+    let k = g.c.kubeconfig();
+    kill(g.agg.child.id().unwrap(), libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(120), g.agg.child.wait())
         .await
         .expect("the aggregator stops")
         .unwrap();
-    assert!(!status.success(), "{}", agg.log());
-    let a = annotation(k, ns).unwrap();
+    assert!(!status.success(), "{}", g.agg.log());
+    let a = annotation(k, "sigterm").unwrap();
     assert_eq!(a["status"], "failed", "{a}");
     assert!(
         a["interrupted"].as_str().unwrap().contains("SIGTERM"),
         "{a}"
     );
-    let pods = get_json(k, &["pods", "-n", ns, "-l", "sonobuoy-plugin=late"]);
+    let pods = get_json(k, &["pods", "-n", "sigterm", "-l", "sonobuoy-plugin=late"]);
     assert!(
         pods["items"][0]["metadata"]["deletionTimestamp"].is_null(),
         "the plugin was deleted"
