@@ -70,7 +70,10 @@ impl Watched {
 /// boiled down to this as it arrives.
 #[derive(Debug, Clone, Default)]
 pub struct SeenPod {
+    /// The node the pod is bound to, or made for (a DaemonSet's pod before it is bound).
     pub node: Option<String>,
+    /// Whether the scheduler bound it to `node`.
+    pub bound: bool,
     /// How the pod fails, now or once a grace period passes ([`failure_timeline`]).
     pub failures: Vec<PendingFailure>,
     /// The whole pod, kept only when it fails or may: the error result carries it.
@@ -82,6 +85,7 @@ impl SeenPod {
         let failures = failure_timeline(pod);
         Self {
             node: target_node(pod),
+            bound: pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()),
             pod: (!failures.is_empty())
                 .then(|| serde_json::to_value(pod).ok())
                 .flatten(),
@@ -219,7 +223,9 @@ pub fn assess(
                 }
                 st.found.insert(node.clone());
                 let key = ResultKey::new(&w.plugin, &node);
-                if done(&key) {
+                // A pod not yet bound counts as the node's pod, but is judged only once bound
+                // (as Sonobuoy judges it): the scheduler may still place it.
+                if done(&key) || !pod.bound {
                     continue;
                 }
                 if let Some(reason) = pod.failure(now) {
@@ -394,6 +400,24 @@ mod tests {
         let w = watched(Driver::DaemonSet, &["n7"]);
         let obs = Observation {
             pods: vec![SeenPod::of(&pending)],
+            daemonsets: 1,
+            nodes: names(&["n7"]),
+        };
+        let v = assess(
+            &w,
+            &mut MonitorState::default(),
+            &obs,
+            &|_| false,
+            &MonitorOptions::default(),
+            OffsetDateTime::now_utc(),
+        );
+        assert!(v.is_empty(), "{v:?}");
+        // Nor is it judged before the scheduler binds it.
+        let mut stuck = serde_json::to_value(&pending).unwrap();
+        stuck["status"] = unschedulable();
+        let stuck: Pod = serde_json::from_value(stuck).unwrap();
+        let obs = Observation {
+            pods: vec![SeenPod::of(&stuck)],
             daemonsets: 1,
             nodes: names(&["n7"]),
         };
