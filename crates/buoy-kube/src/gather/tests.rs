@@ -411,3 +411,45 @@ fn failures_of_one_kind_are_one_line_with_a_count_and_the_first_example() {
     assert_eq!((nf.1, nf.2.as_str()), (3, "ns/a container c"));
     assert!(t.lines().is_empty(), "a report empties the tally");
 }
+
+/// Pod logs are read no faster than 100 a second, whatever the API server could take: 30 logs
+/// take at least 0.29 s (of the test's paused clock, which only timers move).
+#[tokio::test(start_paused = true)]
+async fn pod_logs_are_read_no_faster_than_a_hundred_a_second() {
+    let (client, server) = pair();
+    server.serve(move |c: &Call| match c.path() {
+        "/api/v1/namespaces" => (
+            200,
+            list(
+                "NamespaceList",
+                vec![json!({"metadata": {"name": "sonobuoy"}})],
+            ),
+        ),
+        "/api/v1/namespaces/sonobuoy/pods" => (
+            200,
+            list(
+                "PodList",
+                (0..30)
+                    .map(|i| pod("sonobuoy", &format!("p{i}"), "Running", &["c"]))
+                    .collect(),
+            ),
+        ),
+        p if p.ends_with("/log") => (200, Value::String("a line\n".into())),
+        _ => (404, api_error(404, "NotFound", &c.uri)),
+    });
+    let api = KubeApi::new(client, "sonobuoy");
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    fs::create_dir_all(run.join("meta")).unwrap();
+    let cfg = gather_config(json!({"Resources": ["podlogs"]}));
+    let started = tokio::time::Instant::now();
+    within(gather(&api, &cfg, &run, &dir.path().join(".gather")))
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read_dir(run.join("podlogs/sonobuoy")).unwrap().count(),
+        30
+    );
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(290), "{took:?}");
+}

@@ -33,6 +33,20 @@ fn gated_plugin(name: &str, driver: &str, gate: &str, gates: &Path) -> serde_jso
         "extra-volumes": [{"name": "gate", "hostPath": {"path": gates.to_str().unwrap()}}]})
 }
 
+/// The words of `text` shaped like a UUID (8-4-4-4-12 hex digits).
+fn uuid_words(text: &str) -> Vec<&str> {
+    let shape = |w: &str| {
+        let parts: Vec<&str> = w.split('-').collect();
+        parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+            && parts
+                .iter()
+                .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+        .filter(|w| shape(w))
+        .collect()
+}
+
 fn kill(pid: u32, signal: i32) {
     // SAFETY: kill(2) on a process this test's cluster started.
     unsafe {
@@ -193,10 +207,14 @@ async fn kill_9_after_launch_mid_results_and_while_sealing_carries_the_run_on_on
         .filter(|l| l.contains("in-cluster run"))
         .collect();
     assert_eq!(starts.len(), 4, "{log}");
-    let uuids: std::collections::BTreeSet<&str> = log
-        .split("uuid=")
-        .skip(1)
-        .filter_map(|s| s.get(..36))
+    // Every UUID-shaped word the aggregator wrote, less the Kubernetes objects' UIDs.
+    let object_uid = |w: &str| {
+        let plain = log.replace("uuid=", "run=");
+        plain.contains(&format!("uid\":\"{w}")) || plain.contains(&format!("uid={w}"))
+    };
+    let uuids: std::collections::BTreeSet<&str> = uuid_words(&log)
+        .into_iter()
+        .filter(|w| !object_uid(w))
         .collect();
     assert_eq!(
         uuids.into_iter().collect::<Vec<_>>(),
