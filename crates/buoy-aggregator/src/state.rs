@@ -397,6 +397,12 @@ impl RunState {
                     completed: p.completed,
                     total: p.total,
                     failures: p.failures.len() as u64,
+                    failing: p
+                        .failures
+                        .iter()
+                        .take(buoy_wire::overview::NAMED_FAILURES)
+                        .cloned()
+                        .collect(),
                     msg: p.msg.clone(),
                     node: e.key.node.clone(),
                     timestamp: p.timestamp.clone(),

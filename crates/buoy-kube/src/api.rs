@@ -103,16 +103,31 @@ pub fn with_user_agent(mut config: kube::Config) -> kube::Config {
 /// Builds a client from `kubeconfig`, or else the in-cluster config (falling back to
 /// `$KUBECONFIG`/`~/.kube/config` outside a cluster).
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
+    connect_to(kubeconfig, None).await
+}
+
+/// [`connect`], with the kubeconfig's `context` instead of its current one.
+pub async fn connect_to(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<Client, KubeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match kubeconfig {
-        Some(p) => {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(p), _) => {
             let kc = kube::config::Kubeconfig::read_from(p)
                 .map_err(|e| KubeError::Client(format!("{}: {e}", p.display())))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
                 .map_err(|e| KubeError::Client(format!("{}: {e}", p.display())))?
         }
-        None => kube::Config::infer()
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| KubeError::Client(e.to_string()))?,
+        (None, None) => kube::Config::infer()
             .await
             .map_err(|e| KubeError::Client(e.to_string()))?,
     };
@@ -491,6 +506,40 @@ impl KubeApi {
                 .await,
             || format!("deleting namespace {ns}"),
         )
+    }
+
+    /// Creates or updates `object` (any kind the API server serves) by server-side apply as
+    /// field manager `buoy`, with strict field validation: a field the server does not know
+    /// is an error, never silently dropped. Returns the kind and name, for messages.
+    pub async fn apply(&self, object: &serde_json::Value) -> Result<String, KubeError> {
+        use kube::api::{DynamicObject, GroupVersionKind};
+        use kube::discovery::Scope;
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let what = format!("{kind} {name}");
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(KubeError::api(format!("finding the API of {kind}")))?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                let ns = object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(&self.namespace);
+                Api::namespaced_with(self.client.clone(), ns, &resource)
+            }
+            Scope::Cluster => Api::all_with(self.client.clone(), &resource),
+        };
+        let pp = PatchParams::apply("buoy").force().validation_strict();
+        api.patch(name, &pp, &Patch::Apply(object))
+            .await
+            .map_err(KubeError::api(format!("applying {what}")))?;
+        Ok(what)
     }
 
     /// Whether the run's namespace still exists (it lingers while it terminates).

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod conformance;
 pub mod delete;
 pub mod error;
 pub mod failing;

@@ -21,6 +21,8 @@ pub struct ManifestOptions {
     pub timeout_seconds: u64,
     /// Plugin manifests: a file name (for the ConfigMap key order) and the YAML text as given.
     pub plugins: Vec<String>,
+    /// Plugins' own ConfigMaps, `plugin-<name>-cm` (what `--e2e-repo-config` gives e2e).
+    pub config_maps: Vec<(String, Value)>,
     pub log_level: String,
 }
 
@@ -33,6 +35,7 @@ impl Default for ManifestOptions {
             image_pull_policy: "IfNotPresent".into(),
             timeout_seconds: 21600,
             plugins: Vec::new(),
+            config_maps: Vec::new(),
             log_level: "info".into(),
         }
     }
@@ -74,8 +77,10 @@ pub fn objects(o: &ManifestOptions, plugin_names: &[String]) -> Vec<Value> {
         .map(|(i, text)| (format!("plugin-{i}.yaml"), Value::String(text.clone())))
         .collect();
     let config = serde_json::to_string_pretty(&config_json(o, plugin_names)).expect("JSON");
-    vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    let mut out = vec![
+        // Privileged under Pod Security admission: systemd-logs reads the nodes' journals.
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
+               "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": "sonobuoy-serviceaccount", "namespace": ns, "labels": labels}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -128,7 +133,21 @@ pub fn objects(o: &ManifestOptions, plugin_names: &[String]) -> Vec<Value> {
                "spec": {"selector": {"sonobuoy-component": "aggregator"},
                         "ports": [{"port": 8080, "protocol": "TCP", "targetPort": 8080}],
                         "type": "ClusterIP"}}),
-    ]
+    ];
+    // The plugins' own ConfigMaps, before the aggregator pod that launches the plugins.
+    let pod_at = out
+        .iter()
+        .position(|o| o["kind"] == "Pod")
+        .unwrap_or(out.len());
+    for (i, (plugin, data)) in o.config_maps.iter().enumerate() {
+        out.insert(
+            pod_at + i,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": format!("plugin-{plugin}-cm"), "namespace": ns, "labels": labels},
+                   "data": data}),
+        );
+    }
+    out
 }
 
 /// The objects as one multi-document YAML stream.

@@ -25,9 +25,24 @@ fn describe(p: &PluginOverview) -> String {
     if let Some(g) = &p.progress {
         if g.total > 0 {
             parts.push(format!("tests {}/{}", g.completed, g.total));
+        } else if g.completed > 0 || g.failures > 0 {
+            // Ginkgo's reporter (Kubernetes e2e) sends no total: what ran, passed and failed.
+            parts.push(format!(
+                "{} run, {} passed",
+                g.completed.saturating_add(g.failures as i64),
+                g.completed
+            ));
         }
         if g.failures > 0 {
-            parts.push(format!("{} failing", g.failures));
+            let mut s = format!("{} failing", g.failures);
+            if let Some(first) = g.failing.first() {
+                s.push_str(&format!(": {first}"));
+                let more = g.failures.saturating_sub(1);
+                if more > 0 {
+                    s.push_str(&format!(" (+{more})"));
+                }
+            }
+            parts.push(s);
         }
         if !g.msg.is_empty() {
             parts.push(g.msg.clone());
@@ -165,5 +180,42 @@ impl Display {
             b.update(&self.agg.overview());
             b.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buoy_wire::overview::ProgressSummary;
+
+    fn e2e(progress: ProgressSummary) -> PluginOverview {
+        PluginOverview {
+            plugin: "e2e".into(),
+            expected: 1,
+            remaining: 1,
+            progress: Some(progress),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ginkgo_progress_without_a_total_shows_what_ran_passed_and_failed_by_name() {
+        let line = plain_line(&e2e(ProgressSummary {
+            completed: 40,
+            failures: 2,
+            failing: vec!["[sig-x] breaks".into(), "[sig-y] too".into()],
+            msg: "PASSED [sig-z] fine".into(),
+            ..Default::default()
+        }));
+        assert_eq!(
+            line,
+            "e2e: 0/1 results · 42 run, 40 passed · 2 failing: [sig-x] breaks (+1) · PASSED [sig-z] fine"
+        );
+        let line = plain_line(&e2e(ProgressSummary {
+            completed: 3,
+            total: 10,
+            ..Default::default()
+        }));
+        assert_eq!(line, "e2e: 0/1 results · tests 3/10");
     }
 }

@@ -57,6 +57,9 @@ pub struct ProgressSummary {
     pub total: i64,
     /// Failing tests reported so far, over every node.
     pub failures: u64,
+    /// The first [`NAMED_FAILURES`] of their names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing: Vec<String>,
     /// The newest message and where it came from.
     pub msg: String,
     pub node: String,
@@ -131,6 +134,11 @@ impl OverviewBuilder {
             s.completed = s.completed.saturating_add(pr.completed);
             s.total = s.total.saturating_add(pr.total);
             s.failures += pr.failures.len() as u64;
+            for f in &pr.failures {
+                if s.failing.len() < NAMED_FAILURES && !s.failing.contains(f) {
+                    s.failing.push(f.clone());
+                }
+            }
             if pr.timestamp >= s.timestamp {
                 s.timestamp = pr.timestamp.clone();
                 s.msg = pr.msg.clone();
@@ -217,6 +225,9 @@ pub struct NodeRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// Failing tests named in a plugin's progress summary; the rest are counted.
+pub const NAMED_FAILURES: usize = 20;
 
 /// Largest page `GET /api/v1/nodes` returns.
 pub const MAX_NODE_PAGE: u64 = 500;

@@ -59,6 +59,8 @@ pub(crate) enum Command {
     Splat(SplatArgs),
     /// Print the Kubernetes objects of a run, for `kubectl apply -f -`.
     Manifest(ManifestArgs),
+    /// List every image a run in a cluster pulls, to mirror them.
+    Images(ImagesArgs),
     /// Summarise a results tarball (Buoy's or Sonobuoy's, v0.15 and newer) or its directory;
     /// exit 0 only if every plugin shown passed.
     Results(ResultsArgs),
@@ -263,14 +265,86 @@ pub(crate) struct SplatArgs {
 
 #[derive(Args)]
 pub(crate) struct ManifestArgs {
-    /// A plugin manifest (repeatable), or a directory of them.
-    #[arg(
-        long = "plugin",
-        short = 'p',
-        required = true,
-        value_name = "FILE_OR_DIR"
-    )]
-    pub(crate) plugins: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) plugins: PluginFlags,
+    #[command(flatten)]
+    pub(crate) cluster: ClusterFlags,
+    /// Per-plugin timeout in seconds (0 = none).
+    #[arg(long, default_value_t = 21600)]
+    pub(crate) timeout: u64,
+}
+
+/// Which plugins a run in a cluster has, and how the built-in ones run (Sonobuoy's flags).
+#[derive(Args, Debug, Default, Clone)]
+pub(crate) struct PluginFlags {
+    /// A plugin: `e2e` (the Kubernetes conformance tests), `systemd-logs` (each node's
+    /// journal), or a manifest file or directory of them. Repeatable; default: e2e and
+    /// systemd-logs.
+    #[arg(long = "plugin", short = 'p', value_name = "NAME_OR_PATH")]
+    pub(crate) plugins: Vec<String>,
+    /// What e2e runs: `non-disruptive-conformance` (default: every conformance test that does
+    /// not disrupt the cluster), `certified-conformance` (all of them, as for certification),
+    /// `conformance-lite` (without the slowest, in parallel), `quick` (one pod test).
+    #[arg(long, short = 'm', value_name = "MODE")]
+    pub(crate) mode: Option<String>,
+    /// E2E_FOCUS: a regular expression of the e2e tests to run (replaces the mode's).
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) e2e_focus: Option<String>,
+    /// E2E_SKIP: a regular expression of the e2e tests not to run (replaces the mode's).
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) e2e_skip: Option<String>,
+    /// E2E_PARALLEL: `true` runs e2e tests in parallel (and skips the [Serial] ones).
+    #[arg(long, value_name = "BOOL")]
+    pub(crate) e2e_parallel: Option<String>,
+    /// An env var of a plugin's container, PLUGIN.KEY=VALUE (PLUGIN.KEY removes it); applied
+    /// after the e2e flags above. Repeatable.
+    #[arg(long = "plugin-env", value_name = "PLUGIN.KEY=VALUE")]
+    pub(crate) plugin_env: Vec<String>,
+    /// The version the conformance image is tagged with (default: the API server's).
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) kubernetes_version: Option<String>,
+    /// The conformance image in full, instead of registry.k8s.io/conformance:VERSION (a
+    /// mirror of it, say).
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) kube_conformance_image: Option<String>,
+    /// The systemd-logs image (default sonobuoy/systemd-logs:v0.4).
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) systemd_logs_image: Option<String>,
+    /// A YAML file naming the registries e2e pulls its test images from (KUBE_TEST_REPO_LIST),
+    /// for private mirrors; `buoy images` lists what to mirror.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) e2e_repo_config: Option<PathBuf>,
+    /// Run exactly the e2e tests that failed in an earlier run's tarball.
+    #[arg(long, value_name = "TARBALL")]
+    pub(crate) rerun_failed: Option<PathBuf>,
+}
+
+impl PluginFlags {
+    /// Whether any of these flags was given (they make `buoy run` a cluster run).
+    pub(crate) fn any(&self) -> bool {
+        !self.plugins.is_empty()
+            || self.mode.is_some()
+            || self.e2e_focus.is_some()
+            || self.e2e_skip.is_some()
+            || self.e2e_parallel.is_some()
+            || !self.plugin_env.is_empty()
+            || self.kubernetes_version.is_some()
+            || self.kube_conformance_image.is_some()
+            || self.systemd_logs_image.is_some()
+            || self.e2e_repo_config.is_some()
+            || self.rerun_failed.is_some()
+    }
+}
+
+/// Where a run in a cluster goes and what runs its aggregator.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ClusterFlags {
+    /// The kubeconfig (default: $KUBECONFIG, ~/.kube/config, or the in-cluster config).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current one).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) context: Option<String>,
     #[arg(short = 'n', long, default_value = "sonobuoy")]
     pub(crate) namespace: String,
     /// The image with Buoy at /sonobuoy (see the Dockerfile).
@@ -281,15 +355,26 @@ pub(crate) struct ManifestArgs {
     pub(crate) worker_image: Option<String>,
     #[arg(long, default_value = "IfNotPresent")]
     pub(crate) image_pull_policy: String,
-    /// Per-plugin timeout in seconds (0 = none).
-    #[arg(long, default_value_t = 21600)]
-    pub(crate) timeout: u64,
+}
+
+/// `buoy images`: what a run pulls.
+#[derive(Args)]
+pub(crate) struct ImagesArgs {
+    #[command(flatten)]
+    pub(crate) plugins: PluginFlags,
+    #[command(flatten)]
+    pub(crate) cluster: ClusterFlags,
+    /// The conformance suite's `e2e.test` (of the same version): also list the images its
+    /// tests pull, with --e2e-repo-config applied.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) e2e_test: Option<PathBuf>,
 }
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
-    /// Plugin manifests, or directories of *.yaml / *.yml manifests.
-    #[arg(required = true, value_name = "MANIFEST_OR_DIR")]
+    /// Plugin manifests, or directories of *.yaml / *.yml manifests, run locally. With none,
+    /// or with --kubeconfig, --context, --mode or --plugin, the run goes to a cluster.
+    #[arg(value_name = "MANIFEST_OR_DIR")]
     pub(crate) manifests: Vec<PathBuf>,
     /// Node names a DaemonSet plugin runs once for (default: this host's name).
     #[arg(long = "node", value_name = "NAME")]
@@ -297,9 +382,10 @@ pub(crate) struct RunArgs {
     /// Where the run directory and the tarball are written.
     #[arg(long, default_value = "buoy-results")]
     pub(crate) output: PathBuf,
-    /// Give up waiting after this many seconds (0 = never).
-    #[arg(long, default_value_t = 3600)]
-    pub(crate) timeout: u64,
+    /// Give up waiting after this many seconds (0 = never); in a cluster, each plugin's
+    /// timeout (default 3600 locally, 21600 in a cluster).
+    #[arg(long)]
+    pub(crate) timeout: Option<u64>,
     /// Serve the live status page over plain HTTP on this address (port 0: any free port);
     /// its URL is printed. Keep it on loopback: anyone who reaches it sees the run.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
@@ -313,6 +399,23 @@ pub(crate) struct RunArgs {
     /// No progress bars: print a plain line per change, as when stderr is not a terminal.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) plugins: PluginFlags,
+    #[command(flatten)]
+    pub(crate) cluster: ClusterFlags,
+    /// In a cluster: leave the run's objects there when it ends (default: delete them).
+    #[arg(long)]
+    pub(crate) keep: bool,
+}
+
+impl RunArgs {
+    /// Whether this run goes to a cluster rather than running locally.
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.manifests.is_empty()
+            || self.cluster.kubeconfig.is_some()
+            || self.cluster.context.is_some()
+            || self.plugins.any()
+    }
 }
 
 #[derive(Args)]

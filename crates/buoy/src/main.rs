@@ -15,6 +15,7 @@ use buoy_aggregator::{Options, RunConfig, RunHandle, ServerOptions};
 use buoy_wire::ResultKey;
 
 mod args;
+mod cluster_run;
 mod status_view;
 
 use args::*;
@@ -45,7 +46,7 @@ fn init_tracing(default_level: &str, format: LogFormat) -> buoy_kube::runlog::Ru
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -398,7 +399,29 @@ async fn retrieve(args: RetrieveArgs) -> Result<i32> {
         }
     };
     let client = aggregator_client(&url, &args.cacert, &args.cert, &args.key)?;
-    let bar = if !args.quiet && std::io::stderr().is_terminal() {
+    let got = download(&client, &args.dir, args.range_bytes, args.quiet)
+        .await
+        .with_context(|| match &args.url {
+            Some(url) => format!("cannot retrieve the tarball from {url}"),
+            None => format!(
+                "cannot retrieve the tarball from the aggregator in namespace {} (a Sonobuoy aggregator has no status page on port {}: use `sonobuoy retrieve` for it)",
+                args.namespace,
+                buoy_kube::manifest::STATUS_PAGE_PORT
+            ),
+        })?;
+    println!("{}", got.path.display());
+    Ok(0)
+}
+
+/// Downloads the sealed tarball into `dir` in ranges (a bar on a terminal unless `quiet`),
+/// checked against the run's SHA-256, and says what it got.
+pub(crate) async fn download(
+    client: &buoy_worker::client::Client,
+    dir: &std::path::Path,
+    range_bytes: u64,
+    quiet: bool,
+) -> Result<buoy_worker::retrieve::Retrieved> {
+    let bar = if !quiet && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
             indicatif::ProgressStyle::with_template(
@@ -415,18 +438,9 @@ async fn retrieve(args: RetrieveArgs) -> Result<i32> {
         bar.set_length(total);
         bar.set_position(done);
     };
-    let got =
-        buoy_worker::retrieve::retrieve(&client, &args.dir, args.range_bytes, &mut on_progress)
-            .await;
+    let got = buoy_worker::retrieve::retrieve(client, dir, range_bytes, &mut on_progress).await;
     bar.finish_and_clear();
-    let got = got.with_context(|| match &args.url {
-        Some(url) => format!("cannot retrieve the tarball from {url}"),
-        None => format!(
-            "cannot retrieve the tarball from the aggregator in namespace {} (a Sonobuoy aggregator has no status page on port {}: use `sonobuoy retrieve` for it)",
-            args.namespace,
-            buoy_kube::manifest::STATUS_PAGE_PORT
-        ),
-    })?;
+    let got = got?;
     if got.resumed_from > 0 || got.retries > 0 {
         eprintln!(
             "resumed: {} bytes were already here, {} requests tried again",
@@ -437,8 +451,7 @@ async fn retrieve(args: RetrieveArgs) -> Result<i32> {
         "{} bytes, SHA-256 {} (matches the run's status)",
         got.bytes, got.sha256
     );
-    println!("{}", got.path.display());
-    Ok(0)
+    Ok(got)
 }
 
 async fn delete(args: DeleteArgs) -> Result<i32> {
@@ -542,32 +555,6 @@ fn splat(args: SplatArgs) -> Result<i32> {
     }
     let mut out = tar.into_inner()?.finish()?;
     std::io::Write::flush(&mut out)?;
-    Ok(0)
-}
-
-fn manifest(args: ManifestArgs) -> Result<i32> {
-    let loaded = buoy_wire::manifest::load(&args.plugins)?;
-    let mut texts = Vec::new();
-    for m in &loaded {
-        texts.push(
-            std::fs::read_to_string(&m.path)
-                .with_context(|| format!("cannot read {}", m.path.display()))?,
-        );
-    }
-    let names: Vec<String> = loaded.iter().map(|m| m.name().to_string()).collect();
-    let opts = buoy_kube::manifest::ManifestOptions {
-        namespace: args.namespace,
-        image: args.image,
-        worker_image: args.worker_image,
-        image_pull_policy: args.image_pull_policy,
-        timeout_seconds: args.timeout,
-        plugins: texts,
-        ..Default::default()
-    };
-    print!(
-        "{}",
-        buoy_kube::manifest::render(&buoy_kube::manifest::objects(&opts, &names))
-    );
     Ok(0)
 }
 
@@ -678,7 +665,7 @@ async fn run_local(args: RunArgs) -> Result<i32> {
         manifests: args.manifests,
         nodes: args.nodes,
         output: args.output,
-        timeout: secs(args.timeout),
+        timeout: secs(args.timeout.unwrap_or(3600)),
         buoy_bin: std::env::current_exe().ok(),
         live: std::io::stderr().is_terminal() && !args.quiet,
         view: (!args.no_status_page).then_some(args.status_page),
@@ -756,6 +743,7 @@ fn main() {
                 | Command::Status(_)
                 | Command::Splat(_)
                 | Command::Manifest(_)
+                | Command::Images(_)
                 | Command::Results(_)
                 | Command::Bench(_)
                 | Command::Retrieve(_)
@@ -779,13 +767,15 @@ fn main() {
     };
     let result = rt.block_on(async move {
         match cli.command {
+            Command::Run(a) if a.in_cluster() => cluster_run::run(a).await,
             Command::Run(a) => run_local(a).await,
             Command::Aggregator(a) => aggregator(*a, run_log).await,
             Command::Worker(a) => worker(a).await,
             Command::Progress(a) => progress(a).await,
             Command::Status(a) => status(a).await,
             Command::Splat(a) => splat(a),
-            Command::Manifest(a) => manifest(a),
+            Command::Manifest(a) => cluster_run::manifest(a).await,
+            Command::Images(a) => cluster_run::images(a).await,
             Command::Results(a) => results(a),
             Command::Certs(c) => certs(c),
             Command::Bench(a) => bench(a).await,
