@@ -63,6 +63,8 @@ pub struct ImageSpec {
     pub args: Vec<String>,
     /// `(path in the container, host path)`.
     pub binds: Vec<(PathBuf, PathBuf)>,
+    /// The image's `ENV`, under the pod's env.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -111,7 +113,7 @@ pub(crate) struct Inner {
     pub played_result: PathBuf,
     pods: Mutex<HashMap<String, Entry>>,
     nodes: Mutex<HashMap<String, NodeMode>>,
-    /// ConfigMap and Secret data by `ns/kind/name`, read once.
+    /// ConfigMap and Secret data by `ns/kind/name`, read once for played pods.
     pub objects: Mutex<HashMap<String, Arc<ObjectData>>>,
     pub log_port: u16,
 }
@@ -453,6 +455,7 @@ async fn seen(inner: &Arc<Inner>, p: Pod) {
                     pod: p,
                     dir,
                     pids,
+                    cached: false,
                 }
                 .run(stop_rx)
                 .await

@@ -1,6 +1,9 @@
-//! The kubelet endpoint the API server reads pod logs from: `GET
-//! /containerLogs/{namespace}/{pod}/{container}` over TLS, answered with what the container
-//! wrote to stdout and stderr. Nothing else of the kubelet API is served (404).
+//! The kubelet endpoints the API server proxies to, over TLS: `GET
+//! /containerLogs/{namespace}/{pod}/{container}` (what the container wrote to stdout and
+//! stderr) and `/portForward/{namespace}/{pod}` (the websocket port-forward protocol: channel 0
+//! carries a connection's bytes, channel 1 its errors, each opened with a frame naming the
+//! port; every pod shares the host's network, so the port is on 127.0.0.1). Nothing else of
+//! the kubelet API is served (404).
 
 use std::sync::Arc;
 
@@ -62,6 +65,7 @@ pub(crate) async fn serve(serving: &Pair) -> Result<(u16, Serve), EnvError> {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -70,7 +74,7 @@ pub(crate) async fn serve(serving: &Pair) -> Result<(u16, Serve), EnvError> {
     Ok((port, run))
 }
 
-async fn answer(inner: &Inner, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn answer(inner: &Inner, mut req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let reply = |code: StatusCode, body: Vec<u8>| {
         Response::builder()
             .status(code)
@@ -91,9 +95,112 @@ async fn answer(inner: &Inner, req: Request<hyper::body::Incoming>) -> Response<
                 ),
             }
         }
+        ["", "portForward", ns, pod] if inner.pod_dir(ns, pod).is_some() => {
+            let query = req.uri().query().unwrap_or_default();
+            let port = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "port" || *k == "ports")
+                .and_then(|(_, v)| v.split(',').next()?.parse::<u16>().ok());
+            let (Some(port), Some(key)) = (port, req.headers().get("sec-websocket-key").cloned())
+            else {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    b"a websocket upgrade naming one port".to_vec(),
+                );
+            };
+            let protocol = req
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|p| p.trim().to_string())
+                .unwrap_or_else(|| "v4.channel.k8s.io".into());
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(forward(upgrade, port));
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "websocket")
+                .header("connection", "Upgrade")
+                .header("sec-websocket-protocol", protocol)
+                .header(
+                    "sec-websocket-accept",
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+                )
+                .body(Full::new(Bytes::new()))
+                .expect("a response")
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             b"not served by the stand-in kubelet".to_vec(),
         ),
     }
+}
+
+/// One forwarded connection to `port` on the host, over the upgraded request.
+async fn forward(upgrade: hyper::upgrade::OnUpgrade, port: u16) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let Ok(upgraded) = upgrade.await else {
+        return;
+    };
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Server,
+        None,
+    )
+    .await;
+    let (mut tx, mut rx) = ws.split();
+    let p = port.to_le_bytes();
+    for ch in [0u8, 1] {
+        if tx
+            .send(Message::binary(vec![ch, p[0], p[1]]))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let tcp = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            let mut frame = vec![1u8];
+            frame.extend_from_slice(format!("cannot connect to port {port}: {e}").as_bytes());
+            let _ = tx.send(Message::binary(frame)).await;
+            let _ = tx.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let (mut from, mut to) = tcp.into_split();
+    let to_pod = async move {
+        while let Some(Ok(m)) = rx.next().await {
+            match m {
+                Message::Binary(b) if b.len() > 1 && b[0] == 0 => {
+                    if to.write_all(&b[1..]).await.is_err() {
+                        return;
+                    }
+                }
+                Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => {}
+                _ => return,
+            }
+        }
+    };
+    let from_pod = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = from.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                let _ = tx.send(Message::Close(None)).await;
+                return;
+            }
+            let mut frame = Vec::with_capacity(n + 1);
+            frame.push(0);
+            frame.extend_from_slice(&buf[..n]);
+            if tx.send(Message::binary(frame)).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! { _ = to_pod => {}, _ = from_pod => {} }
 }

@@ -130,6 +130,9 @@ pub(crate) struct PodRun {
     pub pod: Pod,
     pub dir: PathBuf,
     pub pids: Arc<Mutex<Vec<(String, u32)>>>,
+    /// Read each Secret and ConfigMap once for every pod (played pods, thousands of which
+    /// share a plugin's Secret); a pod that runs reads them fresh, as they are now.
+    pub cached: bool,
 }
 
 async fn get_json(client: &Client, path: &str) -> Result<Value, EnvError> {
@@ -139,15 +142,21 @@ async fn get_json(client: &Client, path: &str) -> Result<Value, EnvError> {
     Ok(client.request::<Value>(req).await?)
 }
 
-/// The data of a ConfigMap or Secret (Secret values base64-decoded), read once per object as
-/// the kubelet's cache does (thousands of played pods share one plugin's Secret).
+/// The data of a ConfigMap or Secret (Secret values base64-decoded); with `cached`, what an
+/// earlier read of the same name got.
 async fn object_data(
     inner: &Inner,
+    cached: bool,
     ns: &str,
     kind: &str,
     name: &str,
 ) -> Result<Arc<ObjectData>, EnvError> {
     let key = format!("{ns}/{kind}/{name}");
+    if !cached {
+        return Ok(Arc::new(
+            read_object_data(&inner.client, ns, kind, name).await?,
+        ));
+    }
     if let Some(d) = inner.objects.lock().expect("object cache").get(&key) {
         return Ok(d.clone());
     }
@@ -291,7 +300,7 @@ impl PodRun {
         name: &Value,
         source: &Value,
     ) -> Result<(), EnvError> {
-        match object_data(&self.inner, &id.ns, kind, s(name)).await {
+        match object_data(&self.inner, self.cached, &id.ns, kind, s(name)).await {
             Ok(data) => write_items(dir, &data, &source["items"]),
             Err(_) if source["optional"] == true => Ok(()),
             Err(e) => Err(e),
@@ -300,7 +309,7 @@ impl PodRun {
 
     /// One key of a Secret or ConfigMap (`r`: its name, key and whether it is optional).
     async fn key_ref(&self, id: &Ident, kind: &str, r: &Value) -> Result<String, EnvError> {
-        match object_data(&self.inner, &id.ns, kind, s(&r["name"])).await {
+        match object_data(&self.inner, self.cached, &id.ns, kind, s(&r["name"])).await {
             Ok(d) => Ok(
                 String::from_utf8_lossy(d.get(s(&r["key"])).map_or(&[][..], |v| v)).into_owned(),
             ),
@@ -347,8 +356,16 @@ impl PodRun {
 
     /// A container's environment: the kubelet's service variables, then `envFrom`, then `env`
     /// in order (later wins, `$(VAR)` expanded from what came before).
-    async fn env(&self, id: &Ident, c: &Value) -> Result<BTreeMap<String, String>, EnvError> {
-        let mut env = BTreeMap::new();
+    async fn env(
+        &self,
+        id: &Ident,
+        c: &Value,
+        image: Option<&ImageSpec>,
+    ) -> Result<BTreeMap<String, String>, EnvError> {
+        // The image's own ENV first; the pod's env overrides it.
+        let mut env: BTreeMap<String, String> = image
+            .map(|i| i.env.iter().cloned().collect())
+            .unwrap_or_default();
         let port = self.inner.opts.api_server_port.to_string();
         env.insert("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into());
         env.insert("KUBERNETES_SERVICE_PORT".into(), port.clone());
@@ -369,7 +386,7 @@ impl PodRun {
                 (_, Some(r)) => ("secrets", r),
                 _ => continue,
             };
-            match object_data(&self.inner, &id.ns, kind, s(&r["name"])).await {
+            match object_data(&self.inner, self.cached, &id.ns, kind, s(&r["name"])).await {
                 Ok(data) => {
                     for (k, v) in data.iter() {
                         env.insert(format!("{prefix}{k}"), String::from_utf8_lossy(v).into());
@@ -572,11 +589,19 @@ impl PodRun {
         let progress_port = crate::free_port().to_string();
         let mut out = Vec::new();
         for c in containers {
-            let mut env = self.env(id, c).await?;
-            if env.contains_key("SONOBUOY_PROGRESS_PORT") {
+            let image = self.inner.opts.image(s(&c["image"]));
+            let mut env = self.env(id, c, image).await?;
+            if let Some(old) = env.get("SONOBUOY_PROGRESS_PORT").cloned() {
+                // The pod's own port, wherever the pod says where its relay listens (e2e
+                // passes `--progress-report-url=http://localhost:8099/progress`).
+                for v in env.values_mut() {
+                    for host in ["localhost", "127.0.0.1"] {
+                        *v =
+                            v.replace(&format!("{host}:{old}"), &format!("{host}:{progress_port}"));
+                    }
+                }
                 env.insert("SONOBUOY_PROGRESS_PORT".into(), progress_port.clone());
             }
-            let image = self.inner.opts.image(s(&c["image"]));
             let strings = |v: &Value| -> Option<Vec<String>> {
                 v.as_array()
                     .map(|a| a.iter().map(|x| expand(s(x), &env)).collect())
@@ -897,6 +922,7 @@ async fn play_once(inner: Arc<Inner>, pod: Pod) -> (String, String) {
         pod,
         dir: PathBuf::new(),
         pids: Default::default(),
+        cached: true,
     };
     let containers: Vec<Value> = id.pod["spec"]["containers"]
         .as_array()
@@ -912,7 +938,10 @@ async fn play_once(inner: Arc<Inner>, pod: Pod) -> (String, String) {
         let _slot = inner.play_slots.acquire().await.expect("slots never close");
         run.patch_status(&id, &st, "Running").await;
         if let Some(worker) = containers.iter().find(|c| c["name"] == "sonobuoy-worker") {
-            match run.env(&id, worker).await {
+            match run
+                .env(&id, worker, inner.opts.image(s(&worker["image"])))
+                .await
+            {
                 Ok(env) => upload(&inner, &id, &env).await,
                 Err(e) => {
                     tracing::warn!(pod = %id.name, error = %e, "stand-in kubelet: no env for the played worker")

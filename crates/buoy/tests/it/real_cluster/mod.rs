@@ -4,6 +4,7 @@
 //! (`/sonobuoy` in every container is this build's `buoy`). Without the binaries each test
 //! skips with a printed note. Setup and checks go through kubectl where a user would.
 
+mod conformance;
 mod end_to_end;
 mod failures;
 mod quickstart;
@@ -88,6 +89,8 @@ pub(super) struct ClusterOpts {
     /// The kubelet's log endpoint answers this late (gathering takes that long per log).
     pub log_delay: Duration,
     pub control_plane: ControlPlaneOptions,
+    /// More images the kubelet knows (the conformance image, say).
+    pub images: Vec<ImageSpec>,
 }
 
 /// This test's cluster, or `None` (a note printed) without the binaries.
@@ -95,11 +98,13 @@ pub(super) async fn cluster(test: &str, o: ClusterOpts) -> Option<TestCluster> {
     let buoy_bin = PathBuf::from(env!("CARGO_BIN_EXE_buoy"));
     let opts = KubeletOptions {
         binds: vec![(PathBuf::from("/sonobuoy"), buoy_bin.clone())],
-        images: vec![ImageSpec {
+        images: std::iter::once(ImageSpec {
             name: "buoy".into(),
             entrypoint: vec!["/sonobuoy".into()],
             ..Default::default()
-        }],
+        })
+        .chain(o.images)
+        .collect(),
         log_delay: o.log_delay,
         play_concurrency: 32,
         ..Default::default()
