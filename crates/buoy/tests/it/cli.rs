@@ -799,3 +799,59 @@ async fn a_restarted_standalone_aggregator_resumes_the_unfinished_run_without_ru
         "{err}"
     );
 }
+
+/// `buoy images` lists what a run pulls: the aggregator's image, the plugins', and with
+/// --e2e-test the images the conformance tests pull (as that binary lists them, with the
+/// registry list applied).
+#[tokio::test]
+async fn images_lists_every_image_a_run_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let e2e = dir.path().join("e2e.test");
+    std::fs::write(
+        &e2e,
+        "#!/bin/sh\n[ \"$1\" = --list-images ] || exit 2\necho registry.k8s.io/e2e-test-images/agnhost:2.43\necho \"${KUBE_TEST_REPO_LIST:+mirrored}\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&e2e, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let repos = dir.path().join("repos.yaml");
+    std::fs::write(&repos, "dockerLibraryRegistry: m\n").unwrap();
+    let out = buoy()
+        .args([
+            "images",
+            "--kubernetes-version",
+            "v1.26.0",
+            "--image",
+            "my/buoy:1",
+            "--e2e-test",
+        ])
+        .arg(&e2e)
+        .arg("--e2e-repo-config")
+        .arg(&repos)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "my/buoy:1\nregistry.k8s.io/conformance:v1.26.0\nsonobuoy/systemd-logs:v0.4\nregistry.k8s.io/e2e-test-images/agnhost:2.43\nmirrored\n"
+    );
+    // Without a version or a cluster to ask, it says what to give.
+    let out = buoy()
+        .args(["images", "--kubeconfig", "/nonexistent"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--kubernetes-version"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -233,3 +233,65 @@ async fn conformance_specs_run_in_one_command_and_a_failure_reruns_alone() {
     let ran3 = ran(&newest_tarball(&out3));
     assert_eq!(ran3, [(format!("[It] {FAILING}"), true)]);
 }
+
+/// What `buoy manifest` prints for a conformance run (both built-in plugins, a registry list
+/// for the test images) passes the API server's strict validation, object by object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_manifest_passes_strict_server_side_validation() {
+    let Some(c) = cluster("conformance_manifest_validation", Default::default()).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos.yaml");
+    std::fs::write(&repos, "dockerLibraryRegistry: mirror.example/library\n").unwrap();
+    let out = buoy()
+        .args([
+            "manifest",
+            "--mode",
+            "certified-conformance",
+            "--e2e-repo-config",
+        ])
+        .arg(&repos)
+        .args(["--kubeconfig", c.kubeconfig().to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let manifest = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The version came from the API server.
+    assert!(
+        manifest.contains("image: registry.k8s.io/conformance:v1.26.0"),
+        "{manifest}"
+    );
+    // A dry run creates nothing: the namespace, and the service account the pod runs as,
+    // must be there already.
+    let (ok, text) = kubectl(c.kubeconfig(), &["create", "namespace", "sonobuoy"], None);
+    assert!(ok, "{text}");
+    let sa = ["create", "serviceaccount", "sonobuoy-serviceaccount", "-n", "sonobuoy"];
+    let (ok, text) = kubectl(c.kubeconfig(), &sa, None);
+    assert!(ok, "{text}");
+    let (ok, text) = kubectl(
+        c.kubeconfig(),
+        &[
+            "apply",
+            "--server-side",
+            "--validate=strict",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ],
+        Some(&manifest),
+    );
+    assert!(ok, "{text}");
+    for object in [
+        "namespace/sonobuoy",
+        "configmap/plugin-e2e-cm",
+        "pod/sonobuoy",
+    ] {
+        assert!(text.contains(object), "{object} not in {text}");
+    }
+}

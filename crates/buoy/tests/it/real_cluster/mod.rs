@@ -162,10 +162,14 @@ pub(super) async fn namespace_with_anchor(c: &TestCluster, ns: &str) {
 
 /// A plugin manifest: `driver` Job or DaemonSet, the plugin container running `script` with
 /// `sh -c`, and the pod spec `pod_spec` (a DaemonSet's node selection goes there).
+/// A `Null` pod spec means the driver's default one.
 pub(super) fn plugin(name: &str, driver: &str, script: &str, pod_spec: Value) -> Value {
-    json!({"sonobuoy-config": {"driver": driver, "plugin-name": name, "result-format": "raw"},
-        "spec": {"name": "plugin", "image": "busybox:1.36", "command": ["sh", "-c", script]},
-        "podSpec": pod_spec})
+    let mut p = json!({"sonobuoy-config": {"driver": driver, "plugin-name": name, "result-format": "raw"},
+        "spec": {"name": "plugin", "image": "busybox:1.36", "command": ["sh", "-c", script]}});
+    if !pod_spec.is_null() {
+        p["podSpec"] = pod_spec;
+    }
+    p
 }
 
 /// A plugin script that writes `text` as its result and says it is done; a DaemonSet's plugin

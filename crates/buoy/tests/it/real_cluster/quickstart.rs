@@ -202,3 +202,60 @@ async fn quickstart_manifest_runs_in_the_cluster_and_buoy_delete_removes_it() {
     let roles = get_json(k, &["clusterroles", "-l", &format!("namespace={ns}")]);
     assert!(roles["items"].as_array().unwrap().is_empty(), "{roles}");
 }
+
+/// `buoy run` against the cluster, stopped with Ctrl-C while its plugin runs: it removes what
+/// it created and says it was stopped (exit 130).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buoy_run_stopped_with_ctrl_c_removes_what_it_created() {
+    let Some(c) = cluster("buoy_run_ctrl_c", Default::default()).await else {
+        return;
+    };
+    let _ports = IN_CLUSTER.lock().await;
+    let k = c.kubeconfig();
+    c.add_nodes(&["cc-a".into()], NodeMode::Run, &[])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("waits.yaml"),
+        super::plugin("waits", "Job", "exec sleep 3600", serde_json::Value::Null).to_string(),
+    )
+    .unwrap();
+    let mut run = buoy()
+        .args([
+            "run",
+            "--kubeconfig",
+            k.to_str().unwrap(),
+            "-n",
+            "ctrlc",
+            "--image",
+            "buoy:test",
+            "-q",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    super::eventually("the plugin's pod running", || {
+        let pods = get_json(k, &["pods", "-n", "ctrlc", "-l", "sonobuoy-plugin=waits"]);
+        let p = pods["items"].as_array()?.first()?.clone();
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(run.id().unwrap() as i32, libc::SIGINT);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), run.wait_with_output())
+        .await
+        .expect("buoy run stops")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped; cleaning up"), "{stderr}");
+    assert!(
+        !kubectl(k, &["get", "namespace", "ctrlc"], None).0,
+        "{stderr}"
+    );
+}
