@@ -221,7 +221,7 @@ async fn buoy_run_stopped_with_ctrl_c_removes_what_it_created() {
         super::plugin("waits", "Job", "exec sleep 3600", serde_json::Value::Null).to_string(),
     )
     .unwrap();
-    let mut run = buoy()
+    let run = buoy()
         .args([
             "run",
             "--kubeconfig",
