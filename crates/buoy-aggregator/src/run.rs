@@ -112,12 +112,85 @@ fn remove_partial_tarballs(output_dir: &Path, uuid: &str) {
     }
 }
 
-/// The tar-info of a run sealed earlier, if its record and its tarball are both there.
-fn read_sealed(output_dir: &Path, uuid: &str) -> Option<TarInfo> {
-    let bytes = std::fs::read(sealed_record(output_dir, uuid)).ok()?;
-    let info: TarInfo = serde_json::from_slice(&bytes).ok()?;
-    let on_disk = std::fs::metadata(output_dir.join(&info.name)).ok()?;
-    (on_disk.len() == info.size as u64).then_some(info)
+/// Whether `name` is a tarball name of run `uuid` (`<YYYYMMDDHHMM>_sonobuoy_<uuid>.tar.gz`, a
+/// plain file name): what a sealed record may name and `GET /api/v1/tarball` may serve.
+fn is_tarball_of(name: &str, uuid: &str) -> bool {
+    name.strip_suffix(&format!("_sonobuoy_{uuid}.tar.gz"))
+        .is_some_and(|stamp| stamp.len() == 12 && stamp.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The tar-info of a run sealed earlier. The record is trusted only when it names a tarball
+/// of this run that is there with the recorded size. When the record is damaged or missing
+/// beside such a tarball (a crash between the tarball's rename and the record's write, or a
+/// damaged file), the tarball is final: its size and SHA-256 are read again and the record
+/// rewritten, and a damaged record is kept aside. Sealing again would give the same run a
+/// second tarball under another digest.
+fn read_sealed(output_dir: &Path, uuid: &str, tmp_dir: &Path) -> Option<TarInfo> {
+    let record = sealed_record(output_dir, uuid);
+    let recorded = std::fs::read(&record).ok();
+    if let Some(bytes) = &recorded {
+        if let Ok(info) = serde_json::from_slice::<TarInfo>(bytes) {
+            let size_matches = std::fs::metadata(output_dir.join(&info.name))
+                .is_ok_and(|m| m.is_file() && m.len() == info.size as u64);
+            if is_tarball_of(&info.name, uuid) && size_matches {
+                return Some(info);
+            }
+        }
+    }
+    let mut found: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(output_dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let meta = e.metadata().ok()?;
+            (is_tarball_of(&name, uuid) && meta.is_file())
+                .then(|| (meta.modified().unwrap_or(std::time::UNIX_EPOCH), name))
+        })
+        .collect();
+    found.sort();
+    let Some((modified, name)) = found.pop() else {
+        if recorded.is_some() {
+            let aside = record.with_extension("json.damaged");
+            let _ = std::fs::rename(&record, &aside);
+            tracing::error!(record = %record.display(), kept = %aside.display(),
+                "the sealed-run record is damaged and its tarball is gone: the run is sealed again");
+        }
+        return None;
+    };
+    let path = output_dir.join(&name);
+    let digest = (|| -> std::io::Result<(String, u64)> {
+        use sha2::Digest;
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = sha2::Sha256::new();
+        let n = std::io::copy(&mut f, &mut h)?;
+        Ok((hex::encode(h.finalize()), n))
+    })();
+    let (sha256, size) = match digest {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(tarball = %path.display(), error = %e, "cannot read this run's tarball again");
+            return None;
+        }
+    };
+    let info = TarInfo {
+        name,
+        created: buoy_wire::timefmt::rfc3339_nano(time::OffsetDateTime::from(modified)),
+        sha256,
+        size: size as i64,
+    };
+    if recorded.is_some() {
+        let aside = record.with_extension("json.damaged");
+        let _ = std::fs::rename(&record, &aside);
+        tracing::error!(record = %record.display(), kept = %aside.display(), tarball = %info.name,
+            "the sealed-run record is damaged; it is rebuilt from the tarball, which stays final");
+    } else {
+        tracing::warn!(tarball = %info.name, "this run's tarball has no sealed-run record (a crash right after sealing); recording it");
+    }
+    let value = serde_json::to_value(&info).unwrap_or_default();
+    if let Err(e) = crate::seal::write_json_atomic(&record, &value, tmp_dir) {
+        tracing::warn!(error = %e, "cannot rewrite the sealed-run record");
+    }
+    Some(info)
 }
 
 /// A Sonobuoy-shaped `meta/config.json` for a run without a cluster config. `UUID`, `Version`
@@ -163,7 +236,7 @@ impl RunHandle {
         let run_dir = cfg.output_dir.join(&cfg.uuid);
         let staging = cfg.output_dir.join(format!(".buoy-staging-{}", cfg.uuid));
         remove_partial_tarballs(&cfg.output_dir, &cfg.uuid);
-        let sealed = read_sealed(&cfg.output_dir, &cfg.uuid);
+        let sealed = read_sealed(&cfg.output_dir, &cfg.uuid, &cfg.output_dir);
         let agg = Aggregator::open(&run_dir, &staging, expected, cfg.options.clone())?;
         let local_addr = listener
             .local_addr()

@@ -855,3 +855,85 @@ async fn images_lists_every_image_a_run_pulls() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A sealed-run record that is damaged, or names another file, is rebuilt from the run's own
+/// tarball: the run stays sealed with its digest (it used to be sealed again under another
+/// one), and `GET /api/v1/tarball` never serves a file the record names outside the run (one
+/// naming `../../etc/passwd` served that file).
+#[tokio::test]
+async fn a_damaged_or_lying_sealed_record_is_rebuilt_from_the_runs_tarball() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let run = "3f0e2a9c-1b2d-4c5e-8f70-112233445566";
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        [
+            "--insecure-http",
+            "--expect",
+            "p=n1",
+            "--bind",
+            "127.0.0.1:0",
+            "--output",
+            dir,
+            "--run-id",
+            run,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let first_args = args(&[]);
+    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let (first, addr) = start_aggregator(&first_args).await;
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    let cd = [("content-disposition", "attachment;filename=r.txt")];
+    assert_eq!(
+        put(&c, "/api/v1/results/by-node/n1/p", &cd, b"one".to_vec())
+            .await
+            .status,
+        200
+    );
+    let (code, _) = exit_and_stdout(first).await;
+    assert_eq!(code, 0);
+    let record = out.path().join(format!(".buoy-sealed-{run}.json"));
+    let sealed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let passwd = std::fs::metadata("/etc/passwd").unwrap().len();
+    for damage in [
+        serde_json::json!({"name": "../../../../../../etc/passwd", "size": passwd, "sha256": "00", "created": ""}).to_string(),
+        "{\"name\": \"202612".to_string(),
+    ] {
+        std::fs::write(&record, &damage).unwrap();
+        let again = args(&["--no-exit"]);
+        let again: Vec<&str> = again.iter().map(String::as_str).collect();
+        let (mut second, addr) = start_aggregator(&again).await;
+        let c = Client::new(&format!("http://{addr}"), None).unwrap();
+        // Served once the restart has taken the run as sealed again.
+        within(async {
+            while crate::status_json(&c).await["status"] != "complete" {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let got = c
+            .get_whole("/api/v1/tarball", http::HeaderMap::new(), 1 << 30)
+            .await
+            .unwrap();
+        second.kill().await.unwrap();
+        assert_eq!(got.status, 200, "{damage}");
+        assert_eq!(
+            got.headers["x-buoy-tarball-sha256"].to_str().unwrap(),
+            sealed["sha256"].as_str().unwrap(),
+            "{damage}"
+        );
+        assert!(got.body.starts_with(&[0x1f, 0x8b]), "not the tarball: {damage}");
+        let rebuilt: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        assert_eq!(rebuilt["sha256"], sealed["sha256"]);
+        assert_eq!(rebuilt["name"], sealed["name"]);
+        assert_eq!(
+            std::fs::read_to_string(record.with_extension("json.damaged")).unwrap(),
+            damage
+        );
+    }
+}

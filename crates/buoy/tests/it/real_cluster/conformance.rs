@@ -271,7 +271,13 @@ async fn the_conformance_manifest_passes_strict_server_side_validation() {
     // must be there already.
     let (ok, text) = kubectl(c.kubeconfig(), &["create", "namespace", "sonobuoy"], None);
     assert!(ok, "{text}");
-    let sa = ["create", "serviceaccount", "sonobuoy-serviceaccount", "-n", "sonobuoy"];
+    let sa = [
+        "create",
+        "serviceaccount",
+        "sonobuoy-serviceaccount",
+        "-n",
+        "sonobuoy",
+    ];
     let (ok, text) = kubectl(c.kubeconfig(), &sa, None);
     assert!(ok, "{text}");
     let (ok, text) = kubectl(
