@@ -512,10 +512,7 @@ impl Aggregator {
                 }
                 Err(e) => {
                     agg.budget.give_back(stats.bytes);
-                    let err = AggError::Internal {
-                        key: ticket.key.clone(),
-                        reason: format!("cannot store result: {e}"),
-                    };
+                    let err = commit_error(&ticket.key, &e);
                     guard.finish(Err(err.to_string()));
                     Err(err)
                 }
@@ -842,4 +839,23 @@ pub struct Sealed {
     pub tarball: PathBuf,
     pub tar_info: TarInfo,
     pub reports: Vec<PluginReport>,
+}
+
+/// What a failed commit is to the client: a full disk (or quota) is 507, as on every other
+/// path, and the key stays open for the worker's retry; anything else is our own 500.
+fn commit_error(key: &ResultKey, e: &std::io::Error) -> AggError {
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) {
+        AggError::NoSpace {
+            key: key.clone(),
+            reason: "the aggregator's disk is full".into(),
+        }
+    } else {
+        AggError::Internal {
+            key: key.clone(),
+            reason: format!("cannot store result: {e}"),
+        }
+    }
 }

@@ -34,6 +34,12 @@ pub enum ApiError {
     /// The tarball is asked for before the run is sealed.
     TarballNotReady(String),
     ProgressTooLarge,
+    /// A transfer coding besides `chunked` (RFC 9112 §6.1: 501, never stored still coded).
+    TransferCoding(String),
+    /// `If-None-Match` matched the tarball.
+    NotModified(String),
+    /// `If-Match` did not match the tarball.
+    PreconditionFailed,
     Agg(AggError),
 }
 
@@ -62,6 +68,9 @@ impl ApiError {
         match self {
             ApiError::NotFound | ApiError::TarballNotReady(_) => StatusCode::NOT_FOUND,
             ApiError::ProgressTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::Agg(e) => match e {
                 AggError::Unexpected(_)
                 | AggError::ProgressUnexpected(_)
@@ -98,6 +107,23 @@ impl IntoResponse for ApiError {
                     status,
                     format!("progress update exceeds {MAX_PROGRESS_BYTES} bytes\n"),
                 )
+            }
+            ApiError::TransferCoding(te) => {
+                tracing::warn!(transfer_encoding = %te, "request refused: unsupported transfer coding");
+                return text(
+                    status,
+                    format!("transfer coding {te:?} is not supported: send the body chunked or with a length\n"),
+                );
+            }
+            ApiError::NotModified(etag) => {
+                let mut r = status.into_response();
+                if let Ok(v) = HeaderValue::from_str(&etag) {
+                    r.headers_mut().insert(header::ETAG, v);
+                }
+                return r;
+            }
+            ApiError::PreconditionFailed => {
+                return text(status, "the tarball does not match If-Match\n".into())
             }
             ApiError::Agg(e) => e,
         };
@@ -156,6 +182,16 @@ async fn receive(
 ) -> Result<(), ApiError> {
     let ids = peer.as_ref().and_then(|Extension(p)| p.0.clone());
     agg.authorize(&key.plugin, ids.as_deref().map(Vec::as_slice))?;
+    // hyper undoes `chunked` only; a body still under another coding would be stored coded.
+    for te in headers.get_all(header::TRANSFER_ENCODING) {
+        let te = te.to_str().unwrap_or("?");
+        if te
+            .split(',')
+            .any(|c| !c.trim().eq_ignore_ascii_case("chunked"))
+        {
+            return Err(ApiError::TransferCoding(te.chars().take(100).collect()));
+        }
+    }
     let ct = header_str(headers, header::CONTENT_TYPE);
     let cd = header_str(headers, header::CONTENT_DISPOSITION);
     let len = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
@@ -235,6 +271,8 @@ async fn tarball(
     let Some((path, info)) = agg.tarball() else {
         return Err(ApiError::TarballNotReady(agg.status().status));
     };
+    let etag = format!("\"{}\"", info.sha256);
+    let req = conditional(req, &etag)?;
     let mut resp = match tower_http::services::ServeFile::new(&path)
         .oneshot(req)
         .await
@@ -267,6 +305,53 @@ async fn tarball(
         }
     }
     Ok(resp)
+}
+
+/// An entity tag without its weak prefix.
+fn opaque(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/")
+}
+
+/// Answers the conditional headers of a tarball request against its `etag` (RFC 9110 §13):
+/// `If-Match` that matches nothing is 412, `If-None-Match` that matches (`*` matches a
+/// tarball that exists) is 304, and an `If-Range` tag that is not exactly the tarball's asks
+/// for the whole file, not the range. What is left goes to the file server.
+fn conditional(mut req: Request<Body>, etag: &str) -> Result<Request<Body>, ApiError> {
+    let list = |name: header::HeaderName, req: &Request<Body>| -> Option<Vec<String>> {
+        let values: Vec<String> = req
+            .headers()
+            .get_all(&name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        (!values.is_empty()).then_some(values)
+    };
+    if let Some(tags) = list(header::IF_MATCH, &req) {
+        if !tags.iter().any(|t| t == "*" || t == etag) {
+            return Err(ApiError::PreconditionFailed);
+        }
+    }
+    if let Some(tags) = list(header::IF_NONE_MATCH, &req) {
+        if tags.iter().any(|t| t == "*" || opaque(t) == etag) {
+            return Err(ApiError::NotModified(etag.to_string()));
+        }
+    }
+    let h = req.headers_mut();
+    h.remove(header::IF_MATCH);
+    h.remove(header::IF_NONE_MATCH);
+    if let Some(v) = h.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        let is_tag = v.starts_with('"') || v.starts_with("W/");
+        if is_tag {
+            if v != etag {
+                h.remove(header::RANGE);
+            }
+            h.remove(header::IF_RANGE);
+        }
+    }
+    Ok(req)
 }
 
 async fn not_found() -> ApiError {

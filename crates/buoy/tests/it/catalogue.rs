@@ -301,3 +301,35 @@ async fn every_hostile_input_is_refused_and_the_run_still_completes_within_the_m
     let _ = std::io::stderr()
         .write_all(format!("catalogue: aggregator peak RSS {hwm} KiB\n").as_bytes());
 }
+
+/// A body under a transfer coding besides `chunked` is 501, not stored still coded.
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_is_501_and_nothing_is_stored() {
+    let t = spawn_aggregator(&[("p", "global")], insecure(), None, None).await;
+    let body = "5\r\nhello\r\n0\r\n\r\n";
+    let req = format!(
+        "PUT /api/v1/results/global/p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n{body}"
+    );
+    let (code, reply) = raw(t.addr, req.as_bytes()).await;
+    assert_eq!(code, 501, "{reply}");
+    assert!(reply.contains("gzip, chunked"), "{reply}");
+    assert!(!t
+        .dir
+        .path()
+        .join(t.agg.run_dir().file_name().unwrap())
+        .join("plugins/p/results")
+        .exists());
+    // The key is still open for a proper upload.
+    let cd = [("content-disposition", "attachment;filename=r")];
+    assert_eq!(
+        put(
+            &t.client(),
+            "/api/v1/results/global/p",
+            &cd,
+            b"hello".to_vec()
+        )
+        .await
+        .status,
+        200
+    );
+}

@@ -19,7 +19,7 @@ pub fn buoy() -> Command {
 }
 
 /// Starts `buoy aggregator ARGS` and returns it with the address it listens on.
-async fn start_aggregator(args: &[&str]) -> (Child, SocketAddr) {
+pub async fn start_aggregator(args: &[&str]) -> (Child, SocketAddr) {
     let (child, addr, _) = start_aggregator_logged(args).await;
     (child, addr)
 }

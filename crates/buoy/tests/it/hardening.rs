@@ -505,3 +505,65 @@ async fn a_small_body_in_several_parts_is_stored_whole() {
     assert_eq!(stored, parts.concat());
     a.stop().await;
 }
+
+/// A full disk is 507 on the small-result path too (it was 500, where every other path says
+/// 507), and the key stays open: the same upload succeeds once there is room again. Needs
+/// root for a small tmpfs; skips, saying so, without.
+#[tokio::test]
+async fn a_full_disk_is_507_for_a_small_result_and_the_key_stays_open() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: a full disk is simulated with a tmpfs, which needs root");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = Unmount(disk.clone());
+    let out = disk.join("out");
+    let (mut agg, addr) = crate::cli::start_aggregator(&[
+        "--insecure-http",
+        "--expect",
+        "p=n1",
+        "--bind",
+        "127.0.0.1:0",
+        "--no-exit",
+        "--disk-reserve-bytes",
+        "0",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    // Fill what is left.
+    let filler = disk.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    let cd = [("content-disposition", "attachment;filename=r.txt")];
+    let r = put(&c, "/api/v1/results/by-node/n1/p", &cd, vec![1u8; 4096]).await;
+    assert_eq!(r.status, 507, "{}", r.text());
+    std::fs::remove_file(&filler).unwrap();
+    let r = put(&c, "/api/v1/results/by-node/n1/p", &cd, vec![1u8; 4096]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    agg.kill().await.unwrap();
+}

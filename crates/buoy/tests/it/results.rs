@@ -280,3 +280,64 @@ async fn retrieve_resumes_after_cut_connections_and_checks_the_sha256() {
     assert!(err.contains("but the run's status says"), "{err}");
     assert!(!partial.exists() && !again.join(&want.name).exists());
 }
+
+/// The tarball answers conditional requests as RFC 9110 says: `If-None-Match: *` (or its tag)
+/// is 304, an `If-Match` naming another tag is 412, and an `If-Range` with another tag gets
+/// the whole file, not the range (both used to be answered as if the condition held).
+#[tokio::test]
+async fn the_tarball_answers_if_none_match_if_match_and_if_range_by_its_tag() {
+    let t = spawn_aggregator(&[("p", "global")], insecure(), None, None).await;
+    let c = t.client();
+    let cd = [("content-disposition", "attachment;filename=blob")];
+    assert_eq!(
+        put(&c, "/api/v1/results/global/p", &cd, noise(20_000))
+            .await
+            .status,
+        200
+    );
+    t.complete().await;
+    let whole = get(&c, Method::GET, "/api/v1/tarball", &[]).await;
+    let etag = header(&whole, "etag").to_string();
+    let len = whole.body.len();
+
+    for inm in ["*", etag.as_str(), &format!("\"other\", W/{etag}")] {
+        let r = get(
+            &c,
+            Method::GET,
+            "/api/v1/tarball",
+            &[("if-none-match", inm)],
+        )
+        .await;
+        assert_eq!(r.status, 304, "If-None-Match: {inm}");
+        assert_eq!(header(&r, "etag"), etag);
+        assert!(r.body.is_empty());
+    }
+    let r = get(
+        &c,
+        Method::GET,
+        "/api/v1/tarball",
+        &[("if-none-match", "\"other\"")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    let r = get(
+        &c,
+        Method::GET,
+        "/api/v1/tarball",
+        &[("if-match", "\"other\"")],
+    )
+    .await;
+    assert_eq!(r.status, 412);
+    let r = get(&c, Method::GET, "/api/v1/tarball", &[("if-match", &etag)]).await;
+    assert_eq!(r.status, 200);
+
+    let range = [("range", "bytes=0-99"), ("if-range", "\"other\"")];
+    let r = get(&c, Method::GET, "/api/v1/tarball", &range).await;
+    assert_eq!(r.status, 200, "a mismatched If-Range gets the whole file");
+    assert_eq!(r.body.len(), len);
+    let range = [("range", "bytes=0-99"), ("if-range", etag.as_str())];
+    let r = get(&c, Method::GET, "/api/v1/tarball", &range).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body.len(), 100);
+}
