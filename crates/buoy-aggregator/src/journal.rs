@@ -23,7 +23,8 @@
 //! `BUOYJ <crc32 hex8> <target len> <name len> <data len>\n<target><name><data>`, where the
 //! target is the result directory relative to the run directory and the CRC covers target,
 //! name and data. Zeros up to the next 4 KiB boundary may follow a record (a batch's
-//! padding). A torn or damaged record ends replay: it was never acknowledged.
+//! padding). A torn record at the end was never acknowledged; a damaged one before whole
+//! records is skipped (replay goes on at the next whole record) and reported as lost.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
@@ -559,54 +560,141 @@ fn read_record<R: BufRead>(r: &mut R) -> io::Result<Option<Record>> {
     Ok(Some((target, name, data, took)))
 }
 
+/// What a replay found in a journal.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Replayed {
+    /// Whole records laid out.
+    pub records: usize,
+    /// Damaged stretches with whole records after them.
+    pub damaged: usize,
+    /// Records those stretches held (their headers, or one for a stretch that is not zeros):
+    /// acknowledged results that are lost.
+    pub damaged_records: usize,
+    /// A damaged or cut stretch at the end, with no whole record after it: a write that was
+    /// never acknowledged (a crash mid-batch).
+    pub torn_tail: bool,
+}
+
+/// Whether the journal holds only zeros from `from` to `to`.
+fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let want = buf.len().min((to - at) as usize);
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Where the next whole record starts at or after `from`, if any: the next `BUOYJ ` header
+/// that reads as a record whose checksum matches. Also counts the headers passed over.
+fn next_record(file: &File, from: u64, passed: &mut usize) -> io::Result<Option<u64>> {
+    let len = file.metadata()?.len();
+    let magic = format!("{MAGIC} ");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = from;
+    while at < len {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        let window = &buf[..n];
+        let mut i = 0;
+        while let Some(k) = window[i..]
+            .windows(magic.len())
+            .position(|w| w == magic.as_bytes())
+        {
+            let cand = at + (i + k) as u64;
+            let mut r = BufReader::new(file.try_clone()?);
+            std::io::Seek::seek(&mut r, io::SeekFrom::Start(cand))?;
+            match read_record(&mut r) {
+                Ok(Some(_)) => return Ok(Some(cand)),
+                _ => *passed += 1,
+            }
+            i += k + 1;
+        }
+        // Overlap by the magic's length, so a header across two reads is not missed.
+        at += (n.saturating_sub(magic.len() - 1)).max(1) as u64;
+    }
+    Ok(None)
+}
+
 /// Lays out every whole record of the journal at `path` (left by an aggregator that stopped
-/// before it laid them out) and syncs the file system, returning how many there were. The
-/// journal itself is left for the caller to remove.
-pub(crate) fn replay(path: &Path, run_dir: &Path, staging: &Path) -> io::Result<usize> {
+/// before it laid them out) and syncs the file system. A damaged record does not end it: the
+/// next whole record is searched for and replay goes on from there, so one bad stretch loses
+/// only what it holds. The journal itself is left for the caller (to remove, or to keep aside
+/// when records were lost).
+pub(crate) fn replay(path: &Path, run_dir: &Path, staging: &Path) -> io::Result<Replayed> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replayed::default()),
         Err(e) => return Err(e),
     };
-    let mut r = BufReader::new(file);
+    let mut r = BufReader::new(file.try_clone()?);
     let mut parents = HashSet::new();
-    let mut count = 0;
+    let mut out = Replayed::default();
     let mut pos = 0;
-    let warn = |count: usize, e: &io::Error| {
-        tracing::warn!(journal = %path.display(), records = count, error = %e, "the journal ends in a record that was never acknowledged; it is dropped");
-    };
     loop {
+        let start = pos;
         // A batch ends in zeros up to the next multiple of `ALIGN`; a record starts with text.
-        if r.fill_buf()?.first() == Some(&0) {
+        let step = if r.fill_buf()?.first() == Some(&0) {
             match skip_padding(&mut r, &mut pos) {
                 Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    warn(count, &e);
-                    break;
-                }
-                Err(e) => return Err(e),
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
             }
-        }
-        match read_record(&mut r) {
+        } else {
+            read_record(&mut r)
+        };
+        match step {
             Ok(Some((target, name, data, took))) => {
-                let staged = staging.join(format!("replay-{count}"));
+                let staged = staging.join(format!("replay-{}", out.records));
                 place_file(run_dir, &staged, &target, &name, &data, true, &mut parents)?;
-                count += 1;
+                out.records += 1;
                 pos += took;
             }
-            Ok(None) => break,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                warn(count, &e);
-                break;
+            Ok(None) if r.fill_buf()?.is_empty() => break,
+            Ok(None) | Err(_) => {
+                if let Err(e) = &step {
+                    if e.kind() != io::ErrorKind::InvalidData {
+                        return Err(io::Error::new(e.kind(), e.to_string()));
+                    }
+                }
+                // Damage (or zeros where no batch could end): go on at the next whole record.
+                let mut passed = 0;
+                match next_record(&file, start + 1, &mut passed)? {
+                    Some(next) => {
+                        out.damaged += 1;
+                        // Padding is zeros; anything else held a record, even one whose
+                        // header is too damaged to be counted.
+                        let lost = if passed == 0 && !all_zeros(&file, start, next)? {
+                            1
+                        } else {
+                            passed
+                        };
+                        out.damaged_records += lost;
+                        std::io::Seek::seek(&mut r, io::SeekFrom::Start(next))?;
+                        pos = next;
+                    }
+                    None => {
+                        out.torn_tail = true;
+                        break;
+                    }
+                }
             }
-            Err(e) => return Err(e),
         }
     }
-    if count > 0 {
+    if out.records > 0 {
         crate::store::sync_fs(&File::open(run_dir)?)?;
     }
-    Ok(count)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -326,15 +326,51 @@ impl Store {
     /// Opens (creating if needed) `run_dir` and an empty staging directory `staging`, and
     /// starts the committer, which runs until the last clone of this store is dropped.
     pub fn open(run_dir: &Path, staging: &Path) -> io::Result<Self> {
+        /// Moves a damaged journal beside the staging directory (which is removed), named by
+        /// the time, and returns where it went.
+        fn keep_aside(journal: &Path, staging: &Path) -> Option<PathBuf> {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            let name = format!(
+                "{}.damaged-journal-{stamp}",
+                staging.file_name()?.to_string_lossy()
+            );
+            let dest = staging.with_file_name(name);
+            fs::rename(journal, &dest).ok()?;
+            Some(dest)
+        }
         fs::create_dir_all(run_dir.join("plugins"))?;
         fs::create_dir_all(run_dir.join("meta"))?;
         if staging.exists() {
             // Results an earlier aggregator acknowledged but had not laid out yet.
-            let replayed = journal::replay(&staging.join(JOURNAL), run_dir, staging)?;
-            if replayed > 0 {
+            let journal = staging.join(JOURNAL);
+            let replayed = journal::replay(&journal, run_dir, staging)?;
+            if replayed.records > 0 {
                 tracing::info!(
-                    results = replayed,
+                    results = replayed.records,
                     "laid out the results journaled by an earlier aggregator on this directory"
+                );
+            }
+            if replayed.damaged > 0 && replayed.damaged_records == 0 {
+                let kept = keep_aside(&journal, staging);
+                tracing::warn!(stretches = replayed.damaged, laid_out = replayed.records,
+                    kept = ?kept, "the journal holds damaged bytes between whole records (no record in them); skipped");
+            } else if replayed.damaged > 0 {
+                // Acknowledged results are lost: say how many, and keep the evidence.
+                let kept = keep_aside(&journal, staging);
+                tracing::error!(
+                    lost = replayed.damaged_records,
+                    stretches = replayed.damaged,
+                    laid_out = replayed.records,
+                    kept = %kept.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "nowhere (it could not be moved)".into()),
+                    "the journal holds damaged records before whole ones: those acknowledged results are lost and their keys stay open"
+                );
+            } else if replayed.torn_tail {
+                tracing::warn!(
+                    laid_out = replayed.records,
+                    "the journal ends in a record that was never acknowledged (a write cut short); it is dropped"
                 );
             }
             fs::remove_dir_all(staging)?;
@@ -647,6 +683,42 @@ mod tests {
             !stage.join(JOURNAL).exists(),
             "replayed, then a fresh staging directory"
         );
+    }
+
+    /// One damaged record in the middle of a journal costs that record only: the ones after
+    /// it are laid out too (they used to be dropped with it, the journal deleted), and the
+    /// journal is kept beside the staging directory for a look.
+    #[tokio::test]
+    async fn a_damaged_record_costs_only_itself_and_the_journal_is_kept_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let (run, stage) = (d.path().join("run"), d.path().join("stage"));
+        fs::create_dir_all(&stage).unwrap();
+        let mut j = Journal::new(&stage.join(JOURNAL));
+        for n in 1..=3 {
+            let target = format!("plugins/p/results/n{n}");
+            let data = format!("result {n} {}", "x".repeat(200));
+            assert!(j.append(&run, &[(target.as_str(), "r", data.as_bytes())])[0].is_ok());
+        }
+        drop(j);
+        let mut bytes = fs::read(stage.join(JOURNAL)).unwrap();
+        let at = bytes
+            .windows(8)
+            .position(|w| w == b"result 2")
+            .expect("the second record");
+        bytes[at + 20] ^= 0xff;
+        fs::write(stage.join(JOURNAL), &bytes).unwrap();
+        let s = Store::open(&run, &stage).unwrap();
+        let done: Vec<bool> = (1..=3)
+            .map(|n| s.recorded(&ResultKey::new("p", &format!("n{n}"))) == Some(Outcome::Result))
+            .collect();
+        assert_eq!(done, [true, false, true]);
+        let kept: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".damaged-journal-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(fs::read(d.path().join(&kept[0])).unwrap(), bytes);
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn replay_lays_out_whole_records_and_drops_a_torn_tail() {
     j.extend_from_slice(&torn[..torn.len() - 2]);
     let path = staging.join("journal");
     fs::write(&path, &j).unwrap();
-    assert_eq!(replay(&path, &run, &staging).unwrap(), 2);
+    assert_eq!(replay(&path, &run, &staging).unwrap().records, 2);
     let n1: Vec<_> = fs::read_dir(run.join("plugins/p/results/n1"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -48,28 +48,39 @@ fn replay_lays_out_whole_records_and_drops_a_torn_tail() {
 }
 
 #[test]
-fn replay_stops_at_a_damaged_record_and_never_writes_outside_the_results() {
+fn a_damaged_record_is_never_laid_out_nor_anything_outside_the_results() {
     let (d, run, staging) = dirs();
     let mut flipped = record("plugins/p/results/n1", "r", b"data");
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     let path = staging.join("journal");
     fs::write(&path, &flipped).unwrap();
-    assert_eq!(replay(&path, &run, &staging).unwrap(), 0);
+    assert_eq!(replay(&path, &run, &staging).unwrap().records, 0);
     for target in ["plugins/../../x", "/etc/x/results/y", "plugins/p/errors/n1"] {
         fs::write(&path, record(target, "r", b"x")).unwrap();
-        assert_eq!(replay(&path, &run, &staging).unwrap(), 0, "{target}");
+        assert_eq!(
+            replay(&path, &run, &staging).unwrap().records,
+            0,
+            "{target}"
+        );
     }
     fs::write(&path, record("plugins/p/results/n1", "../r", b"x")).unwrap();
-    assert_eq!(replay(&path, &run, &staging).unwrap(), 0);
+    assert_eq!(replay(&path, &run, &staging).unwrap().records, 0);
     assert!(!run.join("plugins").exists());
-    assert_eq!(replay(&d.path().join("none"), &run, &staging).unwrap(), 0);
+    assert_eq!(
+        replay(&d.path().join("none"), &run, &staging)
+            .unwrap()
+            .records,
+        0
+    );
 }
 
 /// Every prefix of a journal, and copies with single bytes changed: replay never panics,
-/// lays out only whole records in order, and writes nothing but result directories.
+/// lays out exactly the whole records (a prefix: those it holds whole; a changed byte: every
+/// record but the one it is in, which is reported lost unless it is the last), and writes
+/// nothing but result directories.
 #[test]
-fn replay_of_any_cut_or_damaged_journal_keeps_whole_records_only() {
+fn replay_of_any_cut_or_damaged_journal_keeps_every_whole_record() {
     let (d, _, _) = dirs();
     let mut whole = Vec::new();
     let mut ends = Vec::new();
@@ -78,16 +89,27 @@ fn replay_of_any_cut_or_damaged_journal_keeps_whole_records_only() {
         whole.extend(record(&format!("plugins/p/results/n{i}"), "f", &data));
         ends.push(whole.len());
     }
-    let mut cases: Vec<Vec<u8>> = (0..=whole.len()).map(|n| whole[..n].to_vec()).collect();
+    let record_of = |at: usize| ends.iter().position(|e| at < *e).unwrap();
+    // Per record: laid out, not laid out, or either (a changed byte that reads the same, an
+    // upper-case hex digit of its checksum, say).
+    let mut cases: Vec<(Vec<u8>, Vec<Option<bool>>)> = (0..=whole.len())
+        .map(|n| {
+            (
+                whole[..n].to_vec(),
+                ends.iter().map(|e| Some(*e <= n)).collect(),
+            )
+        })
+        .collect();
     let mut x: u32 = 12345;
     for _ in 0..300 {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let mut c = whole.clone();
         let at = (x as usize >> 8) % c.len();
         c[at] = c[at].wrapping_add(1 + (x as u8 % 255));
-        cases.push(c);
+        let hit = record_of(at);
+        cases.push((c, (0..3).map(|k| (k != hit).then_some(true)).collect()));
     }
-    for (i, case) in cases.iter().enumerate() {
+    for (i, (case, kept)) in cases.iter().enumerate() {
         let (run, staging) = (
             d.path().join(format!("r{i}")),
             d.path().join(format!("s{i}")),
@@ -96,18 +118,30 @@ fn replay_of_any_cut_or_damaged_journal_keeps_whole_records_only() {
         fs::create_dir_all(&staging).unwrap();
         let path = staging.join("journal");
         fs::write(&path, case).unwrap();
-        let n = replay(&path, &run, &staging).unwrap();
-        // Whole records up to the first damage: a prefix keeps the records it holds whole.
-        if i <= whole.len() {
-            assert_eq!(
-                n,
-                ends.iter().filter(|e| **e <= i).count(),
-                "prefix of {i} bytes"
-            );
-        }
-        for k in 0..3 {
+        let got = replay(&path, &run, &staging).unwrap();
+        let mut laid = Vec::new();
+        for (k, want) in kept.iter().enumerate() {
             let f = run.join(format!("plugins/p/results/n{k}/f"));
-            assert_eq!(f.exists(), k < n, "case {i}: n{k}");
+            if let Some(want) = want {
+                assert_eq!(f.exists(), *want, "case {i}: n{k}");
+            }
+            if f.exists() {
+                assert_eq!(fs::read(&f).unwrap(), vec![b'a' + k as u8; 40 + k * 7]);
+            }
+            laid.push(f.exists());
+        }
+        assert_eq!(got.records, laid.iter().filter(|l| **l).count(), "case {i}");
+        // A record lost before a whole one is reported; one lost at the end is a torn tail.
+        let last = laid.iter().rposition(|l| *l);
+        let lost_before_whole = laid
+            .iter()
+            .enumerate()
+            .any(|(k, l)| !l && last.is_some_and(|last| k < last));
+        if lost_before_whole {
+            assert!(
+                got.damaged > 0 && got.damaged_records > 0,
+                "case {i}: {got:?}"
+            );
         }
         let top: Vec<_> = fs::read_dir(&run)
             .unwrap()
@@ -198,7 +232,7 @@ fn a_large_batch_is_written_whole_and_every_record_lands_where_it_is_read_back()
     let (other, other_staging) = (run.with_file_name("replayed"), staging.join("replay"));
     fs::create_dir_all(&other).unwrap();
     fs::create_dir_all(&other_staging).unwrap();
-    assert_eq!(replay(&path, &other, &other_staging).unwrap(), 693);
+    assert_eq!(replay(&path, &other, &other_staging).unwrap().records, 693);
     let mut parents = HashSet::new();
     assert_eq!(
         j.lay_out(usize::MAX, &run, &staging, &mut parents).unwrap(),
@@ -237,13 +271,13 @@ fn replay_steps_over_the_padding_between_batches() {
     let (other, other_staging) = (run.with_file_name("replayed"), staging.join("replay"));
     fs::create_dir_all(&other).unwrap();
     fs::create_dir_all(&other_staging).unwrap();
-    assert_eq!(replay(&path, &other, &other_staging).unwrap(), 3);
+    assert_eq!(replay(&path, &other, &other_staging).unwrap().records, 3);
     for b in 0..3u8 {
         let got = fs::read(other.join(format!("plugins/p/results/n{b}/r"))).unwrap();
         assert_eq!(got, vec![b + 1; 100 + b as usize * 5000]);
     }
-    // A page of zeros at an aligned offset (space a torn write left) ends the replay
-    // there, as does padding that is not zeros.
+    // A page of zeros at an aligned offset (space a torn write left), or padding that is not
+    // zeros, is stepped over: the whole records after it are laid out, and it is reported.
     let second = ALIGN; // the first batch is one page
     let mut torn = bytes[..second].to_vec();
     torn.extend(vec![0u8; ALIGN]);
@@ -256,13 +290,15 @@ fn replay_steps_over_the_padding_between_batches() {
         (r, s)
     };
     let (r1, s1) = fresh("torn");
-    assert_eq!(replay(&path, &r1, &s1).unwrap(), 1);
+    let got = replay(&path, &r1, &s1).unwrap();
+    assert_eq!((got.records, got.damaged, got.damaged_records), (3, 1, 0));
     let last = second - 1;
     assert_eq!(bytes[last], 0, "the first batch ends in padding");
     bytes[last] = b'x';
     fs::write(&path, &bytes).unwrap();
     let (r2, s2) = fresh("dirty");
-    assert_eq!(replay(&path, &r2, &s2).unwrap(), 1);
+    let got = replay(&path, &r2, &s2).unwrap();
+    assert_eq!((got.records, got.damaged), (3, 1));
 }
 
 /// Records are read back a window at a time; one larger than a window, and the records
@@ -311,7 +347,7 @@ fn a_buffered_journal_works_the_same() {
     let (other, other_staging) = (run.with_file_name("replayed"), staging.join("replay"));
     fs::create_dir_all(&other).unwrap();
     fs::create_dir_all(&other_staging).unwrap();
-    assert_eq!(replay(&path, &other, &other_staging).unwrap(), 2);
+    assert_eq!(replay(&path, &other, &other_staging).unwrap().records, 2);
     let mut parents = HashSet::new();
     assert_eq!(j.lay_out(10, &run, &staging, &mut parents).unwrap(), 2);
     for b in 0..2u8 {
