@@ -127,6 +127,35 @@ async fn buoy_run(k: &Path, out: &Path, args: &[&str]) -> (i32, String, String) 
     )
 }
 
+/// `sonobuoy results TARBALL` (a Sonobuoy v0.57 binary beside the conformance binaries)
+/// prints what `buoy results TARBALL` prints; says so and returns without one.
+async fn same_as_sonobuoy_results(bin: &Path, tarball: &Path) {
+    let sonobuoy = bin.join("sonobuoy");
+    if !sonobuoy.is_file() {
+        eprintln!(
+            "note: no sonobuoy in {}: its reading of the tarball is not checked",
+            bin.display()
+        );
+        return;
+    }
+    let theirs = tokio::process::Command::new(&sonobuoy)
+        .arg("results")
+        .arg(tarball)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        theirs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    let ours = buoy().arg("results").arg(tarball).output().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&theirs.stdout)
+    );
+}
+
 fn newest_tarball(dir: &Path) -> PathBuf {
     std::fs::read_dir(dir)
         .unwrap()
@@ -194,6 +223,9 @@ async fn conformance_specs_run_in_one_command_and_a_failure_reruns_alone() {
     let mut want: Vec<String> = PASSING.iter().map(|n| format!("[It] {n}")).collect();
     want.sort();
     assert_eq!(names, want);
+    // Sonobuoy's own `sonobuoy results`, when it is there, reads the tarball and says what
+    // `buoy results` says, byte for byte.
+    same_as_sonobuoy_results(&bin, &tarball).await;
     // Cleaned up: the namespace and the run's cluster role are gone.
     assert!(!kubectl(k, &["get", "namespace", "conformance"], None).0);
     let (_, roles) = kubectl(
@@ -222,6 +254,7 @@ async fn conformance_specs_run_in_one_command_and_a_failure_reruns_alone() {
     assert!(stdout.contains("Status: failed"), "{stdout}");
     assert!(stdout.contains(FAILING), "{stdout}");
     let failed_run = newest_tarball(&out2);
+    same_as_sonobuoy_results(&bin, &failed_run).await;
     let ran2 = ran(&failed_run);
     assert_eq!(ran2.len(), 2, "{ran2:?}");
 
