@@ -232,12 +232,15 @@ impl Aggregator {
     /// The run at a glance: per-plugin counts, error reasons and, once post-processed, each
     /// plugin's results summary.
     pub fn overview(&self) -> Overview {
-        let (mut builder, (status, tarball)) = self.inspect(|s| (s.overview(), s.overall()));
+        let (mut builder, (status, tarball), seal_error) =
+            self.inspect(|s| (s.overview(), s.overall(), s.seal_error().map(str::to_owned)));
         let summaries = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
         for (plugin, summary) in summaries.iter() {
             builder.set_results(plugin, summary.clone());
         }
-        builder.build(status, tarball)
+        let mut o = builder.build(status, tarball);
+        o.seal_error = seal_error;
+        o
     }
 
     /// One page of `plugin`'s nodes, optionally only those in `state`.
@@ -274,6 +277,12 @@ impl Aggregator {
 
     pub fn set_run_phase(&self, phase: RunPhase) {
         self.lock().set_run_phase(phase);
+        self.notify();
+    }
+
+    /// Says in the status why sealing failed last (`None` once it worked).
+    pub fn set_seal_error(&self, e: Option<String>) {
+        self.lock().set_seal_error(e);
         self.notify();
     }
 

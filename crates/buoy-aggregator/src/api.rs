@@ -83,7 +83,7 @@ impl ApiError {
                 AggError::Busy { .. } | AggError::ShuttingDown | AggError::Interrupted => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                AggError::Internal { .. } | AggError::Io { .. } => {
+                AggError::Internal { .. } | AggError::Io { .. } | AggError::Config(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },

@@ -34,6 +34,9 @@ pub enum AggError {
     ShuttingDown,
     #[error("interrupted before every result arrived")]
     Interrupted,
+    /// A run that could never complete, refused before it starts.
+    #[error("{0}")]
+    Config(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

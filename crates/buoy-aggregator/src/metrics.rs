@@ -226,6 +226,7 @@ mod tests {
                 ..Default::default()
             }],
             tarball: None,
+            seal_error: None,
         };
         let text = m.render(&now);
         for line in [

@@ -60,6 +60,10 @@ pub struct RunHandle {
     sealed: Option<TarInfo>,
 }
 
+/// The pause after a failed seal, doubling up to [`SEAL_RETRY_MAX`].
+const SEAL_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const SEAL_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where a sealed run's tar-info is recorded, beside its tarball, so that a restart serves the
 /// same tarball and SHA-256 instead of sealing again.
 fn sealed_record(output_dir: &Path, uuid: &str) -> PathBuf {
@@ -231,6 +235,15 @@ impl RunHandle {
     ) -> Result<Self, AggError> {
         // The run state keeps the keys; a second copy of 10,000 of them is a megabyte.
         let expected = std::mem::take(&mut cfg.expected);
+        if let Some(bad) = expected.iter().find(|k| {
+            !buoy_wire::key::is_expectable_name(&k.plugin)
+                || !buoy_wire::key::is_expectable_name(&k.node)
+        }) {
+            return Err(AggError::Config(format!(
+                "cannot expect result {bad}: a plugin or node name must be 1 to {} bytes, not . or .., without / or NUL (it is a directory name)",
+                buoy_wire::key::MAX_NAME_BYTES
+            )));
+        }
         let expected_len = expected.len();
         let started = OffsetDateTime::now_utc();
         let run_dir = cfg.output_dir.join(&cfg.uuid);
@@ -345,6 +358,7 @@ impl RunHandle {
         let names: Vec<&str> = self.cfg.plugins.iter().map(|p| p.name.as_str()).collect();
         let info = serde_json::json!({ "plugins": names });
         let name = crate::seal::tarball_name(self.started, &self.cfg.uuid);
+        tokio::pin!(shutdown);
         let sealed = match self.sealed.clone() {
             Some(info) => {
                 self.agg
@@ -352,10 +366,38 @@ impl RunHandle {
                     .await
             }
             None => {
-                let sealed = self
-                    .agg
-                    .seal(config, info, name, self.cfg.plugins.clone())
-                    .await?;
+                // A seal that fails (a full disk, no file descriptors left) is tried again, with
+                // a growing pause, while the server goes on and the status says why; only a
+                // stop ends the trying. Ending the process instead restarted it into the same
+                // failure.
+                let mut wait = SEAL_RETRY_FIRST;
+                let sealed = loop {
+                    let tried = self
+                        .agg
+                        .seal(
+                            config.clone(),
+                            info.clone(),
+                            name.clone(),
+                            self.cfg.plugins.clone(),
+                        )
+                        .await;
+                    match tried {
+                        Ok(s) => break s,
+                        Err(e) => {
+                            tracing::error!(error = %e, retry_in = ?wait, "cannot seal the run; trying again");
+                            self.agg.set_seal_error(Some(e.to_string()));
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = &mut shutdown => {
+                                    self.stop_server().await;
+                                    return Err(e);
+                                }
+                            }
+                            wait = (wait * 2).min(SEAL_RETRY_MAX);
+                        }
+                    }
+                };
+                self.agg.set_seal_error(None);
                 let record = sealed_record(&self.cfg.output_dir, &self.cfg.uuid);
                 let value = serde_json::to_value(&sealed.tar_info).unwrap_or_default();
                 if let Err(e) = crate::seal::write_json_atomic(&record, &value, &self.staging) {

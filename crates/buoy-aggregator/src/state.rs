@@ -113,6 +113,7 @@ pub struct RunState {
     next_ticket: u64,
     timed_out: bool,
     phase: RunPhase,
+    seal_error: Option<String>,
 }
 
 impl RunState {
@@ -142,6 +143,7 @@ impl RunState {
             next_ticket: 1,
             timed_out: false,
             phase: RunPhase::Running,
+            seal_error: None,
         }
     }
 
@@ -304,6 +306,19 @@ impl RunState {
         self.phase = phase;
     }
 
+    /// Why sealing failed last, shown while the run is post-processing (`None` once it worked).
+    pub fn set_seal_error(&mut self, e: Option<String>) {
+        self.seal_error = e;
+    }
+
+    /// Why sealing failed last, while the run is post-processing.
+    pub fn seal_error(&self) -> Option<&str> {
+        match self.phase {
+            RunPhase::PostProcessing => self.seal_error.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Counts of keys by per-plugin status: (complete, failed, running).
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
@@ -444,6 +459,7 @@ impl RunState {
                 RunPhase::Interrupted { why, .. } => Some(why.clone()),
                 _ => None,
             },
+            seal_error: self.seal_error().map(str::to_owned),
         }
     }
 }

@@ -709,7 +709,7 @@ mod tests {
         fs::write(stage.join(JOURNAL), &bytes).unwrap();
         let s = Store::open(&run, &stage).unwrap();
         let done: Vec<bool> = (1..=3)
-            .map(|n| s.recorded(&ResultKey::new("p", &format!("n{n}"))) == Some(Outcome::Result))
+            .map(|n| s.recorded(&ResultKey::new("p", format!("n{n}"))) == Some(Outcome::Result))
             .collect();
         assert_eq!(done, [true, false, true]);
         let kept: Vec<String> = fs::read_dir(d.path())

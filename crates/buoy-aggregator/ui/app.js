@@ -231,7 +231,7 @@ function drawRun(o) {
   const s = document.getElementById("run-state");
   s.className = "badge " + o.status;
   s.textContent = WORDS[o.status] || o.status;
-  document.getElementById("run-detail").textContent = "updated " + new Date().toLocaleTimeString();
+  document.getElementById("run-detail").textContent = (o.seal_error ? "sealing failed (retrying): " + o.seal_error + " · " : "") + "updated " + new Date().toLocaleTimeString();
   document.title = (WORDS[o.status] || o.status).replace(/^\S+ /, "") + " · Buoy";
 }
 

@@ -653,18 +653,18 @@ pub async fn run(
         write_definition(&agg, m, &l.sid, &ctx, !m.config.skip_cleanup)?;
     }
     move_run_log(opts.run_log.as_ref(), &agg);
-    // The final status is published once sealed; with --no-exit the server then keeps going.
-    let finished = if opts.no_exit {
-        let publish_then_wait = async {
-            publisher.publish(&agg.status()).await;
-            shutdown.await;
-        };
-        handle.seal_and_serve(publish_then_wait, true).await?
-    } else {
-        let finished = handle.seal_and_serve(std::future::ready(()), false).await?;
+    // The status is published while sealing (a seal that fails is tried again, and the status
+    // says why) and once sealed; with --no-exit the server then keeps going until the stop.
+    let (sealing_tx, sealing_rx) = watch::channel(false);
+    let publishing = tokio::spawn(publisher.run(agg.clone(), sealing_rx));
+    let sealed = handle.seal_and_serve(shutdown, opts.no_exit).await;
+    let _ = sealing_tx.send(true);
+    // The publisher may have been mid-patch when told to stop; the final status goes out once
+    // more (an unchanged status is not sent again).
+    if let Ok(mut publisher) = publishing.await {
         publisher.publish(&agg.status()).await;
-        finished
-    };
+    }
+    let finished = sealed?;
     tracing::info!(tarball = %finished.tarball.display(), "Results available at {}", finished.tarball.display());
     Ok(finished)
 }

@@ -198,6 +198,7 @@ mod tests {
             status: "running".into(),
             tar_info: Default::default(),
             interrupted: None,
+            seal_error: None,
         }
     }
 

@@ -22,7 +22,7 @@ pub enum LocalError {
     Manifest(#[from] ManifestError),
     #[error("plugin {plugin}: {reason}")]
     Plugin { plugin: String, reason: String },
-    #[error("invalid node name {0:?}")]
+    #[error("invalid node name {0:?}: it must be 1 to 255 bytes, not . or .. or global, without / or NUL")]
     Node(String),
     #[error(transparent)]
     Pki(#[from] buoy_pki::PkiError),
@@ -106,7 +106,7 @@ pub async fn run(
         opts.nodes.clone()
     };
     for n in &nodes {
-        if !buoy_wire::key::is_valid_name(n) || n == buoy_wire::GLOBAL_NODE {
+        if !buoy_wire::key::is_expectable_name(n) || n == buoy_wire::GLOBAL_NODE {
             return Err(LocalError::Node(n.clone()));
         }
     }

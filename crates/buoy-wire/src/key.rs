@@ -48,11 +48,21 @@ impl fmt::Display for ResultKey {
     }
 }
 
+/// The longest plugin or node name: one directory name on Linux (`NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// Whether a plugin or node name can be used as one URL path segment and one directory name.
 /// Sonobuoy's router accepts any non-empty segment without `/`; a directory name additionally
 /// must not be `.` or `..` or contain NUL.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// Whether a run may expect a result under this plugin or node name: a valid name no longer
+/// than [`MAX_NAME_BYTES`]. A longer one could be expected but never stored, so its run could
+/// never seal. (An upload under a longer name is simply unexpected, 403, as in Sonobuoy.)
+pub fn is_expectable_name(name: &str) -> bool {
+    is_valid_name(name) && name.len() <= MAX_NAME_BYTES
 }
 
 #[cfg(test)]
@@ -80,6 +90,8 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a\0"] {
             assert!(!is_valid_name(bad), "{bad:?}");
         }
+        assert!(is_valid_name(&"n".repeat(256)) && !is_expectable_name(&"n".repeat(256)));
+        assert!(is_expectable_name(&"é".repeat(127)));
         assert!(is_valid_name("systemd_logs"));
         assert!(is_valid_name("node 1"));
     }

@@ -20,6 +20,9 @@ pub struct Overview {
     /// Set once the tarball is sealed (`GET /api/v1/tarball` serves it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tarball: Option<TarInfo>,
+    /// Why sealing failed last, while it is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +175,7 @@ impl OverviewBuilder {
             status,
             plugins: self.plugins,
             tarball,
+            seal_error: None,
         }
     }
 }
@@ -200,7 +204,9 @@ impl Overview {
             });
         }
         let sealed = s.status == status::COMPLETE && !s.tar_info.name.is_empty();
-        b.build(s.status.clone(), sealed.then(|| s.tar_info.clone()))
+        let mut o = b.build(s.status.clone(), sealed.then(|| s.tar_info.clone()));
+        o.seal_error = s.seal_error.clone();
+        o
     }
 }
 
@@ -262,6 +268,7 @@ mod tests {
             status: "running".into(),
             tar_info: TarInfo::default(),
             interrupted: None,
+            seal_error: None,
         };
         let o = Overview::from_status(&s);
         assert_eq!(o.plugins.len(), 2);

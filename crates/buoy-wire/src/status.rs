@@ -23,6 +23,14 @@ pub struct Status {
     /// which Sonobuoy's readers show as a failed run). Sonobuoy's readers ignore the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<String>,
+    /// Buoy's: why sealing the run failed last (it is tried again, and the run stays
+    /// `post-processing` meanwhile). Sonobuoy's readers ignore the key.
+    #[serde(
+        rename = "seal-error",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub seal_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +102,7 @@ impl Status {
             status: RUNNING.into(),
             tar_info: TarInfo::default(),
             interrupted: None,
+            seal_error: None,
         }
     }
 }
@@ -272,6 +281,7 @@ impl Status {
             status: self.status.clone(),
             tar_info: self.tar_info.clone(),
             interrupted: self.interrupted.clone(),
+            seal_error: self.seal_error.clone(),
         };
         if min_detail <= Detail::RolledUp {
             let mut plugins: Vec<PluginStatus> = Vec::new();
@@ -388,6 +398,7 @@ mod tests {
             status: RUNNING.into(),
             tar_info: TarInfo::default(),
             interrupted: None,
+            seal_error: None,
         }
     }
 
@@ -511,6 +522,7 @@ mod tests {
             status: RUNNING.into(),
             tar_info: TarInfo::default(),
             interrupted: None,
+            seal_error: None,
         };
         let (json, detail) = s.to_bounded_json(2_000, Detail::RolledUp);
         assert_eq!(detail, Detail::RolledUp);

@@ -733,8 +733,23 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one. Every upload in flight, staged result
+/// and connection holds a descriptor; the usual soft limit of 1,024 made a busy aggregator fail
+/// to seal (and its restarts fail the same way) while the hard limit allowed far more.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                eprintln!("buoy: cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
 fn main() {
     limit_malloc_arenas();
+    raise_open_file_limit();
     let cli = Cli::parse();
     let run_log = init_tracing(
         if matches!(

@@ -100,6 +100,11 @@ pub fn render(s: &Status, show_all: bool) -> String {
             "The run was interrupted before every result arrived: {why}. What it stored is kept."
         )
     });
+    let interrupted = interrupted.or_else(|| {
+        s.seal_error.as_ref().map(|why| {
+            format!("Every plugin has finished, but sealing the results failed: {why}. The aggregator keeps trying; every result is kept.")
+        })
+    });
     out.push_str(match (s.status.as_str(), &interrupted) {
         (_, Some(text)) => text,
         (RUNNING, _) => "The run is in progress; plugins are still delivering results.",
@@ -146,6 +151,7 @@ mod tests {
             status: RUNNING.into(),
             tar_info: Default::default(),
             interrupted: None,
+            seal_error: None,
         };
         let out = render(&s, false);
         let lines: Vec<&str> = out.lines().collect();
@@ -184,6 +190,7 @@ mod tests {
             status: RUNNING.into(),
             tar_info: Default::default(),
             interrupted: None,
+            seal_error: None,
         };
         let out = render(&s, false);
         let rows: Vec<Vec<&str>> = out
@@ -205,10 +212,27 @@ mod tests {
             status: FAILED.into(),
             tar_info: Default::default(),
             interrupted: Some("asked to stop".into()),
+            seal_error: None,
         };
         let out = render(&s, false);
         assert!(
             out.trim_end().ends_with("The run was interrupted before every result arrived: asked to stop. What it stored is kept."),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_failing_seal_says_why_and_that_it_is_retried() {
+        let s = Status {
+            plugins: Some(vec![entry("e2e", "global", "complete")]),
+            status: POST_PROCESSING.into(),
+            tar_info: Default::default(),
+            interrupted: None,
+            seal_error: Some("cannot write the results tarball: No space left on device".into()),
+        };
+        let out = render(&s, false);
+        assert!(
+            out.contains("sealing the results failed: cannot write the results tarball: No space left on device. The aggregator keeps trying"),
             "{out}"
         );
     }

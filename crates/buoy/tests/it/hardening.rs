@@ -567,3 +567,61 @@ async fn a_full_disk_is_507_for_a_small_result_and_the_key_stays_open() {
     assert_eq!(r.status, 200, "{}", r.text());
     agg.kill().await.unwrap();
 }
+
+/// A seal that fails (here a directory where `meta/config.json` must go, as a full disk or no
+/// descriptors would) is tried again while the server goes on and the status says why; it
+/// once ended the process, even with `--no-exit`, and a restart met the same failure.
+#[tokio::test]
+async fn a_seal_that_fails_is_retried_and_said_in_the_status_while_the_server_goes_on() {
+    let mut a = spawn_aggregator(&[("p", "n1")], insecure(), None, None).await;
+    let blocker = a.run_dir().join("meta/config.json");
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    let r = put(&a.client(), "/api/v1/results/by-node/n1/p", &[], "ok").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut rx = a.agg.subscribe();
+    within(async {
+        while a.agg.status().seal_error.is_none() {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    let s = status_json(&a.client()).await;
+    assert_eq!(s["status"], "post-processing", "{s}");
+    let why = s["seal-error"].as_str().unwrap_or_default();
+    assert!(why.contains("tarball"), "{s}");
+    assert!(!a.done.as_ref().unwrap().is_finished());
+
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let f = a.finished().await;
+    assert!(f.tarball.is_file());
+    assert_eq!(f.status.status, "complete");
+    assert!(f.status.seal_error.is_none());
+    assert!(tarball_entries(&f.tarball)
+        .iter()
+        .any(|e| e.contains("plugins/p/results/n1")));
+}
+
+/// A plugin or node name longer than a directory name can be could be expected but never
+/// stored, so its run could never seal; it is refused when the run starts.
+#[tokio::test]
+async fn an_expected_name_longer_than_a_directory_name_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let long = "n".repeat(256);
+    let expected = keys(&[("p", "n1"), ("p", &long)]);
+    let cfg = RunConfig {
+        output_dir: dir.path().to_path_buf(),
+        uuid: "11111111-2222-4333-8444-555555555555".into(),
+        plugins: buoy_results::PluginSpec::raw_for_keys(&expected),
+        expected,
+        timeout: None,
+        options: insecure(),
+        server: ServerOptions::default(),
+        config_json: serde_json::json!({}),
+    };
+    let err = match RunHandle::start(listener, None, cfg).await {
+        Ok(_) => panic!("a 256-byte node name was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("255 bytes"), "{err}");
+}

@@ -151,9 +151,32 @@ async fn same_as_sonobuoy_results(bin: &Path, tarball: &Path) {
     );
     let ours = buoy().arg("results").arg(tarball).output().await.unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&ours.stdout),
-        String::from_utf8_lossy(&theirs.stdout)
+        error_blocks_sorted(&String::from_utf8_lossy(&ours.stdout)),
+        error_blocks_sorted(&String::from_utf8_lossy(&theirs.stdout))
     );
+}
+
+/// The text with the blocks under "Errors detected in files:" (one per kind, `Errors:`,
+/// `Warnings:`) in sorted order: Sonobuoy prints them in Go's map order, which changes from
+/// one run to the next.
+fn error_blocks_sorted(text: &str) -> String {
+    const HEAD: &str = "Errors detected in files:\n";
+    let Some(at) = text.find(HEAD) else {
+        return text.to_string();
+    };
+    let (before, tail) = text.split_at(at + HEAD.len());
+    let mut blocks: Vec<String> = Vec::new();
+    for line in tail.lines() {
+        match blocks.last_mut() {
+            Some(b) if line.starts_with(' ') || line.starts_with(|c: char| c.is_ascii_digit()) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => blocks.push(format!("{line}\n")),
+        }
+    }
+    blocks.sort();
+    format!("{before}{}", blocks.concat())
 }
 
 fn newest_tarball(dir: &Path) -> PathBuf {
