@@ -1,11 +1,16 @@
 //! Progress updates (compat §4.3): the JSON a plugin posts, how the server decodes it, and the
 //! v0.57 append rule that merges an appending update into the stored one. What one key keeps is
-//! bounded (message length, item length, bytes of its lists) whatever clients send, with a note
-//! in the shown message when something was cut, and counters saturate instead of wrapping.
+//! bounded (message length, item length, entries of its lists and their bytes) whatever clients
+//! send, with a note in the shown message when something was cut, and counters saturate instead
+//! of wrapping. The bounds already hold while a body is decoded: a megabyte of empty strings
+//! never becomes a vector of a third of a million of them.
 
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::gojson::GoObject;
+use crate::gojson::key_matches;
 
 /// A progress update as stored and as shown in the status. `name`, `node` and `timestamp` are
 /// always set by the server.
@@ -36,15 +41,24 @@ pub struct ProgressUpdate {
 pub const MAX_MSG_BYTES: usize = 4 << 10;
 /// Longest single error or failure name kept, in bytes.
 pub const MAX_ITEM_BYTES: usize = 1 << 10;
-/// Bytes of errors, failures and pending appends one key keeps, together.
+/// Bytes of errors, failures and pending appends one key keeps, together, each entry charged
+/// [`ENTRY_OVERHEAD`] beyond its text.
 pub const MAX_LIST_BYTES: usize = 64 << 10;
+/// What one list entry is charged beyond its text: about what a kept string costs in memory
+/// (its header and the allocator's rounding). Charging text alone let 65,536 one-byte failures
+/// cost a key megabytes, and empty strings cost nothing at all.
+pub const ENTRY_OVERHEAD: usize = 48;
 
 /// Cuts `s` to at most `max` bytes on a character boundary, saying so.
 fn cut(s: &mut String, max: usize) {
-    if s.len() <= max {
-        return;
+    if s.len() > max {
+        let full = s.len();
+        cut_noting(s, full, max);
     }
-    let full = s.len();
+}
+
+/// Cuts `s`, the start of a text `full` bytes long, to at most `max` bytes with the note.
+fn cut_noting(s: &mut String, full: usize, max: usize) {
     let end = crate::floor_char_boundary(s, max.saturating_sub(40));
     s.truncate(end);
     s.push_str(&format!("... [cut from {full} bytes]"));
@@ -57,35 +71,202 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+/// What a client may send. Unknown fields are ignored and `null` means "not given", as in Go;
+/// `name`, `node` and `timestamp` are accepted and discarded. The message and every list are
+/// already within the per-key bounds; `dropped` counts the entries that were not kept.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressInput {
+    pub msg: String,
+    pub total: i64,
+    pub completed: i64,
+    pub errors: Vec<String>,
+    pub failures: Vec<String>,
+    pub appendtotals: bool,
+    pub appendcompleted: i64,
+    pub appendfailing: Vec<String>,
+    pub dropped: u64,
 }
 
-/// What a client may send. Unknown fields are ignored and `null` means "not given", as in Go;
-/// `name`, `node` and `timestamp` are accepted and discarded.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ProgressInput {
-    #[serde(deserialize_with = "null_as_default")]
-    pub msg: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub total: i64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub completed: i64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub errors: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub failures: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub appendtotals: bool,
-    #[serde(deserialize_with = "null_as_default")]
-    pub appendcompleted: i64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub appendfailing: Vec<String>,
+/// The fields of [`ProgressInput`], in the order [`InputVisitor`] numbers them.
+const FIELDS: &[&str] = &[
+    "msg",
+    "total",
+    "completed",
+    "errors",
+    "failures",
+    "appendtotals",
+    "appendcompleted",
+    "appendfailing",
+];
+
+/// A string cut to `max` bytes as it is read (with the cut noted), so a megabyte-long one is
+/// never copied whole. JSON `null` reads as empty, as Go leaves a string it cannot set.
+struct BoundedStr(usize);
+
+impl<'de> DeserializeSeed<'de> for BoundedStr {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Visitor<'_> for BoundedStr {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        if v.len() <= self.0 {
+            return Ok(v.to_owned());
+        }
+        let mut kept = v[..crate::floor_char_boundary(v, self.0)].to_owned();
+        cut_noting(&mut kept, v.len(), self.0);
+        Ok(kept)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+        Ok(String::new())
+    }
+}
+
+/// A list of strings kept within [`MAX_LIST_BYTES`] (entries charged as in
+/// [`ProgressUpdate::merge`]) as it is read; later entries are checked for their type and
+/// counted, not kept. `None` for JSON `null`.
+struct BoundedList;
+
+impl<'de> DeserializeSeed<'de> for BoundedList {
+    type Value = Option<(Vec<String>, u64)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BoundedList {
+    type Value = Option<(Vec<String>, u64)>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Vec::new();
+        let mut budget = MAX_LIST_BYTES;
+        let mut dropped = 0u64;
+        while let Some(item) = seq.next_element_seed(BoundedStr(MAX_ITEM_BYTES))? {
+            let cost = item.len() + ENTRY_OVERHEAD;
+            if dropped == 0 && cost <= budget {
+                budget -= cost;
+                kept.push(item);
+            } else {
+                dropped += 1;
+            }
+        }
+        Ok(Some((kept, dropped)))
+    }
+}
+
+/// Reads one progress object field by field, the way Go decodes into a struct (see
+/// [`crate::gojson`]): keys match case-insensitively, a later key wins, `null` changes nothing,
+/// unknown keys are skipped unread, a value of the wrong type is an error.
+struct InputVisitor;
+
+impl<'de> Visitor<'de> for InputVisitor {
+    type Value = ProgressInput;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<ProgressInput, E> {
+        Ok(ProgressInput::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ProgressInput, A::Error> {
+        let mut out = ProgressInput::default();
+        // Entries dropped from each list; a repeated key replaces its list and its count.
+        let mut dropped = [0u64; 3];
+        while let Some(key) = m.next_key::<KeyName>()? {
+            let field = FIELDS.iter().position(|f| key_matches(&key.0, f));
+            let (list, slot) = match field {
+                None => {
+                    m.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                Some(0) => {
+                    if let Some(v) = m.next_value_seed(OrNull(BoundedStr(MAX_MSG_BYTES)))? {
+                        out.msg = v;
+                    }
+                    continue;
+                }
+                Some(1) | Some(2) | Some(6) => {
+                    if let Some(v) = m.next_value::<Option<i64>>()? {
+                        match field {
+                            Some(1) => out.total = v,
+                            Some(2) => out.completed = v,
+                            _ => out.appendcompleted = v,
+                        }
+                    }
+                    continue;
+                }
+                Some(5) => {
+                    if let Some(v) = m.next_value::<Option<bool>>()? {
+                        out.appendtotals = v;
+                    }
+                    continue;
+                }
+                Some(3) => (&mut out.errors, 0),
+                Some(4) => (&mut out.failures, 1),
+                _ => (&mut out.appendfailing, 2),
+            };
+            if let Some((v, d)) = m.next_value_seed(BoundedList)? {
+                *list = v;
+                dropped[slot] = d;
+            }
+        }
+        out.dropped = dropped.iter().sum();
+        Ok(out)
+    }
+}
+
+/// An object key, read whole (keys are matched against field names).
+struct KeyName(String);
+
+impl<'de> Deserialize<'de> for KeyName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(KeyName)
+    }
+}
+
+/// `seed`, or `None` for JSON `null`.
+struct OrNull<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for OrNull<S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<S>(S);
+        impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for V<S> {
+            type Value = Option<S::Value>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value or null")
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                self.0.deserialize(d).map(Some)
+            }
+        }
+        d.deserialize_option(V(self.0))
+    }
+}
+
+/// The whole body's one object (or `null`).
+struct Wire(ProgressInput);
+
+impl<'de> Deserialize<'de> for Wire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(InputVisitor).map(Wire)
+    }
 }
 
 /// Why a progress body was refused (answered with 400).
@@ -98,22 +279,10 @@ impl ProgressInput {
     /// decoder does, with Go's key matching (`{"MSG":"x"}` sets `msg`; see `gojson`). An empty
     /// body is an error (`EOF`).
     pub fn decode(body: &[u8]) -> Result<Self, ProgressDecodeError> {
-        const FIELDS: &[&str] = &[
-            "msg",
-            "total",
-            "completed",
-            "errors",
-            "failures",
-            "appendtotals",
-            "appendcompleted",
-            "appendfailing",
-        ];
-        let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<GoObject>();
+        let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Wire>();
         match stream.next() {
             None => Err(ProgressDecodeError("EOF".into())),
-            Some(Ok(obj)) => obj
-                .decode(FIELDS)
-                .map_err(|e| ProgressDecodeError(e.to_string())),
+            Some(Ok(Wire(input))) => Ok(input),
             Some(Err(e)) if e.is_eof() => Err(ProgressDecodeError("EOF".into())),
             Some(Err(e)) => Err(ProgressDecodeError(e.to_string())),
         }
@@ -134,7 +303,7 @@ impl ProgressInput {
             appendtotals: self.appendtotals,
             appendcompleted: self.appendcompleted,
             appendfailing: self.appendfailing,
-            dropped: 0,
+            dropped: self.dropped,
         }
     }
 }
@@ -167,10 +336,11 @@ impl ProgressUpdate {
             let mut keep = 0;
             for item in list.iter_mut() {
                 cut(item, MAX_ITEM_BYTES);
-                if item.len() > budget {
+                let cost = item.len() + ENTRY_OVERHEAD;
+                if cost > budget {
                     break;
                 }
-                budget -= item.len();
+                budget -= cost;
                 keep += 1;
             }
             dropped += (list.len() - keep) as u64;
@@ -184,16 +354,16 @@ impl ProgressUpdate {
             return next;
         }
         let base = prev.cloned().unwrap_or_default();
-        let dropped = base.dropped;
+        let base_appending = base.is_appending();
         let mut out = ProgressUpdate {
             name: next.name.clone(),
             node: next.node.clone(),
             timestamp: next.timestamp.clone(),
             msg: next.msg.clone(),
-            ..base.clone()
+            ..base
         };
-        out.dropped = dropped;
-        if !base.is_appending() {
+        out.dropped = out.dropped.saturating_add(next.dropped);
+        if !base_appending {
             out.completed = out.completed.saturating_add(next.appendcompleted);
             if next.appendtotals {
                 let failing = i64::try_from(next.appendfailing.len()).unwrap_or(i64::MAX);
@@ -341,6 +511,64 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"name":"p","node":"n","timestamp":"t","msg":"m","total":0,"completed":0})
+        );
+    }
+
+    /// What a list costs as the bounds count it.
+    fn charged(list: &[String]) -> usize {
+        list.iter().map(|i| i.len() + ENTRY_OVERHEAD).sum()
+    }
+
+    #[test]
+    fn entries_are_bounded_by_count_too_while_decoding_and_across_appends() {
+        let empties = format!(r#"{{"appendfailing":[{}""]}}"#, "\"\",".repeat(340_000));
+        let one = ProgressInput::decode(empties.as_bytes()).unwrap();
+        assert!(charged(&one.appendfailing) <= MAX_LIST_BYTES);
+        assert_eq!(one.appendfailing.len(), MAX_LIST_BYTES / ENTRY_OVERHEAD);
+        assert_eq!(one.appendfailing.len() as u64 + one.dropped, 340_001);
+
+        let mut s = ProgressUpdate::merge(None, upd(r#"{"msg":"start"}"#));
+        for _ in 0..10 {
+            s = ProgressUpdate::merge(Some(&s), upd(&empties));
+        }
+        assert!(charged(&s.failures) <= MAX_LIST_BYTES);
+        assert_eq!(s.failures.len() as u64 + s.dropped, 10 * 340_001);
+
+        let bytes = format!(r#"{{"errors":[{}"x"]}}"#, "\"x\",".repeat(65_535));
+        let mut s = ProgressUpdate::merge(None, upd(&bytes));
+        s = ProgressUpdate::merge(Some(&s), upd(&bytes));
+        assert!(charged(&s.errors) <= MAX_LIST_BYTES, "{}", s.errors.len());
+        assert_eq!(s.errors.len() as u64 + s.dropped, 65_536);
+    }
+
+    #[test]
+    fn bounded_decoding_keeps_go_s_rules() {
+        // A later key wins and replaces the list (and what it dropped); null changes nothing.
+        let u = upd(r#"{"errors":["a","b"],"Errors":["c"],"errors":null,"total":null}"#);
+        assert_eq!(u.errors, ["c"]);
+        assert_eq!(u.total, 0);
+        // Go leaves a string it is given null for empty.
+        assert_eq!(upd(r#"{"failures":["a",null]}"#).failures, ["a", ""]);
+        // A wrong type is an error, also past what is kept.
+        assert!(ProgressInput::decode(br#"{"errors":[1]}"#).is_err());
+        let late = format!(r#"{{"errors":[{}1]}}"#, "\"x\",".repeat(10_000));
+        assert!(ProgressInput::decode(late.as_bytes()).is_err());
+        assert!(ProgressInput::decode(br#"{"msg":5}"#).is_err());
+        assert!(ProgressInput::decode(br#"{"appendtotals":"yes"}"#).is_err());
+        assert!(ProgressInput::decode(br#"{"total":1.5}"#).is_err());
+        // Unknown keys are skipped whatever they hold.
+        let u = upd(r#"{"other":{"deep":[[[{"x":null}]]]},"completed":2}"#);
+        assert_eq!(u.completed, 2);
+        // A long message or item is cut as it is read, noting its length.
+        let long = format!(
+            r#"{{"msg":"{}","errors":["{}"]}}"#,
+            "m".repeat(1 << 20),
+            "e".repeat(5000)
+        );
+        let u = ProgressInput::decode(long.as_bytes()).unwrap();
+        assert!(u.msg.len() <= MAX_MSG_BYTES && u.msg.ends_with("[cut from 1048576 bytes]"));
+        assert!(
+            u.errors[0].len() <= MAX_ITEM_BYTES && u.errors[0].ends_with("[cut from 5000 bytes]")
         );
     }
 }

@@ -246,8 +246,20 @@ async fn every_hostile_input_is_refused_and_the_run_still_completes_within_the_m
             200
         );
     }
+    // Entries cost more than their text: a megabyte of empty strings, 20 times, and 65,536
+    // one-byte failures took gigabytes when only text bytes were counted.
+    let empties = format!(r#"{{"appendfailing":[{}""]}}"#, "\"\",".repeat(340_000));
+    for _ in 0..20 {
+        let r = post(&c, "/api/v1/progress/by-node/n1/p", &empties).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let ones = format!(r#"{{"appendfailing":[{}"x"]}}"#, r#""x","#.repeat(65_535));
+    let r = post(&c, "/api/v1/progress/by-node/n1/p", &ones).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let st = whole_status(addr).await;
     let n1 = &st["plugins"][0]["progress"];
+    let kept = n1["failures"].as_array().map_or(0, Vec::len);
+    assert!(kept <= 65_536 / 48, "{kept} failures kept");
     assert_eq!(n1["completed"], i64::MAX, "{n1}");
     assert!(
         n1["msg"].as_str().unwrap().contains("not kept"),
