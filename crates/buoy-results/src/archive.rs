@@ -97,7 +97,7 @@ fn open_tar(path: &Path) -> Result<tar::Archive<flate2::read::GzDecoder<File>>, 
 }
 
 fn parse_results(bytes: &[u8]) -> Result<Item, String> {
-    serde_yaml_ng::from_slice(bytes).map_err(|e| format!("cannot decode {RESULTS_FILE}: {e}"))
+    buoy_wire::yaml::from_slice(bytes).map_err(|e| format!("cannot decode {RESULTS_FILE}: {e}"))
 }
 
 impl Archive {

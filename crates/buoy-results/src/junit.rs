@@ -1,8 +1,11 @@
 //! JUnit XML (result formats `junit` and `e2e`): a `<testsuites>` or single `<testsuite>` root
 //! becomes suite items with one item per test case (compat §6.9). The file is read as a stream
-//! of XML events, so a large report costs memory for its items only, never for its text twice.
+//! of XML events through [`crate::xmlcap`], so no event is larger than [`DETAIL_BYTES`], and
+//! what an item keeps of its failure text and output is bounded too, with a note where it was
+//! cut (a departure: Sonobuoy keeps them whole, and a 512 MiB `<system-out>` in a small gzip
+//! upload took a 512 MiB aggregator down).
 
-use std::io::BufRead;
+use std::io::{BufRead, BufReader};
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -15,20 +18,74 @@ fn xml_err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// The suites of one JUnit document, or why it could not be read.
-pub fn parse_suites<R: BufRead>(input: R) -> Result<Vec<Item>, String> {
-    let mut reader = Reader::from_reader(input);
+/// What one detail of an item (a failure's text, a test's output) keeps.
+pub const DETAIL_BYTES: usize = 256 << 10;
+/// Detail text one plugin's items keep in all; past it, each detail keeps [`SMALL_DETAIL_BYTES`].
+pub const PLUGIN_DETAIL_BYTES: usize = 32 << 20;
+/// What a detail keeps once its plugin's [`PLUGIN_DETAIL_BYTES`] are spent.
+pub const SMALL_DETAIL_BYTES: usize = 4 << 10;
+/// Room for the note a cut leaves, beyond a cap.
+const NOTE_ROOM: usize = 64;
+
+/// What is left of one plugin's [`PLUGIN_DETAIL_BYTES`].
+#[derive(Debug)]
+pub struct DetailBudget {
+    left: usize,
+}
+
+impl Default for DetailBudget {
+    fn default() -> Self {
+        Self {
+            left: PLUGIN_DETAIL_BYTES,
+        }
+    }
+}
+
+impl DetailBudget {
+    /// `text`, once `total` bytes long, cut to what a detail may keep now (with a note if it
+    /// was cut here or before), and charged.
+    fn keep(&mut self, mut text: String, total: usize) -> String {
+        let cap = if self.left >= DETAIL_BYTES {
+            DETAIL_BYTES
+        } else {
+            SMALL_DETAIL_BYTES
+        };
+        if text.len() > cap + NOTE_ROOM || total > text.len() {
+            let mut end = cap.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str(&format!("... [cut from {} bytes]", total.max(end)));
+        }
+        self.left = self.left.saturating_sub(text.len());
+        text
+    }
+}
+
+/// Text read with the length it had.
+#[derive(Default)]
+struct Text {
+    kept: String,
+    total: usize,
+}
+
+/// The suites of one JUnit document, or why it could not be read; item details are charged to
+/// `budget`.
+pub fn parse_suites<R: BufRead>(input: R, budget: &mut DetailBudget) -> Result<Vec<Item>, String> {
+    let capped = crate::xmlcap::CappedXml::new(input, DETAIL_BYTES as u64);
+    let mut reader = Reader::from_reader(BufReader::new(capped));
     let mut buf = Vec::new();
     loop {
         let ev = reader.read_event_into(&mut buf).map_err(xml_err)?;
         match ev {
             Event::Start(e) => {
                 let e = e.into_owned();
-                return root(&mut reader, &e, false);
+                return root(&mut reader, &e, false, budget);
             }
             Event::Empty(e) => {
                 let e = e.into_owned();
-                return root(&mut reader, &e, true);
+                return root(&mut reader, &e, true, budget);
             }
             Event::Eof => return Err("no root element (empty document)".into()),
             Event::Text(t) if !t.iter().all(u8::is_ascii_whitespace) => {
@@ -54,14 +111,19 @@ fn attr(e: &BytesStart, name: &str) -> XmlResult<Option<String>> {
     Ok(None)
 }
 
-fn root<R: BufRead>(r: &mut Reader<R>, e: &BytesStart, empty: bool) -> XmlResult<Vec<Item>> {
+fn root<R: BufRead>(
+    r: &mut Reader<R>,
+    e: &BytesStart,
+    empty: bool,
+    budget: &mut DetailBudget,
+) -> XmlResult<Vec<Item>> {
     let mut suites = match local(e).as_str() {
         "testsuites" => {
             let mut suites = Vec::new();
             if !empty {
                 children(r, |r, child, child_empty| {
                     if local(child) == "testsuite" {
-                        suites.push(suite(r, child, child_empty)?);
+                        suites.push(suite(r, child, child_empty, budget)?);
                     } else if !child_empty {
                         skip(r, child)?;
                     }
@@ -70,7 +132,7 @@ fn root<R: BufRead>(r: &mut Reader<R>, e: &BytesStart, empty: bool) -> XmlResult
             }
             suites
         }
-        "testsuite" => vec![suite(r, e, empty)?],
+        "testsuite" => vec![suite(r, e, empty, budget)?],
         other => {
             return Err(format!(
                 "expected a <testsuites> or <testsuite> root element, found <{other}>"
@@ -109,15 +171,27 @@ fn children<R: BufRead>(
     }
 }
 
+/// Appends what fits of `piece` to `out`, counting all of it.
+fn push_capped(out: &mut Text, piece: &str) {
+    out.total += piece.len();
+    let room = (DETAIL_BYTES + NOTE_ROOM).saturating_sub(out.kept.len());
+    let mut end = room.min(piece.len());
+    while !piece.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.kept.push_str(&piece[..end]);
+}
+
 /// The text directly inside the element just opened (text and CDATA, entities decoded);
-/// nested elements are skipped, as Go's `,chardata`.
-fn chardata<R: BufRead>(r: &mut Reader<R>) -> XmlResult<String> {
-    let mut out = String::new();
+/// nested elements are skipped, as Go's `,chardata`. At most [`DETAIL_BYTES`] (and a note) of
+/// it is kept.
+fn chardata<R: BufRead>(r: &mut Reader<R>) -> XmlResult<Text> {
+    let mut out = Text::default();
     let mut buf = Vec::new();
     loop {
         match r.read_event_into(&mut buf).map_err(xml_err)? {
-            Event::Text(t) => out.push_str(&t.unescape().map_err(xml_err)?),
-            Event::CData(c) => out.push_str(&String::from_utf8_lossy(&c.into_inner())),
+            Event::Text(t) => push_capped(&mut out, &t.unescape().map_err(xml_err)?),
+            Event::CData(c) => push_capped(&mut out, &String::from_utf8_lossy(&c.into_inner())),
             Event::Start(e) => {
                 let e = e.into_owned();
                 skip(r, &e)?;
@@ -137,12 +211,17 @@ fn skip<R: BufRead>(r: &mut Reader<R>, e: &BytesStart) -> XmlResult<()> {
         .map_err(xml_err)
 }
 
-fn suite<R: BufRead>(r: &mut Reader<R>, e: &BytesStart, empty: bool) -> XmlResult<Item> {
+fn suite<R: BufRead>(
+    r: &mut Reader<R>,
+    e: &BytesStart,
+    empty: bool,
+    budget: &mut DetailBudget,
+) -> XmlResult<Item> {
     let mut item = Item::new(attr(e, "name")?.unwrap_or_default(), PASSED);
     if !empty {
         children(r, |r, child, child_empty| {
             if local(child) == "testcase" {
-                item.items.push(case(r, child, child_empty)?);
+                item.items.push(case(r, child, child_empty, budget)?);
             } else if !child_empty {
                 skip(r, child)?;
             }
@@ -155,16 +234,18 @@ fn suite<R: BufRead>(r: &mut Reader<R>, e: &BytesStart, empty: bool) -> XmlResul
 #[derive(Default)]
 struct Message {
     present: bool,
-    text: String,
+    text: Text,
 }
 
 fn message<R: BufRead>(r: &mut Reader<R>, e: &BytesStart, empty: bool) -> XmlResult<Message> {
     let msg = attr(e, "message")?.unwrap_or_default();
-    let body = if empty { String::new() } else { chardata(r)? };
-    let text = if msg.is_empty() && body.is_empty() {
-        String::new()
+    let body = if empty { Text::default() } else { chardata(r)? };
+    let text = if msg.is_empty() && body.kept.is_empty() {
+        Text::default()
     } else {
-        format!("{msg} {body}").trim().to_string()
+        let kept = format!("{msg} {}", body.kept).trim().to_string();
+        let total = kept.len() + (body.total - body.kept.len());
+        Text { kept, total }
     };
     Ok(Message {
         present: true,
@@ -172,10 +253,15 @@ fn message<R: BufRead>(r: &mut Reader<R>, e: &BytesStart, empty: bool) -> XmlRes
     })
 }
 
-fn case<R: BufRead>(r: &mut Reader<R>, e: &BytesStart, empty: bool) -> XmlResult<Item> {
+fn case<R: BufRead>(
+    r: &mut Reader<R>,
+    e: &BytesStart,
+    empty: bool,
+    budget: &mut DetailBudget,
+) -> XmlResult<Item> {
     let name = attr(e, "name")?.unwrap_or_default();
     let (mut skipped, mut failure, mut error) = (false, Message::default(), Message::default());
-    let (mut out, mut err) = (String::new(), String::new());
+    let (mut out, mut err) = (Text::default(), Text::default());
     if !empty {
         children(r, |r, child, child_empty| {
             match local(child).as_str() {
@@ -209,8 +295,9 @@ fn case<R: BufRead>(r: &mut Reader<R>, e: &BytesStart, empty: bool) -> XmlResult
         ("system-out", out),
         ("system-err", err),
     ] {
-        if !value.is_empty() {
-            item.details.insert(key.into(), value.into());
+        if !value.kept.is_empty() {
+            let kept = budget.keep(value.kept, value.total);
+            item.details.insert(key.into(), kept.into());
         }
     }
     Ok(item)
@@ -221,7 +308,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Vec<Item>, String> {
-        parse_suites(s.as_bytes())
+        parse_suites(s.as_bytes(), &mut DetailBudget::default())
     }
 
     #[test]
@@ -260,5 +347,58 @@ mod tests {
         assert!(parse("<testsuite><testcase name='a'></testsuite>").is_err());
         assert!(parse("<testsuite><testcase name='a'/>").is_err());
         assert!(parse("<html/>").unwrap_err().contains("<html>"));
+    }
+
+    #[test]
+    fn long_detail_text_is_cut_with_a_note_and_a_plugin_s_details_are_bounded() {
+        let out = "o".repeat(DETAIL_BYTES * 3);
+        let xml = format!(
+            "<testsuite><testcase name=\"a\"><failure message=\"m\">{out}</failure><system-out>x<!-- c -->{out}<![CDATA[{out}]]></system-out></testcase></testsuite>"
+        );
+        let s = parse(&xml).unwrap();
+        let d = &s[0].items[0].details;
+        let failure = d["failure"].as_str().unwrap();
+        assert!(
+            failure.len() <= DETAIL_BYTES + NOTE_ROOM,
+            "{}",
+            failure.len()
+        );
+        assert!(failure.starts_with("m ooo"));
+        assert!(
+            failure.ends_with(&format!("[cut from {} bytes]", DETAIL_BYTES * 3)),
+            "{}",
+            &failure[failure.len() - 80..]
+        );
+        let sysout = d["system-out"].as_str().unwrap();
+        assert!(sysout.len() <= DETAIL_BYTES + NOTE_ROOM, "{}", sysout.len());
+        assert!(sysout.starts_with("xooo") && sysout.contains("[cut from"));
+
+        let mut budget = DetailBudget::default();
+        let case = format!(
+            "<testcase name=\"c\"><system-out>{}</system-out></testcase>",
+            "o".repeat(DETAIL_BYTES)
+        );
+        let many = format!(
+            "<testsuite>{}</testsuite>",
+            case.repeat(PLUGIN_DETAIL_BYTES / DETAIL_BYTES + 10)
+        );
+        let s = parse_suites(many.as_bytes(), &mut budget).unwrap();
+        let kept: usize = s[0]
+            .items
+            .iter()
+            .map(|i| i.details["system-out"].as_str().unwrap().len())
+            .sum();
+        assert!(
+            kept <= PLUGIN_DETAIL_BYTES + 11 * (SMALL_DETAIL_BYTES + NOTE_ROOM),
+            "{kept}"
+        );
+        let last = s[0].items.last().unwrap().details["system-out"]
+            .as_str()
+            .unwrap();
+        assert!(
+            last.len() <= SMALL_DETAIL_BYTES + NOTE_ROOM && last.contains("[cut from"),
+            "{}",
+            last.len()
+        );
     }
 }

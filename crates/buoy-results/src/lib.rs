@@ -9,6 +9,7 @@ pub mod item;
 mod junit;
 pub mod process;
 pub mod report;
+mod xmlcap;
 
 pub use archive::{Archive, ArchiveError};
 pub use item::Item;

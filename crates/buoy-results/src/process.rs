@@ -154,7 +154,12 @@ fn unreadable(mut item: Item, reason: impl std::fmt::Display) -> Item {
     item
 }
 
-fn file_item(plugin_dir: &Path, path: &Path, format: Format) -> Item {
+fn file_item(
+    plugin_dir: &Path,
+    path: &Path,
+    format: Format,
+    budget: &mut crate::junit::DetailBudget,
+) -> Item {
     let rel = rel(plugin_dir, path);
     let name = base_name(path);
     if format == Format::Raw {
@@ -179,7 +184,7 @@ fn file_item(plugin_dir: &Path, path: &Path, format: Format) -> Item {
     };
     // What the file holds; the file item takes its status, details and items.
     let parsed = match format {
-        Format::Junit => crate::junit::parse_suites(file)
+        Format::Junit => crate::junit::parse_suites(file, budget)
             .map(passed)
             .map_err(|e| format!("not valid JUnit XML: {e}")),
         Format::GoJson => gojson(file)
@@ -199,9 +204,24 @@ fn file_item(plugin_dir: &Path, path: &Path, format: Format) -> Item {
     }
 }
 
-/// A manual results file must be exactly one item.
+/// The largest manual results file read: a summary a plugin writes, not its logs. Decoded, a
+/// YAML document takes several times its size.
+pub const MAX_MANUAL_BYTES: u64 = 8 << 20;
+
+/// A manual results file must be exactly one item, within [`MAX_MANUAL_BYTES`] and the nesting
+/// and node bounds of [`buoy_wire::yaml`].
 fn manual(file: impl std::io::Read) -> Result<Item, String> {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_reader(file)
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(MAX_MANUAL_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_MANUAL_BYTES {
+        return Err(format!(
+            "not read: a manual results file is at most {MAX_MANUAL_BYTES} bytes"
+        ));
+    }
+    let value: serde_yaml_ng::Value = buoy_wire::yaml::from_slice(&bytes)
         .map_err(|e| format!("not a single YAML results item: {e}"))?;
     if !value.is_mapping() {
         return Err("not a single YAML results item: expected a mapping".into());
@@ -315,11 +335,16 @@ fn error_item(plugin_dir: &Path, path: &Path) -> Item {
     item
 }
 
-fn items_in(plugin_dir: &Path, dir: &Path, spec: &PluginSpec) -> Vec<Item> {
+fn items_in(
+    plugin_dir: &Path,
+    dir: &Path,
+    spec: &PluginSpec,
+    budget: &mut crate::junit::DetailBudget,
+) -> Vec<Item> {
     walk_files(dir)
         .into_iter()
         .filter(|p| spec.selects(p))
-        .map(|p| file_item(plugin_dir, &p, spec.format()))
+        .map(|p| file_item(plugin_dir, &p, spec.format(), budget))
         .collect()
 }
 
@@ -348,16 +373,18 @@ pub fn process_plugin(run_dir: &Path, spec: &PluginSpec) -> Item {
     let results = plugin_dir.join("results");
     let errors = plugin_dir.join("errors");
     let mut root = Item::new(&spec.name, "").with_meta("type", TYPE_SUMMARY);
+    // Detail text (failure messages, test output) is bounded per plugin, not only per item.
+    let mut budget = crate::junit::DetailBudget::default();
     match spec.driver {
         Driver::Job => {
-            root.items = items_in(&plugin_dir, &results, spec);
+            root.items = items_in(&plugin_dir, &results, spec, &mut budget);
             root.items.extend(errors_in(&plugin_dir, &errors));
         }
         Driver::DaemonSet => {
             let (results, errors) = (subdirs(&results), subdirs(&errors));
             root.items.reserve_exact(results.len() + errors.len());
             for dir in results {
-                let items = items_in(&plugin_dir, &dir, spec);
+                let items = items_in(&plugin_dir, &dir, spec, &mut budget);
                 root.items.push(node_item(&dir, items));
             }
             for dir in errors {
@@ -502,5 +529,17 @@ mod tests {
         assert!(spec("gojson", &[]).selects(p("r/t.json")));
         assert!(spec("", &[]).selects(p("r/anything")));
         assert!(spec("weird", &[]).selects(p("r/anything")));
+    }
+
+    #[test]
+    fn a_manual_file_too_deep_or_too_large_is_refused_at_once() {
+        let deep = "{a: ".repeat(200_000);
+        let e = manual(deep.as_bytes()).unwrap_err();
+        assert!(e.contains("nested deeper than 128 levels"), "{e}");
+        let big = vec![b'#'; MAX_MANUAL_BYTES as usize + 1];
+        let e = manual(&big[..]).unwrap_err();
+        assert!(e.contains("at most 8388608 bytes"), "{e}");
+        let ok = manual(&b"name: x\nstatus: passed\n"[..]).unwrap();
+        assert_eq!(ok.status, item::PASSED);
     }
 }

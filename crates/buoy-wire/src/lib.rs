@@ -14,6 +14,7 @@ pub mod progress;
 pub mod routes;
 pub mod status;
 pub mod timefmt;
+pub mod yaml;
 
 pub use key::{ResultKey, GLOBAL_NODE};
 pub use progress::{ProgressInput, ProgressUpdate};
@@ -27,6 +28,23 @@ pub(crate) fn floor_char_boundary(s: &str, max: usize) -> usize {
         end -= 1;
     }
     end
+}
+
+/// Reads a file of at most `max` bytes whole. A longer one (or a device such as `/dev/zero`
+/// that never ends) is an error once `max` bytes are read, instead of growing without bound.
+pub fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(out)
 }
 
 /// The error text of a result that never arrived before the plugin's timeout (v0.57 wording,

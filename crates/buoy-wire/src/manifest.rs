@@ -104,7 +104,7 @@ impl Manifest {
             path: path.to_path_buf(),
             reason,
         };
-        let raw: Value = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let raw: Value = crate::yaml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if !raw.is_object() {
             return Err(invalid("expected a mapping at the top level".into()));
         }
@@ -168,10 +168,20 @@ pub fn order_groups(plugins: &[Manifest]) -> Vec<Vec<usize>> {
     groups
 }
 
+/// The largest plugin definition read; real ones are a few KiB.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 fn read_manifest(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+    let read = |source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let bytes = crate::read_bounded(path, MAX_MANIFEST_BYTES).map_err(read)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8: {e}"),
+        ))
     })?;
     Manifest::parse(path, &text)
 }

@@ -345,3 +345,145 @@ async fn a_transfer_coding_besides_chunked_is_501_and_nothing_is_stored() {
         200
     );
 }
+
+/// The ceiling for post-processing hostile results.
+const POST_PROCESSING_RSS_CEILING_KIB: u64 = 128 * 1024;
+
+/// Results that once held post-processing for minutes or took gigabytes there: a manual
+/// results file of flow collections nested 200,000 deep (libyaml scans that in quadratic
+/// time), and a small gzip upload whose JUnit `<system-out>` expands to 160 MiB (kept whole,
+/// twice). The run still seals, each becomes what it can be (an `unknown` item saying why,
+/// a cut text saying so), and the aggregator's peak RSS stays under the ceiling.
+#[tokio::test]
+async fn hostile_results_are_post_processed_in_bounded_time_and_memory() {
+    let out = tempfile::tempdir().unwrap();
+    let manifests = out.path().join("plugins.d");
+    std::fs::create_dir_all(&manifests).unwrap();
+    for (name, format) in [("man", "manual"), ("ju", "junit")] {
+        std::fs::write(
+            manifests.join(format!("{name}.yaml")),
+            format!("sonobuoy-config: {{driver: Job, plugin-name: {name}, result-format: {format}}}\nspec: {{command: [run]}}\n"),
+        )
+        .unwrap();
+    }
+    let (child, addr, log) = start_aggregator_logged(&[
+        "--insecure-http",
+        "--expect",
+        "man=global",
+        "--expect",
+        "ju=global",
+        "--plugins",
+        manifests.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--output",
+        out.path().to_str().unwrap(),
+        "--max-extracted-bytes",
+        "268435456",
+        "--no-exit",
+    ])
+    .await;
+    let pid = child.id().unwrap();
+    let c = Client::new(&format!("http://{addr}"), None).unwrap();
+    let gzip = [("content-type", "application/gzip")];
+
+    let deep = "{a: ".repeat(200_000);
+    let manual = tgz(|b| file_entry(b, "m.yaml", deep.as_bytes()));
+    let r = put(&c, "/api/v1/results/global/man", &gzip, manual).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    const OUT: u64 = 160 << 20;
+    let (head, tail) = (
+        &b"<testsuite name=\"s\"><testcase name=\"t\"><system-out>"[..],
+        &b"</system-out></testcase></testsuite>"[..],
+    );
+    let junit = tgz(|b| {
+        let size = head.len() as u64 + OUT + tail.len() as u64;
+        let h = header("junit.xml", tar::EntryType::Regular, size);
+        let body = std::io::Read::chain(head, std::io::Read::take(std::io::repeat(b'o'), OUT));
+        let body = std::io::Read::chain(body, tail);
+        b.append(&h, body).unwrap();
+    });
+    assert!(junit.len() < 1 << 20, "{} bytes on the wire", junit.len());
+    let r = put(&c, "/api/v1/results/global/ju", &gzip, junit).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Measured, not asserted: the 10 s from the last result to the seal.
+    let last_result = std::time::Instant::now();
+
+    within(async {
+        while whole_status(addr).await["status"] != "complete" {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let sealed_after = last_result.elapsed();
+    let hwm = vm_hwm_kib(pid);
+    sigterm(&child);
+    let (code, _) = exit_and_stdout(child).await;
+    let log = log.await.unwrap();
+    assert_eq!(code, 0, "{log}");
+
+    let run_dir = std::fs::read_dir(out.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("plugins").is_dir())
+        .unwrap();
+    let man = std::fs::read_to_string(run_dir.join("plugins/man/sonobuoy_results.yaml")).unwrap();
+    assert!(man.contains("status: unknown"), "{man}");
+    assert!(man.contains("nested deeper than 128 levels"), "{man}");
+    let ju = std::fs::read_to_string(run_dir.join("plugins/ju/sonobuoy_results.yaml")).unwrap();
+    assert!(ju.len() < 1 << 20, "{} bytes", ju.len());
+    assert!(
+        ju.contains(&format!("[cut from {OUT} bytes]")),
+        "{}",
+        &ju[ju.len().saturating_sub(400)..]
+    );
+    assert!(
+        hwm < POST_PROCESSING_RSS_CEILING_KIB,
+        "peak RSS {hwm} KiB over the {POST_PROCESSING_RSS_CEILING_KIB} KiB ceiling"
+    );
+    let _ = std::io::stderr().write_all(
+        format!(
+            "post-processing catalogue: aggregator peak RSS {hwm} KiB, sealed {sealed_after:?} after the last result\n"
+        )
+        .as_bytes(),
+    );
+}
+
+/// A plugin definition nested past the bound, or one that never ends (`/dev/zero`), is refused
+/// at start with a reason, instead of a parse that takes hours or memory that grows forever.
+#[tokio::test]
+async fn a_deep_or_endless_plugin_definition_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!("sonobuoy-config: {}", "{a: ".repeat(200_000)),
+    )
+    .unwrap();
+    for (plugins, reason) in [
+        (deep.to_str().unwrap(), "nested deeper than 128 levels"),
+        ("/dev/zero", "larger than 1048576 bytes"),
+    ] {
+        let run = within(
+            crate::cli::buoy()
+                .args([
+                    "aggregator",
+                    "--insecure-http",
+                    "--expect",
+                    "p=n1",
+                    "--plugins",
+                    plugins,
+                ])
+                .args(["--bind", "127.0.0.1:0", "--output"])
+                .arg(dir.path())
+                .output(),
+        )
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_ne!(run.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains(reason), "{plugins}: {stderr}");
+    }
+}
