@@ -16,7 +16,7 @@ use buoy_wire::ResultKey;
 use futures_util::TryStreamExt;
 use tower::ServiceExt;
 
-use crate::aggregator::Aggregator;
+use crate::aggregator::{Aggregator, StatusBody};
 use crate::error::AggError;
 
 /// Largest progress update body accepted.
@@ -258,8 +258,18 @@ async fn progress_global(
     post_progress(agg, peer, key, body).await
 }
 
-async fn status(State(agg): State<Arc<Aggregator>>) -> Json<buoy_wire::Status> {
-    Json(agg.status())
+async fn status(State(agg): State<Arc<Aggregator>>) -> Response {
+    match agg.status_body() {
+        StatusBody::Whole(s) => Json(s).into_response(),
+        StatusBody::Stream(chunks) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Body::from_stream(chunks),
+        )
+            .into_response(),
+    }
 }
 
 /// The sealed tarball, streamed from disk (constant memory whatever its size), with `Range`,

@@ -1,11 +1,15 @@
 //! The network side: accepts connections on a bound listener, performs the TLS handshake
 //! (requiring a client certificate from the run CA) under a timeout, reads the peer's identity
-//! from its certificate, and serves HTTP/1.1 with a header-read timeout. Stops accepting when
-//! the shutdown future resolves and drains open connections for a grace period.
+//! from its certificate, and serves HTTP/1.1 with a header-read timeout and a write-stall
+//! timeout. Stops accepting when the shutdown future resolves and drains open connections for
+//! a grace period.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,6 +17,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::api::{dispatch, PeerIdentity};
@@ -22,6 +27,10 @@ pub struct ServerOptions {
     /// Time a client has to send a request's headers; also bounds an idle keep-alive wait.
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// How long a connection may go without taking any of the bytes it is sent before it is
+    /// closed: a client that never reads its answer would otherwise hold the answer (a whole
+    /// status body) and the connection forever.
+    pub write_stall_timeout: Duration,
     /// How long open connections may finish after shutdown starts.
     pub grace_period: Duration,
 }
@@ -31,6 +40,7 @@ impl Default for ServerOptions {
         Self {
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(30),
             grace_period: Duration::from_secs(30),
         }
     }
@@ -63,6 +73,7 @@ async fn serve_conn<IO>(
         // times what nginx allows by default.
         .max_buf_size(MAX_READ_BUF)
         .keep_alive(true);
+    let io = StallGuard::new(io, opts.write_stall_timeout);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
@@ -71,6 +82,103 @@ async fn serve_conn<IO>(
 
 /// Largest read buffer per connection, the request head included.
 const MAX_READ_BUF: usize = 64 * 1024;
+
+/// A connection whose writes fail with `TimedOut` once the peer has taken none of the bytes
+/// sent to it for a whole timeout. hyper has no write timeout; its header-read timeout only
+/// covers the wait for a request.
+struct StallGuard<IO> {
+    io: IO,
+    timeout: Duration,
+    /// Armed at the first write that could not proceed, cleared by any progress.
+    stall: Pin<Box<tokio::time::Sleep>>,
+    stalled: bool,
+}
+
+impl<IO> StallGuard<IO> {
+    fn new(io: IO, timeout: Duration) -> Self {
+        Self {
+            io,
+            timeout,
+            stall: Box::pin(tokio::time::sleep(timeout)),
+            stalled: false,
+        }
+    }
+
+    /// Called with a write's outcome: progress clears the stall, and a write still pending
+    /// once the stall has lasted the timeout becomes an error that ends the connection.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = false;
+            return polled;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            self.stall.as_mut().reset(deadline);
+        }
+        match self.stall.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                tracing::info!(
+                    timeout = ?self.timeout,
+                    "closing a connection whose client took none of its answer"
+                );
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took none of its answer within the write-stall timeout",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for StallGuard<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.check(cx, polled)
+    }
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve<F>(

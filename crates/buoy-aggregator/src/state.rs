@@ -430,31 +430,64 @@ impl RunState {
 
     /// The status document for the run as it stands.
     pub fn status(&self) -> Status {
-        let plugins: Vec<PluginStatus> = self
-            .entries
-            .iter()
-            .map(|e| PluginStatus {
-                plugin: e.key.plugin.clone(),
-                node: e.key.node.clone(),
-                status: Self::word(&e.phase).to_string(),
-                result_status: e.result_status(),
-                result_counts: e
-                    .result
-                    .as_ref()
-                    .map(|r| r.counts.iter().cloned().collect()),
-                progress: e.progress.as_deref().map(ProgressUpdate::for_status),
-            })
-            .collect();
+        let plugins: Vec<PluginStatus> = self.entries.iter().map(Self::entry_status).collect();
+        let mut status = self.status_without_keys();
+        if !plugins.is_empty() {
+            status.plugins = Some(plugins);
+        }
+        status
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Writes keys `from..from + n` of the status document (`status()` serialized) to `out`,
+    /// with the document's opening before the first and its close after the last. Returns
+    /// where the next chunk starts, `None` once the document is complete.
+    pub fn write_status_chunk(&self, from: usize, n: usize, out: &mut Vec<u8>) -> Option<usize> {
+        let end = from.saturating_add(n).min(self.entries.len());
+        if from == 0 {
+            out.extend_from_slice(b"{\"plugins\":[");
+        }
+        for (i, e) in self.entries[from.min(end)..end].iter().enumerate() {
+            if from + i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, &Self::entry_status(e)).expect("a status serializes");
+        }
+        if end < self.entries.len() {
+            return Some(end);
+        }
+        // The rest of the document is what follows `"plugins":null` in one without keys.
+        let rest = serde_json::to_vec(&self.status_without_keys()).expect("a status serializes");
+        const HEAD: &[u8] = b"{\"plugins\":null";
+        debug_assert!(rest.starts_with(HEAD));
+        out.push(b']');
+        out.extend_from_slice(&rest[HEAD.len()..]);
+        None
+    }
+
+    fn entry_status(e: &Entry) -> PluginStatus {
+        PluginStatus {
+            plugin: e.key.plugin.clone(),
+            node: e.key.node.clone(),
+            status: Self::word(&e.phase).to_string(),
+            result_status: e.result_status(),
+            result_counts: e
+                .result
+                .as_ref()
+                .map(|r| r.counts.iter().cloned().collect()),
+            progress: e.progress.as_deref().map(ProgressUpdate::for_status),
+        }
+    }
+
+    fn status_without_keys(&self) -> Status {
         let (overall, tar_info) = self.overall();
-        let tar_info = tar_info.unwrap_or_default();
         Status {
-            plugins: if plugins.is_empty() {
-                None
-            } else {
-                Some(plugins)
-            },
+            plugins: None,
             status: overall,
-            tar_info,
+            tar_info: tar_info.unwrap_or_default(),
             interrupted: match &self.phase {
                 RunPhase::Interrupted { why, .. } => Some(why.clone()),
                 _ => None,
@@ -470,6 +503,32 @@ mod tests {
 
     fn k(p: &str, n: &str) -> ResultKey {
         ResultKey::new(p, n)
+    }
+
+    #[test]
+    fn a_status_written_in_chunks_is_the_status_document_byte_for_byte() {
+        for keys in [1usize, 2, 7] {
+            let mut s = RunState::new(
+                (0..keys)
+                    .map(|i| k("p", &format!("n{i}")))
+                    .collect::<Vec<_>>(),
+            );
+            s.restore(&k("p", "n0"), Outcome::Error("it \"broke\"".into()));
+            s.set_result(&k("p", "n0"), "failed".into(), [("failed".to_string(), 2)]);
+            s.set_seal_error(Some("disk full".into()));
+            let whole = serde_json::to_vec(&s.status()).unwrap();
+            for chunk in [1usize, 2, 3, 100] {
+                let (mut out, mut next) = (Vec::new(), Some(0));
+                while let Some(from) = next {
+                    next = s.write_status_chunk(from, chunk, &mut out);
+                }
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    String::from_utf8(whole.clone()).unwrap(),
+                    "{keys} keys, {chunk} a chunk"
+                );
+            }
+        }
     }
 
     fn run() -> RunState {

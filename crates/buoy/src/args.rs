@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use buoy_aggregator::Options;
+use buoy_aggregator::{Options, ServerOptions};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -518,6 +518,14 @@ impl AggregatorArgs {
             ..Options::default()
         }
     }
+
+    /// The connection tunables both modes take from the command line.
+    pub(crate) fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            write_stall_timeout: Duration::from_secs(self.caps.write_stall_timeout),
+            ..ServerOptions::default()
+        }
+    }
 }
 
 /// Caps on what clients may make the aggregator store or hold (defaults sized to real
@@ -552,6 +560,10 @@ pub(crate) struct CapFlags {
     /// Seconds an upload body may pause between two chunks (408 past it).
     #[arg(long, default_value_t = Options::default().body_idle_timeout.as_secs())]
     pub(crate) body_idle_timeout: u64,
+    /// Seconds a connection may take none of the answer it is sent before it is closed (a
+    /// client that never reads would hold its answer, a whole status body, for ever).
+    #[arg(long, default_value_t = ServerOptions::default().write_stall_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) write_stall_timeout: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

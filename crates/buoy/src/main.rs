@@ -156,9 +156,10 @@ async fn bind_status_page(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 async fn start_view(
     addr: SocketAddr,
     agg: &Arc<buoy_aggregator::Aggregator>,
+    server: ServerOptions,
 ) -> Result<buoy_aggregator::ViewServer> {
     let listener = bind_status_page(addr).await?;
-    let view = buoy_aggregator::ViewServer::start(listener, agg.clone(), ServerOptions::default())?;
+    let view = buoy_aggregator::ViewServer::start(listener, agg.clone(), server)?;
     eprintln!("buoy: status page: {}", view.url());
     Ok(view)
 }
@@ -181,6 +182,7 @@ async fn aggregator_in_cluster(
         no_exit: args.no_exit,
         view_listener,
         aggregator: args.options(),
+        server: args.server_options(),
         run_log: Some(run_log),
         cleanup_on_interrupt: args.cleanup_on_interrupt,
         seal_on_interrupt: args.seal_on_interrupt,
@@ -263,7 +265,7 @@ async fn aggregator(args: AggregatorArgs, run_log: buoy_kube::runlog::RunLog) ->
         expected,
         timeout,
         options,
-        server: ServerOptions::default(),
+        server: args.server_options(),
         config_json: standalone_config_json(
             &plugins,
             bound,
@@ -273,7 +275,7 @@ async fn aggregator(args: AggregatorArgs, run_log: buoy_kube::runlog::RunLog) ->
     };
     let handle = RunHandle::start(listener, tls, cfg).await?;
     let view = match args.status_page {
-        Some(addr) => Some(start_view(addr, handle.aggregator()).await?),
+        Some(addr) => Some(start_view(addr, handle.aggregator(), args.server_options()).await?),
         None => None,
     };
     let finished = handle.finish(shutdown_signal(), args.no_exit).await;

@@ -487,3 +487,80 @@ async fn a_deep_or_endless_plugin_definition_is_refused_at_start() {
         assert!(stderr.contains(reason), "{plugins}: {stderr}");
     }
 }
+
+/// Clients that ask for a large status (200,000 keys: about 19 MB) and never read the answer,
+/// on the results listener and on the unauthenticated status page, while the status changes
+/// between requests: each answer was built whole (about 100 MB at its peak) and held whole,
+/// one per request, for as long as the client wished. Streamed, each holds a chunk, and the
+/// peak RSS stays under the ceiling.
+#[tokio::test]
+async fn clients_that_never_read_large_status_answers_hold_a_chunk_each() {
+    const PLUGINS: usize = 4;
+    const NODES: usize = 50_000;
+    const READERS: usize = 16;
+    let out = tempfile::tempdir().unwrap();
+    let expect = out.path().join("expect");
+    let nodes: Vec<String> = (0..NODES).map(|i| format!("node-{i:06}")).collect();
+    let lines: Vec<String> = (0..PLUGINS)
+        .map(|p| format!("p{p}={}", nodes.join(",")))
+        .collect();
+    std::fs::write(&expect, lines.join("\n")).unwrap();
+    let run_dir = out.path().join("out");
+    let (child, addr, page, log) = crate::cli::start_aggregator_with_page(&[
+        "--insecure-http",
+        "--expect-file",
+        expect.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--status-page",
+        "127.0.0.1:0",
+        "--output",
+        run_dir.to_str().unwrap(),
+        "--no-exit",
+    ])
+    .await;
+    let pid = child.id().unwrap();
+
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        // A new status each time: one more node's progress.
+        let progress = format!("{{\"msg\":\"step {i}\"}}");
+        let post = format!(
+            "POST /api/v1/progress/by-node/node-{i:06}/p0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{progress}",
+            progress.len()
+        );
+        let (code, reply) = raw(addr, post.as_bytes()).await;
+        assert_eq!(code, 200, "{reply}");
+
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let target = if i % 2 == 0 { addr } else { page };
+        let mut s = within(sock.connect(target)).await.unwrap();
+        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        within(s.read_exact(&mut head)).await.unwrap();
+        assert_eq!(&head[9..12], b"200", "{}", String::from_utf8_lossy(&head));
+        readers.push(s);
+    }
+    let hwm = vm_hwm_kib(pid);
+    drop(readers);
+    sigterm(&child);
+    let (code, _) = exit_and_stdout(child).await;
+    let log = log.await.unwrap();
+    // Stopped before its 200,000 results: that is what the exit says, and nothing else went wrong.
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("interrupted before every result arrived"),
+        "{log}"
+    );
+    let _ = std::io::stderr().write_all(
+        format!("{READERS} unread status answers of 200,000 keys: aggregator peak RSS {hwm} KiB\n")
+            .as_bytes(),
+    );
+    assert!(
+        hwm < POST_PROCESSING_RSS_CEILING_KIB,
+        "peak RSS {hwm} KiB over the {POST_PROCESSING_RSS_CEILING_KIB} KiB ceiling"
+    );
+}

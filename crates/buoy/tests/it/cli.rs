@@ -29,6 +29,32 @@ pub async fn start_aggregator(args: &[&str]) -> (Child, SocketAddr) {
 pub async fn start_aggregator_logged(
     args: &[&str],
 ) -> (Child, SocketAddr, tokio::task::JoinHandle<String>) {
+    let (child, addr, _, log) = start_logged(args, false).await;
+    (child, addr, log)
+}
+
+/// `start_aggregator_logged` with `--status-page` among `args`: also the page's address.
+pub async fn start_aggregator_with_page(
+    args: &[&str],
+) -> (
+    Child,
+    SocketAddr,
+    SocketAddr,
+    tokio::task::JoinHandle<String>,
+) {
+    let (child, addr, page, log) = start_logged(args, true).await;
+    (child, addr, page.unwrap(), log)
+}
+
+async fn start_logged(
+    args: &[&str],
+    page: bool,
+) -> (
+    Child,
+    SocketAddr,
+    Option<SocketAddr>,
+    tokio::task::JoinHandle<String>,
+) {
     let mut child = buoy()
         .arg("aggregator")
         .args(args)
@@ -38,7 +64,8 @@ pub async fn start_aggregator_logged(
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = String::new();
-    let addr = within(async {
+    let (addr, page_addr) = within(async {
+        let (mut addr, mut page_addr) = (None, None);
         loop {
             let line = lines
                 .next_line()
@@ -48,12 +75,13 @@ pub async fn start_aggregator_logged(
             log.push_str(&line);
             log.push('\n');
             if let Some(rest) = line.split(" listening on ").nth(1) {
-                return rest
-                    .split(';')
-                    .next()
-                    .unwrap()
-                    .parse::<SocketAddr>()
-                    .unwrap();
+                addr = rest.split(';').next().unwrap().parse::<SocketAddr>().ok();
+            }
+            if let Some(rest) = line.split("status page: http://").nth(1) {
+                page_addr = rest.trim_end_matches('/').parse::<SocketAddr>().ok();
+            }
+            if let Some(a) = addr.filter(|_| !page || page_addr.is_some()) {
+                return (a, page_addr);
             }
         }
     })
@@ -66,7 +94,7 @@ pub async fn start_aggregator_logged(
         }
         log
     });
-    (child, addr, log)
+    (child, addr, page_addr, log)
 }
 
 pub async fn exit_and_stdout(mut child: Child) -> (i32, String) {

@@ -625,3 +625,67 @@ async fn an_expected_name_longer_than_a_directory_name_is_refused_at_start() {
     };
     assert!(err.contains("255 bytes"), "{err}");
 }
+
+/// A client that asks for a large status and never reads the answer is cut off once it has
+/// taken nothing for the write-stall timeout, and what its answer held is released; before,
+/// nothing ever closed such a connection.
+#[tokio::test]
+async fn a_client_that_never_reads_its_status_answer_is_cut_off_and_releases_it() {
+    let nodes: Vec<String> = (0..100_000).map(|i| format!("node-{i:06}")).collect();
+    let expected: Vec<(&str, &str)> = nodes.iter().map(|n| ("p", n.as_str())).collect();
+    let server = ServerOptions {
+        write_stall_timeout: Duration::from_millis(500),
+        grace_period: Duration::from_secs(1),
+        ..ServerOptions::default()
+    };
+    let a = spawn_aggregator_with(&expected, Options::default(), server, None, None).await;
+    // A small receive window, so the answer backs up into the server.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = within(sock.connect(a.addr)).await.unwrap();
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    within(async {
+        while a.agg.status_streams_open() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within(async {
+        while a.agg.status_streams_open() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // The server goes on serving others, the whole answer to one that reads.
+    let mut s = within(tokio::net::TcpStream::connect(a.addr))
+        .await
+        .unwrap();
+    s.write_all(b"GET /api/v1/status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut whole = Vec::new();
+    within(s.read_to_end(&mut whole)).await.unwrap();
+    assert!(whole.starts_with(b"HTTP/1.1 200"));
+    // More than the loopback socket buffers (4 MiB to send) can take off the server's hands.
+    assert!(whole.len() > 8 << 20, "a status of {} bytes", whole.len());
+    // What the slow client can still read ends short of the answer: the server gave up on it.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    within(async {
+        while let Ok(n) = slow.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+    })
+    .await;
+    assert!(
+        got < whole.len(),
+        "read {got} of a {}-byte answer",
+        whole.len()
+    );
+    a.stop().await;
+}
