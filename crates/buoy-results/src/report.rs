@@ -309,10 +309,11 @@ pub fn show(archive: &Archive, query: &Query, out: &mut impl Write) -> io::Resul
                 let tree = tree_of(p);
                 match query.mode {
                     // Sonobuoy copies the file as stored and ignores -n.
-                    Mode::Dump => match archive.raw_results(p) {
-                        Ok(raw) => out.write_all(raw)?,
-                        Err(e) => errors.push(e),
-                    },
+                    Mode::Dump => {
+                        if let Err(e) = archive.copy_raw_results(p, out)? {
+                            errors.push(e);
+                        }
+                    }
                     Mode::Report => {
                         if let Some(t) = tree {
                             PluginReport::from_item(&t.name, t)
@@ -383,7 +384,7 @@ fn detailed(
     skip_prefix: bool,
     out: &mut impl Write,
 ) -> io::Result<Result<(), String>> {
-    let mut leaves: Vec<(Vec<&str>, &Item, Option<String>)> = Vec::new();
+    let mut leaves: Vec<Leaf<'_>> = Vec::new();
     for_leaves(root, &mut vec![], &mut |path, leaf| {
         let file = leaf
             .meta
@@ -392,31 +393,48 @@ fn detailed(
             .map(|f| format!("plugins/{plugin}/{}", f.replace('\\', "/")));
         leaves.push((path.to_vec(), leaf, file));
     });
+    // Leaves print in tree order; a file leaf's contents are streamed from the archive as
+    // its turn comes (one pass when the archive holds them in that order).
     let files: Vec<String> = leaves.iter().filter_map(|l| l.2.clone()).collect();
-    let tmp = tempfile::tempdir()?;
-    if !files.is_empty() {
-        archive.extract_files(&files, tmp.path())?;
-    }
-    for (mut path, leaf, file) in leaves {
-        match file {
-            Some(rel) => {
-                let Ok(mut f) = std::fs::File::open(tmp.path().join(&rel)) else {
-                    return Ok(Err(format!("file {rel} is not in the archive")));
-                };
-                if !skip_prefix {
-                    path.push(&leaf.name);
-                    write!(out, "{} ", path.join("|"))?;
-                }
-                io::copy(&mut f, out)?;
-            }
-            None => {
-                let mut l = leaf.clone();
-                l.meta.insert("path".into(), path.join("|"));
-                writeln!(out, "{}", go_json(&l).map_err(io::Error::other)?)?;
-            }
+    let mut leaves = leaves.into_iter().peekable();
+    let mut missing = None;
+    print_plain(&mut leaves, out)?;
+    archive.read_files_in_order(&files, |i, contents| {
+        let Some((mut path, leaf, Some(rel))) = leaves.next() else {
+            return Ok(false);
+        };
+        let Some(contents) = contents else {
+            missing = Some(format!("file {} is not in the archive", files[i]));
+            return Ok(false);
+        };
+        debug_assert_eq!(rel, files[i]);
+        if !skip_prefix {
+            path.push(&leaf.name);
+            write!(out, "{} ", path.join("|"))?;
         }
+        io::copy(contents, out)?;
+        print_plain(&mut leaves, out)?;
+        Ok(true)
+    })?;
+    Ok(match missing {
+        Some(why) => Err(why),
+        None => Ok(()),
+    })
+}
+
+type Leaf<'a> = (Vec<&'a str>, &'a Item, Option<String>);
+
+/// Prints the leaves up to the next one that stands for a file, a JSON object each.
+fn print_plain(
+    leaves: &mut std::iter::Peekable<std::vec::IntoIter<Leaf<'_>>>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    while let Some((path, leaf, _)) = leaves.next_if(|l| l.2.is_none()) {
+        let mut l = leaf.clone();
+        l.meta.insert("path".into(), path.join("|"));
+        writeln!(out, "{}", go_json(&l).map_err(io::Error::other)?)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn for_leaves<'a>(i: &'a Item, path: &mut Vec<&'a str>, f: &mut impl FnMut(&[&'a str], &'a Item)) {

@@ -212,3 +212,118 @@ fn a_results_file_that_does_not_decode_is_reported_for_its_plugin_only() {
     );
     assert_eq!(r[1]["status"], "passed");
 }
+
+/// A plugin whose two nodes each have a file leaf, for detailed mode.
+const TWO_NODES: &str = r#"name: p
+status: passed
+meta:
+  type: summary
+items:
+- name: node-1
+  status: passed
+  meta:
+    type: node
+  items:
+  - name: f
+    status: passed
+    meta:
+      file: results/node-1/f
+- name: node-2
+  status: passed
+  meta:
+    type: node
+  items:
+  - name: f
+    status: passed
+    meta:
+      file: results/node-2/f
+- name: node-3
+  status: passed
+  meta:
+    type: node
+"#;
+
+fn tar_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn a_gzip_of_several_members_is_read_to_its_end() {
+    let tar = tar_bytes(&[
+        ("meta/config.json", br#"{"Version":"v0.57.5"}"#),
+        ("meta/info.json", br#"{"plugins":["systemd-logs"]}"#),
+        (
+            "plugins/systemd-logs/sonobuoy_results.yaml",
+            DS_RESULTS.as_bytes(),
+        ),
+    ]);
+    // Two entries of one 512-byte block and one of data each, then the rest: a second member.
+    let (first, rest) = tar.split_at(4 * 512);
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("two-members.tar.gz");
+    std::fs::write(&t, [gzip(first), gzip(rest)].concat()).unwrap();
+    let a = Archive::open(&t).unwrap();
+    let (passed, r) = report(&a, Query::default());
+    assert!(passed, "{r}");
+    assert_eq!(r[0]["passed"], 1);
+}
+
+#[test]
+fn detailed_mode_prints_file_leaves_in_tree_order_whatever_the_archive_order() {
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("r.tar.gz");
+    write_tarball(
+        &t,
+        &[
+            ("meta/config.json", br#"{"Version":"v0.57.5"}"#),
+            ("meta/info.json", br#"{"plugins":["p"]}"#),
+            ("plugins/p/results/node-2/f", b"two\n"),
+            ("plugins/p/sonobuoy_results.yaml", TWO_NODES.as_bytes()),
+            ("plugins/p/results/node-1/f", b"one\n"),
+        ],
+    );
+    let a = Archive::open(&t).unwrap();
+    let mut out = Vec::new();
+    show(
+        &a,
+        &Query {
+            mode: Mode::Detailed,
+            plugin: Some("p".into()),
+            ..Query::default()
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "p|node-1|f one\np|node-2|f two\n{\"name\":\"node-3\",\"status\":\"passed\",\"meta\":{\"path\":\"p\",\"type\":\"node\"}}\n"
+    );
+    // Dump mode copies the stored file, streamed from the archive.
+    let mut out = Vec::new();
+    show(
+        &a,
+        &Query {
+            mode: Mode::Dump,
+            plugin: Some("p".into()),
+            ..Query::default()
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), TWO_NODES);
+}

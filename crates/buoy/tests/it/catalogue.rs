@@ -564,3 +564,167 @@ async fn clients_that_never_read_large_status_answers_hold_a_chunk_each() {
         "peak RSS {hwm} KiB over the {POST_PROCESSING_RSS_CEILING_KIB} KiB ceiling"
     );
 }
+
+/// Runs `buoy ARGS` to its end with `TMPDIR` set to `tmpdir` and stdout discarded: its exit
+/// code, stderr and peak RSS in KiB (from `wait4`, so only this child counts). A child still
+/// running after the test's time limit is killed, and the test fails.
+// The child is reaped by wait4, which also gives its rusage; std's wait would not.
+#[allow(clippy::zombie_processes)]
+fn results_measured(args: &[&std::ffi::OsStr], tmpdir: &std::path::Path) -> (i32, String, u64) {
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_buoy"))
+        .args(args)
+        .env("TMPDIR", tmpdir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(LIMIT * 3).is_err() {
+            // SAFETY: pid is our child, not yet reaped (wait4 below reaps it).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child with out-pointers to locals.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    let _ = done_tx.send(());
+    assert!(!watchdog.join().unwrap(), "buoy {args:?} did not end");
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let stderr = std::fs::read_to_string(err.path()).unwrap();
+    (code, stderr, usage.ru_maxrss as u64)
+}
+
+/// Writes a gzip'd tar of `members` (name, size, contents repeated to that size), streamed.
+fn write_archive(path: &std::path::Path, members: &[(&str, u64, &[u8])]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        f,
+        flate2::Compression::fast(),
+    ));
+    for (name, size, data) in members {
+        let h = header(name, tar::EntryType::Regular, *size);
+        let body = std::io::Read::take(Cycle(data, 0), *size);
+        b.append(&h, body).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+/// `data` over and over.
+struct Cycle<'a>(&'a [u8], usize);
+
+impl std::io::Read for Cycle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            let take = (self.0.len() - self.1).min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&self.0[self.1..self.1 + take]);
+            self.1 = (self.1 + take) % self.0.len();
+            n += take;
+        }
+        Ok(n)
+    }
+}
+
+/// `buoy results` on untrusted archives: a `meta/config.json` or a `sonobuoy_results.yaml`
+/// that expands to 160 MiB (each was read whole), `-m detailed` on a 160 MiB file leaf with
+/// `TMPDIR` pointing nowhere (the member was copied there first), and a results directory whose
+/// `sonobuoy_results.yaml` links to `/dev/zero` or whose file leaf is a FIFO (read for ever, or
+/// blocked on). Each ends with a reason, under the ceiling.
+#[test]
+fn buoy_results_reads_hostile_archives_in_bounded_memory_and_copies_nothing() {
+    const BIG: u64 = 160 << 20;
+    let d = tempfile::tempdir().unwrap();
+    let nowhere = d.path().join("no-such-tmpdir");
+    let config: &[u8] = br#"{"UUID":"x","Version":"v0.57.5"}"#;
+    let info: &[u8] = br#"{"plugins":["p"]}"#;
+    let results: &[u8] = b"name: p\nstatus: passed\nmeta:\n  type: summary\nitems:\n- name: big\n  status: passed\n  meta:\n    file: results/global/big\n    type: file\n";
+    let archive = |name: &str, members: &[(&str, u64, &[u8])]| {
+        let p = d.path().join(name);
+        write_archive(&p, members);
+        p
+    };
+    let config_bomb = archive("config.tar.gz", &[("meta/config.json", BIG, b" ")]);
+    let results_bomb = archive(
+        "results.tar.gz",
+        &[
+            ("meta/config.json", config.len() as u64, config),
+            ("meta/info.json", info.len() as u64, info),
+            ("plugins/p/sonobuoy_results.yaml", BIG, b"#"),
+        ],
+    );
+    let big_member = archive(
+        "member.tar.gz",
+        &[
+            ("meta/config.json", config.len() as u64, config),
+            ("meta/info.json", info.len() as u64, info),
+            (
+                "plugins/p/sonobuoy_results.yaml",
+                results.len() as u64,
+                results,
+            ),
+            ("plugins/p/results/global/big", BIG, b"x"),
+        ],
+    );
+    let dir = |name: &str| {
+        let root = d.path().join(name);
+        std::fs::create_dir_all(root.join("meta")).unwrap();
+        std::fs::create_dir_all(root.join("plugins/p/results/global")).unwrap();
+        std::fs::write(root.join("meta/config.json"), config).unwrap();
+        std::fs::write(root.join("meta/info.json"), info).unwrap();
+        root
+    };
+    let linked = dir("linked");
+    std::os::unix::fs::symlink("/dev/zero", linked.join("plugins/p/sonobuoy_results.yaml"))
+        .unwrap();
+    let fifo = dir("fifo");
+    std::fs::write(fifo.join("plugins/p/sonobuoy_results.yaml"), results).unwrap();
+    let at = std::ffi::CString::new(fifo.join("plugins/p/results/global/big").to_str().unwrap())
+        .unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(at.as_ptr(), 0o644) }, 0);
+
+    let cases: [(&std::path::Path, &[&str], i32, &str); 5] = [
+        (
+            &config_bomb,
+            &[],
+            1,
+            "meta/config.json: larger than 1048576 bytes",
+        ),
+        (&results_bomb, &[], 1, "sonobuoy_results.yaml: larger than"),
+        (&big_member, &["-m", "detailed"], 0, ""),
+        (&linked, &[], 1, "a symbolic link; not read"),
+        (
+            &fifo,
+            &["-m", "detailed"],
+            1,
+            "not a regular file; not read",
+        ),
+    ];
+    for (path, flags, want, reason) in cases {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["results".as_ref(), path.as_os_str()];
+        args.extend(flags.iter().map(std::ffi::OsStr::new));
+        let (code, stderr, rss) = results_measured(&args, &nowhere);
+        let _ = std::io::stderr().write_all(
+            format!("buoy results {args:?}: exit {code}, peak RSS {rss} KiB\n").as_bytes(),
+        );
+        assert_eq!(code, want, "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(
+            rss < POST_PROCESSING_RSS_CEILING_KIB,
+            "{args:?}: peak RSS {rss} KiB over the {POST_PROCESSING_RSS_CEILING_KIB} KiB ceiling"
+        );
+    }
+    assert!(!nowhere.exists());
+}
