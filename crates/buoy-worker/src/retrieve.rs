@@ -142,9 +142,16 @@ pub async fn retrieve(
     })
 }
 
+/// Largest full status read (about 95 bytes a key: 19 MB at 200,000 keys).
+pub const MAX_STATUS_BYTES: usize = 256 << 20;
+
 async fn read_status(client: &Client) -> Result<buoy_wire::Status, RetrieveError> {
     let reply = client
-        .get_whole(buoy_wire::routes::STATUS, HeaderMap::new(), 16 << 20)
+        .get_whole(
+            buoy_wire::routes::STATUS,
+            HeaderMap::new(),
+            MAX_STATUS_BYTES,
+        )
         .await
         .map_err(|e| RetrieveError::Status(e.to_string()))?;
     if !reply.status.is_success() {

@@ -470,15 +470,15 @@ async fn delete(args: DeleteArgs) -> Result<i32> {
 async fn fetch_status(args: &StatusArgs) -> Result<buoy_wire::Status> {
     if let Some(url) = &args.url {
         let client = aggregator_client(url, &args.cacert, &args.cert, &args.key)?;
+        // Read whole: `send` keeps 64 KiB of a reply, less than the status of 700 keys.
         let reply = client
-            .send(
-                http::Method::GET,
+            .get_whole(
                 buoy_wire::routes::STATUS,
                 http::HeaderMap::new(),
-                buoy_worker::client::full(Vec::new()),
+                buoy_worker::retrieve::MAX_STATUS_BYTES,
             )
             .await
-            .with_context(|| format!("cannot reach {url}"))?;
+            .with_context(|| format!("cannot read the status from {url}"))?;
         if !reply.status.is_success() {
             bail!("{url} answered {}: {}", reply.status, reply.text());
         }

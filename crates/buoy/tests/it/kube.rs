@@ -261,6 +261,35 @@ async fn status_url_reads_a_standalone_aggregator_and_exits_zero_unless_failed()
     assert_eq!(v["status"], "running");
 }
 
+/// `buoy status --url` on a run whose status is larger than the client's 64 KiB default read
+/// (it printed "the status does not decode" past about 700 keys) and streamed (over 4,096 keys).
+#[tokio::test]
+async fn status_url_reads_a_large_streamed_status_whole() {
+    let nodes: Vec<String> = (0..5_000).map(|i| format!("node-{i:05}")).collect();
+    let expected: Vec<(&str, &str)> = nodes.iter().map(|n| ("logs", n.as_str())).collect();
+    let t = spawn_aggregator(&expected, insecure(), None, None).await;
+    let out = buoy()
+        .args(["status", "--url", &t.url(), "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plugins"].as_array().unwrap().len(), 5_000);
+    let out = buoy()
+        .args(["status", "--url", &t.url()])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("logs     running"), "{text}");
+    t.stop().await;
+}
+
 /// An API server that knows one aggregator pod and forwards its port 8081 (the status page) to
 /// `target` over the websocket port-forward protocol (`v4.channel.k8s.io`), as a kubelet would.
 /// The forwards numbered in `cut` (from 1) break off once `cut_after` bytes came back.
