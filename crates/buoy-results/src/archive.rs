@@ -196,7 +196,7 @@ impl Archive {
             path: path.to_path_buf(),
             source,
         };
-        let too_large = |member: &str, reason: String| ArchiveError::Member {
+        let member_err = |member: &str, reason: String| ArchiveError::Member {
             path: path.to_path_buf(),
             member: member.to_string(),
             reason,
@@ -209,12 +209,12 @@ impl Archive {
         let mut all = MAX_ALL_RESULTS_BYTES;
         let source = if meta.is_dir() {
             let read = |rel: &str| -> Result<Option<Vec<u8>>, ArchiveError> {
-                let f = open_regular(path, rel).map_err(|e| too_large(rel, e.to_string()))?;
+                let f = open_regular(path, rel).map_err(|e| member_err(rel, e.to_string()))?;
                 match f {
                     None => Ok(None),
                     Some(f) => match read_capped(f, MAX_META_BYTES).map_err(io_err)? {
                         Ok(b) => Ok(Some(b)),
-                        Err(reason) => Err(too_large(rel, reason)),
+                        Err(reason) => Err(member_err(rel, reason)),
                     },
                 }
             };
@@ -258,7 +258,7 @@ impl Archive {
                 let name = name.to_string();
                 let b = read_capped(entry, MAX_META_BYTES)
                     .map_err(io_err)?
-                    .map_err(|reason| too_large(&name, reason))?;
+                    .map_err(|reason| member_err(&name, reason))?;
                 match name.as_str() {
                     CONFIG_FILE => config = Some(b),
                     INFO_FILE => info = Some(b),

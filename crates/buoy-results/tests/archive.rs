@@ -6,7 +6,7 @@ use buoy_results::report::{show, Format, Mode};
 use buoy_results::{Archive, ArchiveError, Query};
 
 mod common;
-use common::{write_tarball, DS_RESULTS};
+use common::{gzip, tar_bytes, write_tarball, DS_RESULTS};
 
 /// The `sonobuoy_results.yaml` of an e2e run as Sonobuoy's YAML encoder writes it.
 const E2E_RESULTS: &str = r#"name: e2e
@@ -242,25 +242,6 @@ items:
   meta:
     type: node
 "#;
-
-fn tar_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
 
 #[test]
 fn a_gzip_of_several_members_is_read_to_its_end() {

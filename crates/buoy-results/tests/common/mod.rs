@@ -21,11 +21,12 @@ items:
 
 /// Writes a `.tar.gz` of regular files, in order, as Sonobuoy's tarball writer lays them out.
 pub fn write_tarball(path: &Path, files: &[(&str, &[u8])]) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        f,
-        flate2::Compression::fast(),
-    ));
+    std::fs::write(path, gzip(&tar_bytes(files))).unwrap();
+}
+
+/// A tar (not compressed) of regular files, in order.
+pub fn tar_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
     for (name, data) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
@@ -33,5 +34,13 @@ pub fn write_tarball(path: &Path, files: &[(&str, &[u8])]) {
         h.set_cksum();
         b.append_data(&mut h, name, *data).unwrap();
     }
-    b.into_inner().unwrap().finish().unwrap();
+    b.into_inner().unwrap()
+}
+
+/// `data` as one gzip member.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
 }
