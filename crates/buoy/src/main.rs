@@ -811,5 +811,22 @@ fn main() {
     };
     // Dropping the remaining tasks kills any child process they still own.
     rt.shutdown_timeout(Duration::from_secs(5));
+    // What the command took at its peak, for whoever sizes its memory (`BUOY_LOG=debug`). A
+    // parent's wait4 cannot say: a child started by vfork inherits its parent's peak.
+    if let Some(kib) = peak_rss_kib() {
+        tracing::debug!(peak_rss_kib = kib, code, "exiting");
+    }
     std::process::exit(code);
+}
+
+/// This process's peak resident set (`VmHWM`), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

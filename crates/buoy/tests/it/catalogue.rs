@@ -293,12 +293,15 @@ async fn every_hostile_input_is_refused_and_the_run_still_completes_within_the_m
     // The real result still gets in, and the run completes.
     let r = put(&c, target, &gzip, tar_gz(&[("junit.xml", b"<testsuite/>")])).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // Measured, not asserted: the 10 s from the last result to the seal.
+    let last_result = std::time::Instant::now();
     within(async {
         while whole_status(addr).await["status"] != "complete" {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
     .await;
+    let sealed_after = last_result.elapsed();
     let hwm = vm_hwm_kib(pid);
     sigterm(&child);
     let (code, stdout) = exit_and_stdout(child).await;
@@ -311,7 +314,7 @@ async fn every_hostile_input_is_refused_and_the_run_still_completes_within_the_m
         "peak RSS {hwm} KiB over the {RSS_CEILING_KIB} KiB ceiling"
     );
     let _ = std::io::stderr()
-        .write_all(format!("catalogue: aggregator peak RSS {hwm} KiB\n").as_bytes());
+        .write_all(format!("catalogue: aggregator peak RSS {hwm} KiB, sealed {sealed_after:?} after the last result\n").as_bytes());
 }
 
 /// A body under a transfer coding besides `chunked` is 501, not stored still coded.
@@ -566,44 +569,31 @@ async fn clients_that_never_read_large_status_answers_hold_a_chunk_each() {
 }
 
 /// Runs `buoy ARGS` to its end with `TMPDIR` set to `tmpdir` and stdout discarded: its exit
-/// code, stderr and peak RSS in KiB (from `wait4`, so only this child counts). A child still
-/// running after the test's time limit is killed, and the test fails.
-// The child is reaped by wait4, which also gives its rusage; std's wait would not.
-#[allow(clippy::zombie_processes)]
-fn results_measured(args: &[&std::ffi::OsStr], tmpdir: &std::path::Path) -> (i32, String, u64) {
-    let err = tempfile::NamedTempFile::new().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_buoy"))
-        .args(args)
-        .env("TMPDIR", tmpdir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(err.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(LIMIT * 3).is_err() {
-            // SAFETY: pid is our child, not yet reaped (wait4 below reaps it).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            return true;
-        }
-        false
-    });
-    let mut status = 0;
-    // SAFETY: plain wait4 on our own child with out-pointers to locals.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    let _ = done_tx.send(());
-    assert!(!watchdog.join().unwrap(), "buoy {args:?} did not end");
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    let stderr = std::fs::read_to_string(err.path()).unwrap();
-    (code, stderr, usage.ru_maxrss as u64)
+/// code, stderr and peak RSS in KiB, which it logs at debug level as it exits (a parent's
+/// `wait4` would count the test process's own peak: a child spawned by vfork inherits it).
+async fn results_measured(
+    args: &[&std::ffi::OsStr],
+    tmpdir: &std::path::Path,
+) -> (i32, String, u64) {
+    let out = within(
+        crate::cli::buoy()
+            .args(args)
+            .env("TMPDIR", tmpdir)
+            .env("BUOY_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rss = stderr
+        .lines()
+        .filter(|l| l.contains("exiting"))
+        .find_map(|l| l.split("peak_rss_kib=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in the log: {stderr}"));
+    (out.status.code().unwrap_or(-1), stderr, rss)
 }
 
 /// Writes a gzip'd tar of `members` (name, size, contents repeated to that size), streamed.
@@ -642,8 +632,8 @@ impl std::io::Read for Cycle<'_> {
 /// `TMPDIR` pointing nowhere (the member was copied there first), and a results directory whose
 /// `sonobuoy_results.yaml` links to `/dev/zero` or whose file leaf is a FIFO (read for ever, or
 /// blocked on). Each ends with a reason, under the ceiling.
-#[test]
-fn buoy_results_reads_hostile_archives_in_bounded_memory_and_copies_nothing() {
+#[tokio::test]
+async fn buoy_results_reads_hostile_archives_in_bounded_memory_and_copies_nothing() {
     const BIG: u64 = 160 << 20;
     let d = tempfile::tempdir().unwrap();
     let nowhere = d.path().join("no-such-tmpdir");
@@ -715,7 +705,7 @@ fn buoy_results_reads_hostile_archives_in_bounded_memory_and_copies_nothing() {
     for (path, flags, want, reason) in cases {
         let mut args: Vec<&std::ffi::OsStr> = vec!["results".as_ref(), path.as_os_str()];
         args.extend(flags.iter().map(std::ffi::OsStr::new));
-        let (code, stderr, rss) = results_measured(&args, &nowhere);
+        let (code, stderr, rss) = results_measured(&args, &nowhere).await;
         let _ = std::io::stderr().write_all(
             format!("buoy results {args:?}: exit {code}, peak RSS {rss} KiB\n").as_bytes(),
         );
