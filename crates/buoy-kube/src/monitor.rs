@@ -152,6 +152,10 @@ pub struct MonitorState {
     node_missing: BTreeMap<String, u32>,
     job_pod_seen: bool,
     job_pod_missing: u32,
+    /// Expected nodes with a pod at the last poll (`None` before the first).
+    pods_counted: Option<usize>,
+    /// When a poll last found more of them than the one before.
+    last_growth: Option<OffsetDateTime>,
 }
 
 fn human(d: Duration) -> String {
@@ -237,6 +241,17 @@ pub fn assess(
                     });
                 }
             }
+            // The grace for a node without a pod counts from the launch, or from the last poll
+            // that found more pods than the one before: at thousands of nodes the DaemonSet
+            // controller takes minutes to make every pod (it made 3,754 of 5,001 in the first
+            // two minutes here), and a node is not "without a pod" while they keep coming.
+            let found = st.found.len();
+            if st.pods_counted.is_some_and(|before| found > before) {
+                st.last_growth = Some(now);
+            }
+            st.pods_counted = Some(found);
+            let since = st.last_growth.map_or(w.launched, |g| g.max(w.launched));
+            let quiet: Duration = (now - since).try_into().unwrap_or(Duration::ZERO);
             let waited = (now - w.launched).try_into().unwrap_or(Duration::ZERO);
             for node in &w.nodes {
                 let key = ResultKey::new(&w.plugin, node);
@@ -262,7 +277,7 @@ pub fn assess(
                         }
                     }
                 }
-                if !st.found.contains(node) && waited >= opts.missing_pod_grace {
+                if !st.found.contains(node) && quiet >= opts.missing_pod_grace {
                     st.reported.insert(node.clone());
                     out.push(Verdict {
                         key,
@@ -491,6 +506,40 @@ mod tests {
             OffsetDateTime::now_utc()
         )
         .is_empty());
+    }
+
+    #[test]
+    fn missing_pods_wait_while_the_daemonset_still_gains_pods() {
+        let t0 = OffsetDateTime::now_utc();
+        let mut w = watched(Driver::DaemonSet, &["a", "b", "c"]);
+        w.launched = t0 - Duration::from_secs(30);
+        let mut st = MonitorState::default();
+        let opts = MonitorOptions::default();
+        let obs = |on: &[&str]| Observation {
+            pods: on
+                .iter()
+                .map(|n| pod_on(n, json!({"phase": "Running"})))
+                .collect(),
+            daemonsets: 1,
+            nodes: names(&["a", "b", "c"]),
+        };
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut judge =
+            |on: &[&str], secs| assess(&w, &mut st, &obs(on), &|_| false, &opts, at(secs));
+        assert!(judge(&["a"], 0).is_empty());
+        // A pod more at 100 s: the controller is still at work.
+        assert!(judge(&["a", "b"], 100).is_empty());
+        // 180 s after the launch, past the grace from it, but 50 s after the last new pod.
+        assert!(judge(&["a", "b"], 150).is_empty());
+        let v = judge(&["a", "b"], 221);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].key, ResultKey::new("p", "c"));
+        assert!(
+            v[0].message
+                .starts_with("No pod was scheduled on node c within 4m11s"),
+            "{}",
+            v[0].message
+        );
     }
 
     #[test]
