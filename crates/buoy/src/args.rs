@@ -491,7 +491,8 @@ pub(crate) struct AggregatorArgs {
     #[arg(long)]
     pub(crate) kubeconfig: Option<PathBuf>,
     /// In-cluster: seconds a DaemonSet plugin's node may go without a pod before its result is
-    /// an error ("No pod was scheduled on node ...").
+    /// an error ("No pod was scheduled on node ..."), counted from the launch and again from
+    /// each time the DaemonSet gained a pod.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub(crate) missing_pod_grace: u64,
     #[command(flatten)]
