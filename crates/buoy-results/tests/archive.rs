@@ -279,32 +279,20 @@ fn detailed_mode_prints_file_leaves_in_tree_order_whatever_the_archive_order() {
         ],
     );
     let a = Archive::open(&t).unwrap();
-    let mut out = Vec::new();
-    show(
-        &a,
-        &Query {
-            mode: Mode::Detailed,
+    let shown = |mode| {
+        let mut out = Vec::new();
+        let q = Query {
+            mode,
             plugin: Some("p".into()),
             ..Query::default()
-        },
-        &mut out,
-    )
-    .unwrap();
+        };
+        show(&a, &q, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        shown(Mode::Detailed),
         "p|node-1|f one\np|node-2|f two\n{\"name\":\"node-3\",\"status\":\"passed\",\"meta\":{\"path\":\"p\",\"type\":\"node\"}}\n"
     );
     // Dump mode copies the stored file, streamed from the archive.
-    let mut out = Vec::new();
-    show(
-        &a,
-        &Query {
-            mode: Mode::Dump,
-            plugin: Some("p".into()),
-            ..Query::default()
-        },
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(String::from_utf8(out).unwrap(), TWO_NODES);
+    assert_eq!(shown(Mode::Dump), TWO_NODES);
 }
