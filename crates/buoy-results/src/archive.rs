@@ -122,12 +122,11 @@ fn parse_results(bytes: &[u8]) -> Result<Item, String> {
 
 /// Reads `r` whole if it holds at most `cap` bytes; `Ok(Err(reason))` when it holds more.
 fn read_capped(r: impl Read, cap: u64) -> io::Result<Result<Vec<u8>, String>> {
-    let mut b = Vec::new();
-    r.take(cap + 1).read_to_end(&mut b)?;
-    if b.len() as u64 > cap {
-        return Ok(Err(format!("larger than {cap} bytes; not read")));
+    match buoy_wire::read_bounded_from(r, cap) {
+        Ok(b) => Ok(Ok(b)),
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => Ok(Err(format!("{e}; not read"))),
+        Err(e) => Err(e),
     }
-    Ok(Ok(b))
 }
 
 /// Opens `root/rel` for reading only if it is a regular file reached without following a

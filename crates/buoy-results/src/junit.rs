@@ -51,10 +51,7 @@ impl DetailBudget {
             SMALL_DETAIL_BYTES
         };
         if text.len() > cap + NOTE_ROOM || total > text.len() {
-            let mut end = cap.min(text.len());
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
+            let end = buoy_wire::floor_char_boundary(&text, cap);
             text.truncate(end);
             text.push_str(&format!("... [cut from {} bytes]", total.max(end)));
         }
@@ -175,11 +172,8 @@ fn children<R: BufRead>(
 fn push_capped(out: &mut Text, piece: &str) {
     out.total += piece.len();
     let room = (DETAIL_BYTES + NOTE_ROOM).saturating_sub(out.kept.len());
-    let mut end = room.min(piece.len());
-    while !piece.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.kept.push_str(&piece[..end]);
+    out.kept
+        .push_str(&piece[..buoy_wire::floor_char_boundary(piece, room)]);
 }
 
 /// The text directly inside the element just opened (text and CDATA, entities decoded);

@@ -211,16 +211,13 @@ pub const MAX_MANUAL_BYTES: u64 = 8 << 20;
 /// A manual results file must be exactly one item, within [`MAX_MANUAL_BYTES`] and the nesting
 /// and node bounds of [`buoy_wire::yaml`].
 fn manual(file: impl std::io::Read) -> Result<Item, String> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    file.take(MAX_MANUAL_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > MAX_MANUAL_BYTES {
-        return Err(format!(
-            "not read: a manual results file is at most {MAX_MANUAL_BYTES} bytes"
-        ));
-    }
+    let bytes = buoy_wire::read_bounded_from(file, MAX_MANUAL_BYTES).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::FileTooLarge {
+            format!("not read: a manual results file is at most {MAX_MANUAL_BYTES} bytes")
+        } else {
+            format!("cannot read: {e}")
+        }
+    })?;
     let value: serde_yaml_ng::Value = buoy_wire::yaml::from_slice(&bytes)
         .map_err(|e| format!("not a single YAML results item: {e}"))?;
     if !value.is_mapping() {

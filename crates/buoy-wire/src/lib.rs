@@ -22,7 +22,7 @@ pub use status::{PluginStatus, Status, TarInfo};
 
 /// The end of the longest prefix of `s` within `max` bytes that ends on a character boundary
 /// (`str::floor_char_boundary`, stable only after this workspace's minimum Rust).
-pub(crate) fn floor_char_boundary(s: &str, max: usize) -> usize {
+pub fn floor_char_boundary(s: &str, max: usize) -> usize {
     let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -33,11 +33,15 @@ pub(crate) fn floor_char_boundary(s: &str, max: usize) -> usize {
 /// Reads a file of at most `max` bytes whole. A longer one (or a device such as `/dev/zero`
 /// that never ends) is an error once `max` bytes are read, instead of growing without bound.
 pub fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    read_bounded_from(std::fs::File::open(path)?, max)
+}
+
+/// [`read_bounded`] from any reader: more than `max` bytes is an error of kind
+/// `FileTooLarge` ("larger than `max` bytes"), found once `max + 1` bytes are read.
+pub fn read_bounded_from(r: impl std::io::Read, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
-    std::fs::File::open(path)?
-        .take(max + 1)
-        .read_to_end(&mut out)?;
+    r.take(max + 1).read_to_end(&mut out)?;
     if out.len() as u64 > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::FileTooLarge,
