@@ -95,41 +95,8 @@ pub struct Aggregator {
     metrics: Arc<Metrics>,
     /// Each plugin's post-processed summary, once post-processing ran.
     summaries: Mutex<Vec<(String, ResultSummary)>>,
-    /// Streamed status answers being sent right now.
-    status_streams: Arc<AtomicUsize>,
-}
-
-/// Runs with more keys than this get their full status streamed (about 95 bytes a key: 19 MB
-/// at 200,000 keys, and the same again or more to build it whole) instead of built whole.
-pub const WHOLE_STATUS_KEYS: usize = 4096;
-
-/// Keys a streamed status chunk holds (about 50 KB), serialized under one short hold of the lock.
-const STATUS_CHUNK_KEYS: usize = 512;
-
-/// A full status answer: built whole for small runs, streamed chunk by chunk for large ones.
-pub enum StatusBody {
-    Whole(Status),
-    Stream(
-        std::pin::Pin<
-            Box<dyn Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send>,
-        >,
-    ),
-}
-
-/// Counts one streamed status answer as open while it lives.
-struct OpenStream(Arc<AtomicUsize>);
-
-impl OpenStream {
-    fn new(n: Arc<AtomicUsize>) -> Self {
-        n.fetch_add(1, Ordering::SeqCst);
-        Self(n)
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    /// Streamed status answers being sent right now (`status_body`).
+    pub(crate) status_streams: Arc<AtomicUsize>,
 }
 
 /// Counts one upload as waiting for a slot while it lives.
@@ -259,36 +226,6 @@ impl Aggregator {
 
     pub fn status(&self) -> Status {
         self.lock().status()
-    }
-
-    /// The full status as an answer: whole for a small run; for a large one a stream that
-    /// serializes `STATUS_CHUNK_KEYS` keys at a time as the client takes them, so a client that
-    /// reads slowly or never holds one chunk, not the whole document, and nothing builds the
-    /// whole document at once. Each key is as it stands when its chunk is made; the run's
-    /// overall status, at the end, as it stands then.
-    pub fn status_body(self: &Arc<Self>) -> StatusBody {
-        if self.lock().key_count() <= WHOLE_STATUS_KEYS {
-            return StatusBody::Whole(self.status());
-        }
-        let open = OpenStream::new(self.status_streams.clone());
-        let chunks = futures_util::stream::unfold(
-            (self.clone(), Some(0usize), open),
-            |(agg, next, open)| async move {
-                let from = next?;
-                let mut out = Vec::with_capacity(64 << 10);
-                let more = agg
-                    .lock()
-                    .write_status_chunk(from, STATUS_CHUNK_KEYS, &mut out);
-                Some((Ok(bytes::Bytes::from(out)), (agg, more, open)))
-            },
-        );
-        StatusBody::Stream(Box::pin(chunks))
-    }
-
-    /// Streamed status answers being sent right now (a stream ends when its last chunk is
-    /// taken, or when its connection is dropped).
-    pub fn status_streams_open(&self) -> usize {
-        self.status_streams.load(Ordering::SeqCst)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -16,8 +16,9 @@ use buoy_wire::ResultKey;
 use futures_util::TryStreamExt;
 use tower::ServiceExt;
 
-use crate::aggregator::{Aggregator, StatusBody};
+use crate::aggregator::Aggregator;
 use crate::error::AggError;
+use crate::status_body::StatusBody;
 
 /// Largest progress update body accepted.
 const MAX_PROGRESS_BYTES: usize = 1 << 20;

@@ -19,6 +19,7 @@ pub mod run;
 pub mod seal;
 pub mod server;
 pub mod state;
+pub mod status_body;
 pub mod store;
 
 pub use aggregator::{Aggregator, Options};
