@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 use crate::certs::{self, Authority, Pair};
+use crate::ports::free_port;
 use crate::EnvError;
 
 /// Where the binaries are: `BUOY_TEST_K8S_BIN`, else envtest's default place. etcd may also
@@ -91,14 +92,6 @@ pub struct ControlPlane {
     /// API server is told to trust for kubelets).
     pub kubelet_serving: Pair,
     procs: Vec<(&'static str, Child)>,
-}
-
-/// A loopback port nobody listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EnvError {

@@ -17,10 +17,12 @@ pub mod control_plane;
 pub mod kubelet;
 mod logs;
 mod pod;
+mod ports;
 
 pub use cluster::TestCluster;
-pub use control_plane::{free_port, Binaries, ControlPlane, ControlPlaneOptions};
+pub use control_plane::{Binaries, ControlPlane, ControlPlaneOptions};
 pub use kubelet::{Kubelet, KubeletOptions, NodeMode};
+pub use ports::free_port;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {

@@ -280,11 +280,7 @@ async fn certs_dir_serves_mtls_to_a_real_worker_process() {
         results.path().join("logs.tar.gz").to_str().unwrap(),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = buoy_testenv::free_port();
     let read = |f: &str| std::fs::read_to_string(certs.path().join(f)).unwrap();
     let worker = buoy()
         .args([

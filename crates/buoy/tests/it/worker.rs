@@ -93,14 +93,6 @@ async fn deliver(cfg: &WorkerConfig, mode: Mode) -> Result<Delivery, WorkerError
     within(buoy_worker::run(cfg, mode, std::future::pending())).await
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn worker_delivers_a_file_per_node_and_a_directory_globally() {
     let mut a = spawn_aggregator(&[("p", "n1"), ("e2e", "global")], insecure(), None, None).await;
@@ -266,7 +258,7 @@ async fn a_missing_result_file_is_an_error_without_contacting_the_aggregator() {
 async fn the_relay_forwards_the_body_and_passes_the_status_back() {
     let (addr, seen) = scripted(vec![418]).await;
     let client = buoy_worker::Client::new(&format!("http://{addr}"), None).unwrap();
-    let port = free_port();
+    let port = buoy_testenv::free_port();
     let relay = buoy_worker::relay::start(
         std::net::IpAddr::from([127, 0, 0, 1]),
         port,
@@ -307,7 +299,7 @@ async fn progress_reaches_the_aggregator_through_the_relay_for_a_node() {
     let a = spawn_aggregator(&[("p", "n1")], insecure(), None, None).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(a.url(), "p", "n1", dir.path());
-    cfg.progress_port = free_port();
+    cfg.progress_port = buoy_testenv::free_port();
     let port = cfg.progress_port;
     let worker = tokio::spawn(async move {
         buoy_worker::run(&cfg, Mode::SingleNode, std::future::pending()).await

@@ -153,11 +153,7 @@ async fn run(k: &Path) {
     std::fs::write(plugins.join("b.yaml"), json!({"sonobuoy-config": {"driver": "Job", "plugin-name": "stuck"}, "spec": {"name": "p", "image": "none:0"}, "podSpec": pin}).to_string()).unwrap();
     std::fs::write(plugins.join("c.yaml"), json!({"sonobuoy-config": {"driver": "DaemonSet", "plugin-name": "nodes"}, "spec": {"name": "p", "image": "none:0"},
         "podSpec": {"nodeSelector": {"buoy-e2e": id}, "containers": []}}).to_string()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = buoy_testenv::free_port();
     let config = dir.path().join("config.json");
     std::fs::write(&config, json!({"Namespace": ns, "WorkerImage": "buoy:e2e", "PluginSearchPath": [plugins],
         "Server": {"bindaddress": "127.0.0.1", "bindport": port, "advertiseaddress": format!("127.0.0.1:{port}"), "timeoutseconds": 300}}).to_string()).unwrap();
