@@ -39,6 +39,8 @@ pub struct Instance {
     env: Vec<(String, String)>,
     cwd: PathBuf,
     worker: WorkerConfig,
+    /// Taken by `run` for the worker.
+    relay: Option<std::net::TcpListener>,
     mode: Mode,
 }
 
@@ -52,10 +54,13 @@ fn expand(s: &str, env: &[(String, String)]) -> String {
     })
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The plugin's progress relay, bound here and held until the worker serves it: a port chosen
+/// and released could be taken by another socket before the worker bound it again.
+fn relay_listener() -> std::io::Result<(std::net::TcpListener, u16)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
 }
 
 impl Instance {
@@ -77,8 +82,8 @@ impl Instance {
         std::fs::create_dir_all(&results_dir)
             .map_err(io(format!("cannot create {}", results_dir.display())))?;
         let log = crate::log_path(run_dir, &key);
-        let port =
-            free_port().map_err(io("cannot find a free port for the progress relay".into()))?;
+        let (relay, port) =
+            relay_listener().map_err(io("cannot listen for the progress relay".into()))?;
         let node_name = node.clone().unwrap_or_else(crate::host_name);
         let pod_name = format!("sonobuoy-{}-{}", key.plugin, key.node);
 
@@ -162,6 +167,7 @@ impl Instance {
             env,
             cwd,
             worker,
+            relay: Some(relay),
             mode,
         })
     }
@@ -183,7 +189,7 @@ impl Instance {
     }
 
     /// Runs the plugin and its worker until the key has its result or error result.
-    pub async fn run(self, agg: Arc<Aggregator>) {
+    pub async fn run(mut self, agg: Arc<Aggregator>) {
         if let Some(parent) = self.log.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -222,10 +228,20 @@ impl Instance {
         tracing::info!(key = %self.key, pid = child.id(), "plugin started");
         let wcfg = self.worker.clone();
         let mode = self.mode;
-        let mut worker =
-            tokio::spawn(
-                async move { buoy_worker::run(&wcfg, mode, std::future::pending()).await },
-            );
+        // Without the listener the plugin's progress is lost (logged), its result is not.
+        let relay = self
+            .relay
+            .take()
+            .map(tokio::net::TcpListener::from_std)
+            .transpose()
+            .inspect_err(
+                |e| tracing::warn!(key = %self.key, error = %e, "progress relay not served"),
+            )
+            .ok()
+            .flatten();
+        let mut worker = tokio::spawn(async move {
+            buoy_worker::run_with_relay(&wcfg, mode, relay, std::future::pending()).await
+        });
 
         let worker_result = tokio::select! {
             w = &mut worker => Some(w),
@@ -296,5 +312,40 @@ mod tests {
         assert_eq!(expand("x$(A)y$(B)", &env), "x1ytwo");
         assert_eq!(expand("$(C) $$(A) $", &env), "$(C) $(A) $");
         assert_eq!(expand("echo $HOME", &env), "echo $HOME");
+    }
+
+    #[test]
+    fn the_progress_port_a_plugin_is_told_is_held_from_prepare_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::parse(
+            Path::new("p.yaml"),
+            "sonobuoy-config: {driver: Job, plugin-name: p}\nspec:\n  command: [/bin/true]\n",
+        )
+        .unwrap();
+        let issued = Issued {
+            cert_pem: String::new(),
+            key_pem: String::new(),
+        };
+        let i = Instance::prepare(
+            &m,
+            None,
+            dir.path(),
+            dir.path(),
+            "https://127.0.0.1:1",
+            "",
+            &issued,
+            None,
+        )
+        .unwrap();
+        let port: u16 = i
+            .env
+            .iter()
+            .find(|(k, _)| k == "SONOBUOY_PROGRESS_PORT")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        let taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

@@ -284,14 +284,23 @@ pub async fn run(
     mode: Mode,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Delivery, WorkerError> {
+    run_with_relay(cfg, mode, None, shutdown).await
+}
+
+/// [`run`], with the relay served on `relay` when given (bound by the caller before the plugin
+/// started) instead of on `progress_bind:progress_port`.
+pub async fn run_with_relay(
+    cfg: &WorkerConfig,
+    mode: Mode,
+    relay: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Delivery, WorkerError> {
     let client = cfg.client()?;
-    let relay = relay::start(
-        cfg.progress_bind,
-        cfg.progress_port,
-        client.clone(),
-        cfg.progress_path(mode)?,
-    )
-    .await;
+    let path = cfg.progress_path(mode)?;
+    let relay = match relay {
+        Some(listener) => Some(relay::serve(listener, client.clone(), path)),
+        None => relay::start(cfg.progress_bind, cfg.progress_port, client.clone(), path).await,
+    };
     let result = upload::wait_and_send(cfg, mode, &client, shutdown).await;
     if let Some(r) = relay {
         r.abort();

@@ -62,15 +62,23 @@ pub async fn start(
     path: String,
 ) -> Option<JoinHandle<()>> {
     let addr = SocketAddr::new(bind, port);
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Some(serve(listener, client, path)),
         Err(e) => {
             tracing::warn!(%addr, error = %e, "progress relay not started; progress updates will be lost");
-            return None;
+            None
         }
-    };
-    tracing::info!(%addr, "progress relay listening");
-    Some(tokio::spawn(async move {
+    }
+}
+
+/// Serves the relay on a listener bound beforehand: local mode binds it before the plugin
+/// starts, so the port the plugin is told is held from the first moment, and an update sent
+/// before this task runs waits in the listen queue instead of being refused.
+pub fn serve(listener: tokio::net::TcpListener, client: Client, path: String) -> JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "progress relay listening");
+    }
+    tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
@@ -88,7 +96,7 @@ pub async fn start(
                     .await;
             });
         }
-    }))
+    })
 }
 
 /// Posts one progress update to a relay on this host (what `buoy progress` does).

@@ -199,6 +199,49 @@ async fn a_plugin_that_fails_becomes_an_error_result() {
     assert!(report.contains("n1: "), "{report}");
 }
 
+/// The relay's port is bound before the plugin starts, so an update sent as the plugin's very
+/// first act is relayed, not refused; `set -e` makes a refused `buoy progress` fail the plugin.
+#[tokio::test]
+async fn a_progress_update_sent_as_the_plugin_starts_is_relayed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("eager.yaml"),
+        r#"sonobuoy-config: {driver: Job, plugin-name: eager, result-format: raw}
+spec:
+  command: [/bin/sh, -c]
+  args:
+  - |
+    set -eu
+    buoy progress --msg "first words" --total 1 --completed 0
+    echo ok > "$SONOBUOY_RESULTS_DIR/r.txt"
+    printf '%s' "$SONOBUOY_RESULTS_DIR/r.txt" > "$SONOBUOY_RESULTS_DIR/done"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = within(
+        buoy()
+            .arg("run")
+            .arg(dir.path().join("eager.yaml"))
+            .arg("--output")
+            .arg(&out)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("Plugin: eager\nStatus: passed\n"),
+        "{stdout}"
+    );
+}
+
 /// One file's bytes from a `.tar.gz`.
 fn tar_file(tarball: &Path, name: &str) -> Vec<u8> {
     use std::io::Read;
