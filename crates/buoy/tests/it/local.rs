@@ -11,6 +11,18 @@ fn quickstart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
 }
 
+/// The stdout of a command that must have exited 0 (both streams shown if it did not).
+fn succeeded(o: &std::process::Output) -> std::borrow::Cow<'_, str> {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
 fn tarball_from(stdout: &str) -> PathBuf {
     let line = stdout
         .lines()
@@ -32,13 +44,7 @@ async fn the_quickstart_runs_and_its_tarball_holds_every_result() {
     )
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = succeeded(&o);
     // Piped, progress is plain lines (no bars, no escape codes), ending with each plugin done,
     // and the status page's URL is given.
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -229,13 +235,7 @@ spec:
     )
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = succeeded(&o);
     assert!(
         stdout.contains("Plugin: eager\nStatus: passed\n"),
         "{stdout}"
