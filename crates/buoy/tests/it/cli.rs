@@ -583,12 +583,7 @@ async fn buoy_certs_and_a_worker_deliver_over_mtls() {
     let certs = d.path().join("certs");
     let certs_s = certs.to_str().unwrap();
     let ok = |o: std::process::Output| {
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        succeeded(&o);
         o
     };
     ok(within(
@@ -663,12 +658,7 @@ async fn buoy_certs_and_a_worker_deliver_over_mtls() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        worker.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&worker.stderr)
-    );
+    succeeded(&worker);
     let (code, stdout) = exit_and_stdout(child).await;
     let log = within(log).await.unwrap();
     assert_eq!(code, 0, "{log}");
@@ -857,11 +847,7 @@ async fn images_lists_every_image_a_run_pulls() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         "my/buoy:1\nregistry.k8s.io/conformance:v1.26.0\nsonobuoy/systemd-logs:v0.4\nregistry.k8s.io/e2e-test-images/agnhost:2.43\nmirrored\n"

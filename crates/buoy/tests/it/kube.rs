@@ -120,11 +120,7 @@ async fn buoy_manifest_passes_kubectl_apply_dry_run_client() {
         .output()
         .await
         .unwrap();
-    assert!(
-        manifest.status.success(),
-        "{}",
-        String::from_utf8_lossy(&manifest.stderr)
-    );
+    succeeded(&manifest);
     let addr = spawn_discovery_stub().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -273,11 +269,7 @@ async fn status_url_reads_a_large_streamed_status_whole() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["plugins"].as_array().unwrap().len(), 5_000);
     let out = buoy()

@@ -11,18 +11,6 @@ fn quickstart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
 }
 
-/// The stdout of a command that must have exited 0 (both streams shown if it did not).
-fn succeeded(o: &std::process::Output) -> std::borrow::Cow<'_, str> {
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout
-}
-
 fn tarball_from(stdout: &str) -> PathBuf {
     let line = stdout
         .lines()
@@ -103,12 +91,7 @@ async fn the_quickstart_runs_and_its_tarball_holds_every_result() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    succeeded(&o);
     let reports: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         reports,

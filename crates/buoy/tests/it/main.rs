@@ -54,6 +54,18 @@ pub struct TestAgg {
     pub done: Option<tokio::task::JoinHandle<Result<Finished, AggError>>>,
 }
 
+/// The stdout of a command that must have exited 0 (both streams shown if it did not).
+pub fn succeeded(o: &std::process::Output) -> std::borrow::Cow<'_, str> {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
 pub fn keys(spec: &[(&str, &str)]) -> Vec<ResultKey> {
     spec.iter().map(|(p, n)| ResultKey::new(*p, *n)).collect()
 }

@@ -144,11 +144,7 @@ async fn same_as_sonobuoy_results(bin: &Path, tarball: &Path) {
         .output()
         .await
         .unwrap();
-    assert!(
-        theirs.status.success(),
-        "{}",
-        String::from_utf8_lossy(&theirs.stderr)
-    );
+    crate::succeeded(&theirs);
     let ours = buoy().arg("results").arg(tarball).output().await.unwrap();
     assert_eq!(
         error_blocks_sorted(&String::from_utf8_lossy(&ours.stdout)),
@@ -312,12 +308,8 @@ async fn the_conformance_manifest_passes_strict_server_side_validation() {
         .output()
         .await
         .unwrap();
+    crate::succeeded(&out);
     let manifest = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // The version came from the API server.
     assert!(
         manifest.contains("image: registry.k8s.io/conformance:v1.26.0"),

@@ -192,11 +192,7 @@ async fn quickstart_manifest_runs_in_the_cluster_and_buoy_delete_removes_it() {
         .output()
         .await
         .unwrap();
-    assert!(
-        del.status.success(),
-        "{}",
-        String::from_utf8_lossy(&del.stderr)
-    );
+    crate::succeeded(&del);
     let (exists, _) = kubectl(k, &["get", "namespace", ns], None);
     assert!(!exists, "the namespace outlived buoy delete --wait");
     let roles = get_json(k, &["clusterroles", "-l", &format!("namespace={ns}")]);
